@@ -1,0 +1,54 @@
+"""The one catalogue of condition types, condition reasons and event reasons (all CamelCase).
+
+docs/architecture.md lists the same catalogue for users; a unit test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+# Condition types.
+READY = "Ready"
+DATABASE_READY = "DatabaseReady"
+CACHE_READY = "CacheReady"
+APP_READY = "AppReady"
+INGRESS_READY = "IngressReady"
+FAILOVER_IN_PROGRESS = "FailoverInProgress"
+CONDITION_TYPES = (READY, DATABASE_READY, CACHE_READY, APP_READY, INGRESS_READY, FAILOVER_IN_PROGRESS)
+
+# Condition reasons.
+ALL_TIERS_READY = "AllTiersReady"
+TIERS_NOT_READY = "TiersNotReady"
+TIER_READY = "TierReady"
+TIER_PROGRESSING = "TierProgressing"
+TIER_DISABLED = "TierDisabled"
+TIER_DEGRADED = "TierDegraded"
+NO_FAILOVER = "NoFailover"
+
+# Event reasons: reconcile.
+RECONCILED = "Reconciled"
+CHILDREN_APPLIED = "ChildrenApplied"
+RECONCILE_FAILED = "ReconcileFailed"
+SECRETS_CREATED = "SecretsCreated"
+FOLLOWERS_SCALED = "FollowersScaled"
+UNSAFE_CHANGE_REFUSED = "UnsafeChangeRefused"
+DELETING = "Deleting"
+
+# Event reasons: database health and failover.
+LEADER_ELECTED = "LeaderElected"  # first leader chosen at bootstrap
+LEADER_UNREACHABLE = "LeaderUnreachable"
+LEADER_RECOVERED = "LeaderRecovered"
+FAILOVER_STARTED = "FailoverStarted"
+FAILOVER_BLOCKED = "FailoverBlocked"
+LEADER_FENCED = "LeaderFenced"
+FOLLOWER_PROMOTED = "FollowerPromoted"
+SERVICES_REWIRED = "ServicesRewired"
+FOLLOWERS_REPOINTED = "FollowersRepointed"
+FAILOVER_COMPLETED = "FailoverCompleted"
+FOLLOWER_REJOINED = "FollowerRejoined"
+REJOIN_BY_BASE_BACKUP = "RejoinByBaseBackup"
+SWITCHOVER_STARTED = "SwitchoverStarted"
+SWITCHOVER_COMPLETED = "SwitchoverCompleted"
+SYNC_STANDBYS_UPDATED = "SynchronousStandbysUpdated"
+SELF_FENCED = "SelfFenced"
+
+# Event reasons: operator HA.
+OPERATOR_LEADING = "OperatorLeading"
