@@ -1,0 +1,163 @@
+"""Real Postgres 15 instances on loopback for integration tests: a leader and streaming followers.
+
+Postgres refuses to run as root, so when the tests run as root every server command runs as the
+`postgres` system user (created by Debian's postgresql package).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PG_BIN = Path(os.environ.get("ARCHOP_PG_BIN", "/usr/lib/postgresql/15/bin"))
+RUN_AS = "postgres"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    return ["runuser", "-u", RUN_AS, "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(_as_postgres(cmd), check=True, capture_output=True, text=True, **kw)
+
+
+def _own(path: Path) -> None:
+    if os.geteuid() == 0:
+        shutil.chown(path, RUN_AS, RUN_AS)
+
+
+@dataclass
+class PgInstance:
+    name: str
+    port: int
+    datadir: Path
+    sockdir: Path
+
+    def dsn(self, dbname: str = "postgres", user: str = "postgres", **extra: object) -> str:
+        parts = [f"host=127.0.0.1 port={self.port} dbname={dbname} user={user} connect_timeout=2"]
+        parts += [f"{k}={v}" for k, v in extra.items()]
+        return " ".join(parts)
+
+    @property
+    def conninfo_for_followers(self) -> str:
+        return f"host=127.0.0.1 port={self.port} user=postgres application_name={{name}}"
+
+    def start(self, wait: bool = True) -> None:
+        log = self.datadir.parent / f"{self.name}.log"
+        if not log.exists():
+            log.touch()
+            _own(log)
+        cmd = [str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-l", str(log), "-o",
+               f"-p {self.port} -k {self.sockdir}", "start"]
+        if wait:
+            cmd.insert(1, "-w")
+        else:
+            cmd.insert(1, "-W")
+        _run(cmd)
+
+    def stop(self, mode: str = "fast") -> None:
+        if self.running:
+            _run([str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop"])
+
+    def postmaster_pid(self) -> int | None:
+        pidfile = self.datadir / "postmaster.pid"
+        try:
+            return int(pidfile.read_text().split()[0])
+        except (FileNotFoundError, ValueError, IndexError):
+            return None
+
+    @property
+    def running(self) -> bool:
+        pid = self.postmaster_pid()
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster, as a crash would (children exit once they notice)."""
+        pid = self.postmaster_pid()
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            for _ in range(100):
+                if not self.running:
+                    break
+                time.sleep(0.05)
+
+    def freeze(self) -> None:
+        pid = self.postmaster_pid()
+        if pid:
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        pid = self.postmaster_pid()
+        if pid:
+            os.kill(pid, signal.SIGCONT)
+
+
+LEADER_CONF = """
+listen_addresses = '127.0.0.1'
+wal_level = replica
+max_wal_senders = 10
+max_replication_slots = 10
+wal_keep_size = '256MB'
+wal_log_hints = on
+hot_standby = on
+hot_standby_feedback = on
+wal_receiver_timeout = '4s'
+wal_sender_timeout = '4s'
+wal_retrieve_retry_interval = '500ms'
+fsync = off
+full_page_writes = on
+"""
+
+HBA = """
+local all all trust
+host all all 127.0.0.1/32 trust
+host replication all 127.0.0.1/32 trust
+"""
+
+
+def make_base(tmp: Path) -> Path:
+    base = tmp / "pg"
+    base.mkdir(parents=True, exist_ok=True)
+    os.chmod(tmp, 0o755)
+    _own(base)
+    return base
+
+
+def init_leader(base: Path, name: str = "pg-0", port: int | None = None) -> PgInstance:
+    datadir = base / name
+    inst = PgInstance(name=name, port=port or free_port(), datadir=datadir, sockdir=base)
+    _run([str(PG_BIN / "initdb"), "-D", str(datadir), "-U", "postgres", "--data-checksums", "-A", "trust"])
+    with open(datadir / "postgresql.conf", "a") as f:
+        f.write(LEADER_CONF)
+    (datadir / "pg_hba.conf").write_text(HBA)
+    inst.start()
+    return inst
+
+
+def clone_follower(leader: PgInstance, base: Path, name: str, port: int | None = None) -> PgInstance:
+    """pg_basebackup -R from the leader, then start as a streaming follower."""
+    datadir = base / name
+    inst = PgInstance(name=name, port=port or free_port(), datadir=datadir, sockdir=base)
+    _run([str(PG_BIN / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(leader.port), "-U", "postgres",
+          "-D", str(datadir), "-R", "-X", "stream", "-c", "fast",
+          "-d", f"host=127.0.0.1 port={leader.port} user=postgres application_name={name}"])
+    inst.start()
+    return inst
