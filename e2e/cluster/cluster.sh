@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The offline kind cluster: `cluster.sh up | down | kubeconfig`.
+#   ARCHOP_ONLINE=1 uses the published kind node image and upstream images instead of local builds.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+KUBECONFIG_PATH=${KUBECONFIG_PATH:-$ARCHOP_CACHE/kubeconfig}
+
+cluster_exists() { kind get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME"; }
+cluster_healthy() {
+  cluster_exists && kubectl --kubeconfig "$KUBECONFIG_PATH" get nodes >/dev/null 2>&1 \
+    && ! kubectl --kubeconfig "$KUBECONFIG_PATH" get nodes --no-headers | grep -qv ' Ready '
+}
+
+up() {
+  "$here/host-setup.sh"
+  if [ "${ARCHOP_ONLINE:-0}" = 1 ]; then
+    # With internet: kind's published node image; kindnetd and local-path come with it.
+    node_image=${ARCHOP_KIND_NODE_IMAGE:-kindest/node:$K8S_VERSION}
+    traefik_image=${ARCHOP_TRAEFIK_IMAGE:-traefik:$TRAEFIK_VERSION}
+    command -v kind >/dev/null || go install "sigs.k8s.io/kind@$KIND_VERSION"
+  else
+    "$here/build-tools.sh"
+    "$here/build-base.sh"
+    "$here/build-images.sh"
+    node_image=$(cat "$ARCHOP_CACHE/node-image")
+    traefik_image="$OFFLINE/traefik:$TRAEFIK_VERSION"
+  fi
+  if cluster_healthy && [ "$(docker inspect -f '{{.Config.Image}}' "$CLUSTER_NAME-control-plane")" = "$node_image" ]; then
+    log "cluster $CLUSTER_NAME is already up with $node_image"
+  else
+    cluster_exists && kind delete cluster --name "$CLUSTER_NAME"
+    log "creating cluster $CLUSTER_NAME from $node_image"
+    start=$(date +%s)
+    kind create cluster --name "$CLUSTER_NAME" --image "$node_image" --config "$here/kind-config.yaml" \
+      --kubeconfig "$KUBECONFIG_PATH" --wait 180s
+    log "cluster created in $(( $(date +%s) - start ))s"
+  fi
+  export KUBECONFIG=$KUBECONFIG_PATH
+  if [ "${ARCHOP_ONLINE:-0}" != 1 ]; then
+    kubectl apply -f "$here/manifests/coredns-configmap.yaml" >/dev/null
+  fi
+  sed "s|TRAEFIK_IMAGE|$traefik_image|" "$here/manifests/traefik.yaml" | kubectl apply -f - >/dev/null
+  kubectl -n traefik rollout status deploy/traefik --timeout=120s
+  kubectl -n kube-system rollout status deploy/coredns --timeout=120s
+  log "cluster ready; KUBECONFIG=$KUBECONFIG_PATH; ingress at http://$(ingress_ip)/"
+}
+
+ingress_ip() {
+  docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$CLUSTER_NAME-control-plane"
+}
+
+down() {
+  cluster_exists && kind delete cluster --name "$CLUSTER_NAME"
+  rm -f "$KUBECONFIG_PATH"
+}
+
+case "${1:-up}" in
+  up) up ;;
+  down) down ;;
+  kubeconfig) echo "$KUBECONFIG_PATH" ;;
+  ingress-ip) ingress_ip ;;
+  *) echo "usage: $0 up|down|kubeconfig|ingress-ip" >&2; exit 2 ;;
+esac
