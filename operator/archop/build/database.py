@@ -1,0 +1,215 @@
+"""The database tier as manifests: ConfigMap with the scripts, headless + rw/ro/r Services, StatefulSet.
+
+Pure: spec in, dicts out. Secrets are created by the core (N-db-superuser / -replication / -app); the pods
+read them through secretKeyRef only. Which pod leads is never visible here: the operator labels pods
+(archop.io/role) at run time and the rw/ro Services select on that label.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+from archop import names
+from archop.spec import ArchitectureSpec
+
+PORT = 5432
+UID = 999  # the official postgres image's uid/gid; the Debian-built image keeps it
+DATA_MOUNT = "/var/lib/postgresql/data"
+PGDATA = f"{DATA_MOUNT}/pgdata"  # a subdirectory: volume roots may hold lost+found
+CONF_DIR = "/etc/archop"
+RUN_DIR = "/var/run/postgresql"
+SCRIPT_FILES = ("start.sh", "fence.sh", "postgresql.conf", "pg_hba.conf")
+BOOTSTRAP_LEADER_KEY = "bootstrap-leader"
+# Put Debian's server binaries on PATH for probes too (the official image has them there already).
+_PATH_PREFIX = 'for d in /usr/lib/postgresql/*/bin; do [ -d "$d" ] && PATH="$d:$PATH"; done; '
+
+
+def script(name: str) -> str:
+    """One shipped file of archop/scripts (also used by the integration tests, so they run the same code)."""
+    return resources.files("archop").joinpath("scripts", name).read_text()
+
+
+def bootstrap_leader(name: str) -> str:
+    """The first leader: the operator records it in status.currentLeader at bootstrap."""
+    return names.db_pod(name, 0)
+
+
+def replicas(spec: ArchitectureSpec, current_leader: str | None = None) -> int:
+    """1 + followers; never fewer than the leader's ordinal + 1 (the monitor switches over first)."""
+    want = spec.database.instances
+    if current_leader and current_leader.rsplit("-", 1)[-1].isdigit():
+        want = max(want, int(current_leader.rsplit("-", 1)[-1]) + 1)
+    return want
+
+
+def build_database(
+    name: str,
+    namespace: str,
+    spec: ArchitectureSpec,
+    image: str,
+    settings: Any = None,
+    current_leader: str | None = None,
+) -> list[dict]:
+    """All database manifests for Architecture `name`. `current_leader` (status.currentLeader) keeps a
+    scale-down from removing the leader's pod before the monitor has switched over."""
+    del settings  # nothing operator-wide is needed here yet; kept for the uniform builder signature
+    n = replicas(spec, current_leader)
+    return [
+        config_map(name, namespace, n),
+        _service(name, namespace, names.db_headless(name), names.selector(name, names.DATABASE), headless=True),
+        _service(name, namespace, names.db_rw(name), names.role_selector(name, names.LEADER)),
+        _service(name, namespace, names.db_ro(name), names.role_selector(name, names.FOLLOWER)),
+        _service(name, namespace, names.db_r(name), names.selector(name, names.DATABASE)),
+        statefulset(name, namespace, spec, image, n),
+    ]
+
+
+def _meta(name: str, namespace: str, obj_name: str) -> dict:
+    return {"name": obj_name, "namespace": namespace, "labels": names.labels(name, names.DATABASE)}
+
+
+def peers(name: str, namespace: str, count: int) -> str:
+    return " ".join(
+        f"{names.db_pod_host(name, names.db_pod(name, i), namespace)}:{PORT}" for i in range(count)
+    )
+
+
+def config_map(name: str, namespace: str, count: int) -> dict:
+    data = {f: script(f) for f in SCRIPT_FILES}
+    data[BOOTSTRAP_LEADER_KEY] = bootstrap_leader(name)
+    data["peers"] = peers(name, namespace, count)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(name, namespace, names.db_config(name)),
+        "data": data,
+    }
+
+
+def _service(name: str, namespace: str, svc: str, selector: dict[str, str], headless: bool = False) -> dict:
+    spec: dict[str, Any] = {
+        "selector": dict(selector),
+        "ports": [{"name": "postgres", "port": PORT, "targetPort": PORT, "protocol": "TCP"}],
+    }
+    if headless:
+        # Stable per-pod DNS even before readiness: followers and the start script need the leader's name.
+        spec.update(clusterIP="None", publishNotReadyAddresses=True)
+    else:
+        spec["type"] = "ClusterIP"
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(name, namespace, svc), "spec": spec}
+
+
+def _secret_env(var: str, secret: str, key: str) -> dict:
+    return {"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def _env(name: str, namespace: str) -> list[dict]:
+    cfg = names.db_config(name)
+    return [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "PGDATA", "value": PGDATA},
+        {"name": "PGPORT", "value": str(PORT)},
+        {"name": "ARCHOP_RUN_DIR", "value": RUN_DIR},
+        {"name": "ARCHOP_CONF_DIR", "value": CONF_DIR},
+        {"name": "ARCHOP_PRIMARY_HOST", "value": names.service_host(names.db_rw(name), namespace)},
+        {"name": "ARCHOP_PRIMARY_PORT", "value": str(PORT)},
+        {"name": "ARCHOP_BOOTSTRAP_LEADER",
+         "valueFrom": {"configMapKeyRef": {"name": cfg, "key": BOOTSTRAP_LEADER_KEY}}},
+        {"name": "ARCHOP_PEERS", "valueFrom": {"configMapKeyRef": {"name": cfg, "key": "peers"}}},
+        _secret_env("POSTGRES_USER", names.db_secret(name, "superuser"), "username"),
+        _secret_env("POSTGRES_PASSWORD", names.db_secret(name, "superuser"), "password"),
+        _secret_env("REPLICATION_USER", names.db_secret(name, "replication"), "username"),
+        _secret_env("REPLICATION_PASSWORD", names.db_secret(name, "replication"), "password"),
+        _secret_env("APP_USER", names.db_secret(name, "app"), "username"),
+        _secret_env("APP_PASSWORD", names.db_secret(name, "app"), "password"),
+    ]
+
+
+def _mounts(data: bool) -> list[dict]:
+    out = [{"name": "config", "mountPath": CONF_DIR, "readOnly": True}, {"name": "run", "mountPath": RUN_DIR}]
+    if data:
+        out.insert(0, {"name": "data", "mountPath": DATA_MOUNT})
+    return out
+
+
+def statefulset(name: str, namespace: str, spec: ArchitectureSpec, image: str, count: int) -> dict:
+    db = spec.database
+    sel = names.selector(name, names.DATABASE)
+    retention = "Retain" if db.reclaim_policy == "Retain" else "Delete"
+    pvc_spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": db.storage_size}},
+    }
+    if db.storage_class:
+        pvc_spec["storageClassName"] = db.storage_class
+    ready_cmd = _PATH_PREFIX + f"exec pg_isready -q -h {RUN_DIR} -p {PORT}"
+    postgres = {
+        "name": "postgres",
+        "image": image,
+        # Explicit commands, never the image entrypoint: works with the official and Debian-built images.
+        "command": ["bash", f"{CONF_DIR}/start.sh"],
+        "env": _env(name, namespace),
+        "ports": [{"name": "postgres", "containerPort": PORT, "protocol": "TCP"}],
+        # Role-independent: the archop.io/role label, not readiness, steers rw/ro.
+        "readinessProbe": {
+            "exec": {"command": ["bash", "-c", ready_cmd]},
+            "periodSeconds": 2,
+            "timeoutSeconds": 2,
+            "failureThreshold": 2,
+        },
+        "resources": db.resources.as_dict(),
+        "volumeMounts": _mounts(data=True),
+    }
+    fence = {
+        "name": "fence",
+        "image": image,
+        "command": ["bash", f"{CONF_DIR}/fence.sh"],
+        "env": [
+            {"name": "PGPORT", "value": str(PORT)},
+            {"name": "ARCHOP_RUN_DIR", "value": RUN_DIR},
+            _secret_env("POSTGRES_USER", names.db_secret(name, "superuser"), "username"),
+            {"name": "ARCHOP_FENCE_AFTER_SECONDS", "value": "3"},
+        ],
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
+        "volumeMounts": _mounts(data=False),
+    }
+    pod_spec: dict[str, Any] = {
+        # Lets `kill -9` of the postmaster work from an exec (it is not pid 1) and lets the agent see it.
+        "shareProcessNamespace": True,
+        "terminationGracePeriodSeconds": 10,
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": False,
+        "securityContext": {"runAsUser": UID, "runAsGroup": UID, "fsGroup": UID, "runAsNonRoot": True},
+        "topologySpreadConstraints": [{
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": dict(sel)},
+        }],
+        "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+            "weight": 100,
+            "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": dict(sel)}},
+        }]}},
+        "containers": [postgres, fence],
+        "volumes": [
+            {"name": "config", "configMap": {"name": names.db_config(name), "defaultMode": 0o555}},
+            {"name": "run", "emptyDir": {}},
+        ],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": _meta(name, namespace, names.db(name)),
+        "spec": {
+            "serviceName": names.db_headless(name),
+            "replicas": count,
+            "podManagementPolicy": "Parallel",
+            # The operator orders restarts: followers first, then a switchover, then the old leader.
+            "updateStrategy": {"type": "OnDelete"},
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": retention, "whenScaled": retention},
+            "selector": {"matchLabels": dict(sel)},
+            "template": {"metadata": {"labels": names.labels(name, names.DATABASE)}, "spec": pod_spec},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": pvc_spec}],
+        },
+    }

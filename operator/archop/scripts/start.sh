@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# archop: how one database pod's Postgres starts. It needs no Kubernetes API access: the operator decides who
+# leads (pod label archop.io/role, status.currentLeader); this script only asks "does another primary answer
+# on the read-write Service?" and prepares PGDATA accordingly (see docs/failover.md, "Start script").
+#
+#   empty PGDATA      -> bootstrap leader and nobody else alive: initdb + users; otherwise pg_basebackup
+#   standby.signal    -> follower (pg_rewind first if the primary moved to a newer timeline)
+#   was a primary     -> another primary answers: old leader, pg_rewind (fallback: fresh base backup);
+#                        otherwise start as primary again (crash restart of the leader)
+#
+# Source it with ARCHOP_SOURCE_ONLY=1 to get the functions without running main (used by the tests).
+set -euo pipefail
+shopt -s inherit_errexit
+
+# Debian-built images keep the server binaries outside PATH; the official image has them on PATH.
+for d in /usr/lib/postgresql/*/bin; do
+  if [[ -d $d ]]; then PATH="$d:$PATH"; fi
+done
+export PATH
+
+PGPORT=${PGPORT:-5432}
+RUN_DIR=${ARCHOP_RUN_DIR:-/var/run/postgresql}
+CONF_DIR=${ARCHOP_CONF_DIR:-/etc/archop}
+HBA_FILE=${ARCHOP_HBA_FILE:-$CONF_DIR/pg_hba.conf}
+PRIMARY_PORT=${ARCHOP_PRIMARY_PORT:-5432}
+BOOTSTRAP_LEADER=${ARCHOP_BOOTSTRAP_LEADER:-}
+PEERS=${ARCHOP_PEERS:-}                      # "host[:port] ..." of every database pod
+SUPERUSER=${POSTGRES_USER:-postgres}
+REPL_USER=${REPLICATION_USER:-replicator}
+APP_USER=${APP_USER:-app}
+APP_DB=${APP_DB:-app}
+LISTEN=${ARCHOP_LISTEN:-*}
+EXTRA_OPTS=${ARCHOP_EXTRA_OPTS:-}
+WAIT_PRIMARY=${ARCHOP_WAIT_PRIMARY_SECONDS:-0}   # 0: wait for a primary forever
+MARKER=archop-rejoin                            # read by the operator with pg_read_file
+
+log() { echo "archop-start: $*" >&2; }
+
+passfile() { echo "${ARCHOP_PASSFILE:-$(dirname "$PGDATA")/archop.pgpass}"; }
+
+# Passwords live in a passfile so primary_conninfo (visible through SHOW) never carries one.
+write_passfile() {
+  local f esc_s esc_r
+  f=$(passfile)
+  esc_s=$(printf '%s' "${POSTGRES_PASSWORD:-}" | sed 's/[\\:]/\\&/g')
+  esc_r=$(printf '%s' "${REPLICATION_PASSWORD:-}" | sed 's/[\\:]/\\&/g')
+  umask 077
+  printf '*:*:*:%s:%s\n*:*:*:%s:%s\n' "$SUPERUSER" "$esc_s" "$REPL_USER" "$esc_r" >"$f.tmp"
+  mv "$f.tmp" "$f"
+  umask 022
+}
+
+# remote_sql HOST PORT SQL: one value from another server, as the superuser, failing fast.
+remote_sql() {
+  PGPASSFILE=$(passfile) psql "host=$1 port=$2 user=$SUPERUSER dbname=postgres connect_timeout=2" \
+    -XAtqc "$3" 2>/dev/null
+}
+
+# Prints "name|timeline" of the primary answering on the read-write address; fails if none does.
+primary_on_rw() {
+  local out
+  out=$(remote_sql "$ARCHOP_PRIMARY_HOST" "$PRIMARY_PORT" \
+    "select current_setting('cluster_name') || '|' || pg_is_in_recovery()::text || '|' ||
+            ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int") || return 1
+  [[ $out == *"|false|"* ]] || return 1
+  echo "${out%%|*}|${out##*|}"
+}
+
+any_peer_alive() {
+  local p host port
+  for p in $PEERS; do
+    host=${p%%:*}; port=${p#*:}; [[ $port == "$p" ]] && port=$PGPORT
+    if [[ $host == "$POD_NAME" || $host == "$POD_NAME".* ]]; then continue; fi
+    if pg_isready -q -h "$host" -p "$port" -t 2; then return 0; fi
+  done
+  return 1
+}
+
+local_timeline() {
+  pg_controldata "$PGDATA" | sed -n "s/^Latest checkpoint's TimeLineID: *//p"
+}
+
+# Follower settings live in postgresql.auto.conf, where the operator's ALTER SYSTEM also writes them.
+configure_follower() {
+  local auto="$PGDATA/postgresql.auto.conf"
+  touch "$auto"
+  sed -i -E '/^[[:space:]]*(primary_conninfo|primary_slot_name|recovery_target_timeline|default_transaction_read_only|synchronous_standby_names)[[:space:]]*=/d' "$auto"
+  printf "primary_conninfo = 'host=%s port=%s user=%s passfile=%s application_name=%s'\n" \
+    "$ARCHOP_PRIMARY_HOST" "$PRIMARY_PORT" "$REPL_USER" "$(passfile)" "$POD_NAME" >>"$auto"
+  echo "recovery_target_timeline = 'latest'" >>"$auto"
+  touch "$PGDATA/standby.signal"
+}
+
+wipe_pgdata() {
+  find "$PGDATA" -mindepth 1 -delete
+}
+
+base_backup() {
+  wipe_pgdata
+  PGPASSFILE=$(passfile) pg_basebackup -h "$ARCHOP_PRIMARY_HOST" -p "$PRIMARY_PORT" -U "$REPL_USER" \
+    -D "$PGDATA" -X stream -c fast --no-password
+  rm -f "$PGDATA/$MARKER"   # copied from the source; it is not ours
+  configure_follower
+}
+
+wait_for_primary() {
+  local waited=0
+  until primary_on_rw >/dev/null; do
+    if ((WAIT_PRIMARY > 0 && waited >= WAIT_PRIMARY)); then
+      log "no primary answers on $ARCHOP_PRIMARY_HOST after ${waited}s"
+      return 1
+    fi
+    sleep 1; waited=$((waited + 1))
+  done
+}
+
+bootstrap() {
+  log "initdb: $POD_NAME is the bootstrap leader and no peer answers"
+  local pw=()
+  if [[ -n ${POSTGRES_PASSWORD:-} ]]; then pw=(--pwfile=<(printf '%s\n' "$POSTGRES_PASSWORD")); fi
+  # Checksums (and wal_log_hints in the config) are what pg_rewind needs later.
+  initdb -D "$PGDATA" -U "$SUPERUSER" --data-checksums --auth-local=trust --auth-host=scram-sha-256 "${pw[@]}" >&2
+  pg_ctl -D "$PGDATA" -w -o "-p $PGPORT -c listen_addresses='' -c unix_socket_directories=$RUN_DIR" start >&2
+  {
+    echo "CREATE ROLE \"$REPL_USER\" WITH REPLICATION LOGIN;"
+    echo "CREATE ROLE \"$APP_USER\" WITH LOGIN;"
+    echo "CREATE DATABASE \"$APP_DB\" OWNER \"$APP_USER\";"
+    # Passwords come from the environment through \getenv, never through argv.
+    if [[ -n ${REPLICATION_PASSWORD:-} ]]; then
+      echo "\\getenv rpw REPLICATION_PASSWORD"
+      echo "ALTER ROLE \"$REPL_USER\" PASSWORD :'rpw';"
+    fi
+    if [[ -n ${APP_PASSWORD:-} ]]; then
+      echo "\\getenv apw APP_PASSWORD"
+      echo "ALTER ROLE \"$APP_USER\" PASSWORD :'apw';"
+    fi
+  } | psql -h "$RUN_DIR" -p "$PGPORT" -U "$SUPERUSER" -d postgres -X -q -v ON_ERROR_STOP=1 >&2
+  pg_ctl -D "$PGDATA" -w -m fast stop >&2
+}
+
+# The old leader comes back after a failover: rewind it onto the new timeline, or fall back to a copy.
+rejoin() {
+  local method=rewind
+  log "rejoining as follower of $1 by pg_rewind"
+  if ! pg_rewind --target-pgdata="$PGDATA" --progress \
+    --source-server="host=$ARCHOP_PRIMARY_HOST port=$PRIMARY_PORT user=$SUPERUSER dbname=postgres passfile=$(passfile) connect_timeout=5" >&2; then
+    log "pg_rewind failed; taking a fresh base backup instead"
+    method=basebackup
+    base_backup
+  fi
+  configure_follower
+  printf 'method=%s pod=%s at=%s\n' "$method" "$POD_NAME" "$(date +%s)" >"$PGDATA/$MARKER"
+}
+
+# After a crash (kill -9 of the postmaster) the lock file stays behind; in a shared process namespace its
+# pid may now belong to another process, which would make postgres refuse to start.
+clear_stale_pidfile() {
+  local pid
+  pid=$(head -n1 "$PGDATA/postmaster.pid" 2>/dev/null) || return 0
+  if [[ -n $pid && $(cat "/proc/$pid/comm" 2>/dev/null) == postgres* ]]; then return 0; fi
+  rm -f "$PGDATA/postmaster.pid"
+}
+
+prepare() {
+  : "${PGDATA:?}" "${POD_NAME:?}" "${ARCHOP_PRIMARY_HOST:?}"
+  mkdir -p "$PGDATA" "$RUN_DIR"
+  chmod 700 "$PGDATA"
+  write_passfile
+  clear_stale_pidfile
+}
+
+# Decide how to start; prints the mode (bootstrap, clone, follower, rewind, primary).
+prepare_pgdata() {
+  local found name tli
+  if [[ ! -s $PGDATA/PG_VERSION ]]; then
+    if [[ $POD_NAME == "$BOOTSTRAP_LEADER" ]] && ! primary_on_rw >/dev/null && ! any_peer_alive; then
+      bootstrap; echo bootstrap
+    else
+      log "empty PGDATA: cloning the current primary"
+      wait_for_primary
+      base_backup; echo clone
+    fi
+  elif [[ -f $PGDATA/standby.signal ]]; then
+    # A follower that was ahead of the promoted one cannot follow the new timeline without a rewind;
+    # pg_rewind is a no-op when the histories agree.
+    if found=$(primary_on_rw); then
+      tli=${found##*|}
+      if [[ $tli != "$(local_timeline)" ]]; then
+        rejoin "${found%%|*}"; echo rewind; return
+      fi
+    fi
+    configure_follower_keep_conninfo; echo follower
+  else
+    if found=$(primary_on_rw) && name=${found%%|*} && [[ $name != "$POD_NAME" ]]; then
+      rejoin "$name"; echo rewind
+    else
+      log "was the primary and no other primary answers: starting as primary"
+      echo primary
+    fi
+  fi
+}
+
+# An existing follower keeps the primary_conninfo the operator set last (ALTER SYSTEM), if any.
+configure_follower_keep_conninfo() {
+  if ! grep -Eq '^[[:space:]]*primary_conninfo[[:space:]]*=' "$PGDATA/postgresql.auto.conf" 2>/dev/null; then
+    configure_follower
+  fi
+}
+
+run_postgres() {
+  # shellcheck disable=SC2086  # EXTRA_OPTS is a list of options
+  exec postgres -D "$PGDATA" -p "$PGPORT" \
+    -c config_file="$CONF_DIR/postgresql.conf" -c hba_file="$HBA_FILE" \
+    -c listen_addresses="$LISTEN" -c unix_socket_directories="$RUN_DIR" -c cluster_name="$POD_NAME" \
+    $EXTRA_OPTS
+}
+
+main() {
+  prepare
+  local mode
+  mode=$(prepare_pgdata)
+  log "start mode: $mode"
+  run_postgres
+}
+
+if [[ ${ARCHOP_SOURCE_ONLY:-0} != 1 ]]; then
+  main "$@"
+fi
