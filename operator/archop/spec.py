@@ -19,7 +19,10 @@ class Resources:
     @classmethod
     def parse(cls, raw: dict[str, Any] | None, default_requests: dict[str, str]) -> Resources:
         raw = raw or {}
-        return cls(requests=dict(raw.get("requests") or default_requests), limits=dict(raw.get("limits") or {}))
+        # Quantities may arrive as numbers (cpu: 1); Kubernetes accepts both, the manifests want strings.
+        requests = {k: str(v) for k, v in (raw.get("requests") or default_requests).items()}
+        limits = {k: str(v) for k, v in (raw.get("limits") or {}).items()}
+        return cls(requests=requests, limits=limits)
 
     def as_dict(self) -> dict[str, dict[str, str]]:
         out: dict[str, dict[str, str]] = {"requests": dict(self.requests)}
@@ -37,6 +40,16 @@ class FailoverSpec:
     max_lag_bytes: int = 16 * 1024 * 1024
     allow_data_loss: bool = False
 
+    @classmethod
+    def parse(cls, raw: dict[str, Any] | None) -> FailoverSpec:
+        raw, d = raw or {}, cls()
+        return cls(
+            enabled=bool(raw.get("enabled", d.enabled)),
+            leader_timeout_seconds=float(raw.get("leaderTimeoutSeconds", d.leader_timeout_seconds)),
+            max_lag_bytes=int(raw.get("maxLagBytes", d.max_lag_bytes)),
+            allow_data_loss=bool(raw.get("allowDataLoss", d.allow_data_loss)),
+        )
+
 
 @dataclass(frozen=True)
 class DatabaseSpec:
@@ -49,11 +62,30 @@ class DatabaseSpec:
     sync_replicas: int = 1  # ANY n in synchronous_standby_names
     switchover_to: str | None = None  # planned promotion of this pod name
     failover: FailoverSpec = field(default_factory=FailoverSpec)
-    resources: Resources = field(default_factory=lambda: Resources(requests={"cpu": "100m", "memory": "256Mi"}))
+    resources: Resources = field(
+        default_factory=lambda: Resources(requests={"cpu": "100m", "memory": "256Mi"}))
 
     @property
     def instances(self) -> int:
         return 1 + self.followers
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any] | None) -> DatabaseSpec:
+        raw, d = raw or {}, cls()
+        storage = raw.get("storage") or {}
+        replication = raw.get("replication") or {}
+        return cls(
+            image=raw.get("image") or None,
+            followers=int(raw.get("followers", d.followers)),
+            storage_size=str(storage.get("size") or d.storage_size),
+            storage_class=storage.get("storageClassName") or None,
+            reclaim_policy=str(storage.get("reclaimPolicy") or d.reclaim_policy),
+            synchronous=(replication.get("mode") or "async") == "sync",
+            sync_replicas=int(replication.get("syncReplicas", d.sync_replicas)),
+            switchover_to=raw.get("switchoverTo") or None,
+            failover=FailoverSpec.parse(raw.get("failover")),
+            resources=Resources.parse(raw.get("resources"), d.resources.requests),
+        )
 
 
 @dataclass(frozen=True)
@@ -65,6 +97,18 @@ class CacheSpec:
     ttl_seconds: int = 30  # cache-aside TTL the app uses
     resources: Resources = field(default_factory=lambda: Resources(requests={"cpu": "50m", "memory": "64Mi"}))
 
+    @classmethod
+    def parse(cls, raw: dict[str, Any] | None) -> CacheSpec:
+        raw, d = raw or {}, cls()
+        return cls(
+            enabled=bool(raw.get("enabled", d.enabled)),
+            image=raw.get("image") or None,
+            max_memory=str(raw.get("maxMemory") or d.max_memory),
+            eviction_policy=str(raw.get("evictionPolicy") or d.eviction_policy),
+            ttl_seconds=int(raw.get("ttlSeconds", d.ttl_seconds)),
+            resources=Resources.parse(raw.get("resources"), d.resources.requests),
+        )
+
 
 @dataclass(frozen=True)
 class AutoscalingSpec:
@@ -72,6 +116,16 @@ class AutoscalingSpec:
     min_replicas: int = 2
     max_replicas: int = 10
     target_cpu_percent: int = 70
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any] | None) -> AutoscalingSpec:
+        raw, d = raw or {}, cls()
+        return cls(
+            enabled=bool(raw.get("enabled", d.enabled)),
+            min_replicas=int(raw.get("minReplicas", d.min_replicas)),
+            max_replicas=int(raw.get("maxReplicas", d.max_replicas)),
+            target_cpu_percent=int(raw.get("targetCPUUtilizationPercentage", d.target_cpu_percent)),
+        )
 
 
 @dataclass(frozen=True)
@@ -82,6 +136,17 @@ class AppSpec:
     autoscaling: AutoscalingSpec = field(default_factory=AutoscalingSpec)
     resources: Resources = field(default_factory=lambda: Resources(requests={"cpu": "50m", "memory": "64Mi"}))
 
+    @classmethod
+    def parse(cls, raw: dict[str, Any] | None) -> AppSpec:
+        raw, d = raw or {}, cls()
+        return cls(
+            image=raw.get("image") or None,
+            replicas=int(raw.get("replicas", d.replicas)),
+            port=int(raw.get("port", d.port)),
+            autoscaling=AutoscalingSpec.parse(raw.get("autoscaling")),
+            resources=Resources.parse(raw.get("resources"), d.resources.requests),
+        )
+
 
 @dataclass(frozen=True)
 class CdnSpec:
@@ -91,14 +156,36 @@ class CdnSpec:
     ttl_seconds: int = 60  # proxy_cache_valid for 200 responses without Cache-Control
     port: int = 8081
 
+    @classmethod
+    def parse(cls, raw: dict[str, Any] | None) -> CdnSpec:
+        raw, d = raw or {}, cls()
+        return cls(
+            enabled=bool(raw.get("enabled", d.enabled)),
+            image=raw.get("image") or None,
+            cache_size=str(raw.get("cacheSize") or d.cache_size),
+            ttl_seconds=int(raw.get("ttlSeconds", d.ttl_seconds)),
+            port=int(raw.get("port", d.port)),
+        )
+
 
 @dataclass(frozen=True)
 class IngressSpec:
     enabled: bool = True
-    host: str = "archop.local"
+    host: str = "archop.local"  # "" means every host (a catch-all rule)
     path: str = "/"
     class_name: str | None = None
     tls_secret_name: str | None = None
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any] | None) -> IngressSpec:
+        raw, d = raw or {}, cls()
+        return cls(
+            enabled=bool(raw.get("enabled", d.enabled)),
+            host=str(raw.get("host", d.host) or ""),
+            path=str(raw.get("path") or d.path),
+            class_name=raw.get("className") or None,
+            tls_secret_name=raw.get("tlsSecretName") or None,
+        )
 
 
 @dataclass(frozen=True)
@@ -108,3 +195,15 @@ class ArchitectureSpec:
     app: AppSpec = field(default_factory=AppSpec)
     cdn: CdnSpec = field(default_factory=CdnSpec)
     ingress: IngressSpec = field(default_factory=IngressSpec)
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any] | None) -> ArchitectureSpec:
+        """The typed spec from the CR's `.spec` (camelCase keys); absent fields take the defaults."""
+        raw = dict(raw or {})
+        return cls(
+            database=DatabaseSpec.parse(raw.get("database")),
+            cache=CacheSpec.parse(raw.get("cache")),
+            app=AppSpec.parse(raw.get("app")),
+            cdn=CdnSpec.parse(raw.get("cdn")),
+            ingress=IngressSpec.parse(raw.get("ingress")),
+        )

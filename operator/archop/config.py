@@ -1,0 +1,136 @@
+"""The one place for operator settings: environment variables (prefix ARCHOP_), defaults and image names."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from archop import names
+from archop.spec import ArchitectureSpec
+
+# The namespace file every pod gets from its service account; used when ARCHOP_NAMESPACE is unset.
+_SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+DEFAULT_NAMESPACE = "archop-system"
+
+# Components that run an image (the CDN sidecar is not a label component, so it gets its own key).
+CDN = "cdn"
+IMAGE_COMPONENTS = (names.DATABASE, names.CACHE, names.APP, CDN)
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
+    raw = env.get(key)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{key}={raw!r} is not a boolean; use true or false")
+
+
+def _int(env: Mapping[str, str], key: str, default: int) -> int:
+    raw = env.get(key)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{key}={raw!r} is not an integer") from None
+
+
+def _float(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{key}={raw!r} is not a number") from None
+
+
+def _default_namespace() -> str:
+    try:
+        return _SA_NAMESPACE_FILE.read_text().strip() or DEFAULT_NAMESPACE
+    except OSError:
+        return DEFAULT_NAMESPACE
+
+
+@dataclass(frozen=True)
+class Settings:
+    postgres_image: str = "postgres:15"
+    redis_image: str = "redis:7"
+    nginx_image: str = "nginx:1.27"
+    app_image: str = "archop/demoapp:0.1.0"
+    # The operator's own namespace: home of the Lease, and the source the NetworkPolicies admit.
+    namespace: str = DEFAULT_NAMESPACE
+    metrics_port: int = 9090
+    health_port: int = 8080
+    # kopf's own liveness endpoint, on loopback only; /healthz on health_port checks it.
+    kopf_liveness_port: int = 8099
+    leader_election: bool = True
+    lease_name: str = names.LEASE_NAME
+    lease_duration_seconds: int = 15
+    renew_deadline_seconds: int = 10
+    retry_period_seconds: int = 2
+    # Lease holder identity: the pod name (the Deployment passes it through the downward API).
+    identity: str = "archop"
+    # How often (seconds) the monitor daemon of each Architecture looks at its children.
+    monitor_interval_seconds: float = 1.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        d = cls()
+        settings = cls(
+            postgres_image=env.get("ARCHOP_POSTGRES_IMAGE") or d.postgres_image,
+            redis_image=env.get("ARCHOP_REDIS_IMAGE") or d.redis_image,
+            nginx_image=env.get("ARCHOP_NGINX_IMAGE") or d.nginx_image,
+            app_image=env.get("ARCHOP_APP_IMAGE") or d.app_image,
+            namespace=env.get("ARCHOP_NAMESPACE") or _default_namespace(),
+            metrics_port=_int(env, "ARCHOP_METRICS_PORT", d.metrics_port),
+            health_port=_int(env, "ARCHOP_HEALTH_PORT", d.health_port),
+            kopf_liveness_port=_int(env, "ARCHOP_KOPF_LIVENESS_PORT", d.kopf_liveness_port),
+            leader_election=_bool(env, "ARCHOP_LEADER_ELECTION", d.leader_election),
+            lease_name=env.get("ARCHOP_LEASE_NAME") or d.lease_name,
+            lease_duration_seconds=_int(env, "ARCHOP_LEASE_DURATION_SECONDS", d.lease_duration_seconds),
+            renew_deadline_seconds=_int(env, "ARCHOP_RENEW_DEADLINE_SECONDS", d.renew_deadline_seconds),
+            retry_period_seconds=_int(env, "ARCHOP_RETRY_PERIOD_SECONDS", d.retry_period_seconds),
+            identity=env.get("ARCHOP_POD_NAME") or env.get("HOSTNAME") or socket.gethostname(),
+            monitor_interval_seconds=_float(
+                env, "ARCHOP_MONITOR_INTERVAL_SECONDS", d.monitor_interval_seconds),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Refuse lease timings the election could not honour (same rules as client-go)."""
+        if not self.lease_duration_seconds > self.renew_deadline_seconds:
+            raise ValueError(
+                "ARCHOP_LEASE_DURATION_SECONDS must be greater than ARCHOP_RENEW_DEADLINE_SECONDS")
+        if not self.renew_deadline_seconds > 1.2 * self.retry_period_seconds:
+            raise ValueError("ARCHOP_RENEW_DEADLINE_SECONDS must exceed 1.2 x ARCHOP_RETRY_PERIOD_SECONDS")
+        if self.retry_period_seconds < 1:
+            raise ValueError("ARCHOP_RETRY_PERIOD_SECONDS must be at least 1")
+        for port in (self.metrics_port, self.health_port, self.kopf_liveness_port):
+            if not 1 <= port <= 65535:
+                raise ValueError(f"port {port} is out of range 1..65535")
+
+
+def image_for(settings: Settings, spec: ArchitectureSpec, component: str) -> str:
+    """The image for one component: the per-Architecture override wins over the operator-wide default."""
+    if component == names.DATABASE:
+        return spec.database.image or settings.postgres_image
+    if component == names.CACHE:
+        return spec.cache.image or settings.redis_image
+    if component == names.APP:
+        return spec.app.image or settings.app_image
+    if component == CDN:
+        return spec.cdn.image or settings.nginx_image
+    raise ValueError(f"unknown component {component!r}; expected one of {', '.join(IMAGE_COMPONENTS)}")

@@ -1,0 +1,140 @@
+"""Test helpers around the CRD's OpenAPI schema: load it, walk it, default like the API server, validate."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD_PATH = ROOT / "crds" / "archop.io_architectures.yaml"
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+
+
+def load_crd() -> dict[str, Any]:
+    return yaml.safe_load(CRD_PATH.read_text())
+
+
+def openapi_schema() -> dict[str, Any]:
+    return load_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def walk(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every schema node with its dotted path (array items appear as `path[]`)."""
+    yield path, node
+    for key, child in (node.get("properties") or {}).items():
+        yield from walk(child, f"{path}.{key}" if path else key)
+    if "items" in node:
+        yield from walk(node["items"], f"{path}[]")
+
+
+def apply_defaults(obj: Any, node: dict[str, Any]) -> Any:
+    """Structural defaulting as the API server does it: top-down, a defaulted object gets its own defaults."""
+    if isinstance(obj, dict):
+        for key, child in (node.get("properties") or {}).items():
+            if key not in obj and "default" in child:
+                obj[key] = copy.deepcopy(child["default"])
+            if key in obj:
+                obj[key] = apply_defaults(obj[key], child)
+    elif isinstance(obj, list) and "items" in node:
+        return [apply_defaults(item, node["items"]) for item in obj]
+    return obj
+
+
+def _to_jsonschema(node: Any) -> Any:
+    if isinstance(node, dict):
+        out = {k: _to_jsonschema(v) for k, v in node.items() if not k.startswith("x-kubernetes-")}
+        if node.get("type") == "object" and "properties" in node and "additionalProperties" not in node:
+            # Kubernetes prunes unknown fields; for the tests an unknown field is a mistake in the example.
+            out["additionalProperties"] = False
+        return out
+    if isinstance(node, list):
+        return [_to_jsonschema(v) for v in node]
+    return node
+
+
+def validate(obj: dict[str, Any]) -> None:
+    """Validate a whole Architecture (after defaulting) with the OpenAPI part of the schema (not CEL)."""
+    schema = _to_jsonschema(openapi_schema())
+    schema["properties"]["metadata"]["additionalProperties"] = True
+    jsonschema.validate(obj, schema)
+
+
+def cel_rules() -> list[tuple[str, dict[str, str]]]:
+    return [(path, rule) for path, node in walk(openapi_schema())
+            for rule in node.get("x-kubernetes-validations", [])]
+
+
+# --- CEL: evaluate the x-kubernetes-validations rules with cel-python plus the Kubernetes extensions used.
+
+_SUFFIX = {"": 1, "m": 0.001, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+
+
+def _quantity_value(text: str) -> float:
+    import re
+
+    m = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([a-zA-Z]*)", str(text))
+    if not m or m.group(2) not in _SUFFIX:
+        raise ValueError(f"not a quantity: {text!r}")
+    return float(m.group(1)) * _SUFFIX[m.group(2)]
+
+
+def _cel_functions() -> dict[str, Any]:
+    from celpy import celtypes
+
+    def substring(s: Any, start: Any, end: Any = None) -> Any:
+        return celtypes.StringType(str(s)[int(start):] if end is None else str(s)[int(start):int(end)])
+
+    def quantity(s: Any) -> Any:
+        return celtypes.DoubleType(_quantity_value(str(s)))
+
+    def compare_to(a: Any, b: Any) -> Any:
+        return celtypes.IntType((float(a) > float(b)) - (float(a) < float(b)))
+
+    def is_quantity(s: Any) -> Any:
+        try:
+            _quantity_value(str(s))
+        except ValueError:
+            return celtypes.BoolType(False)
+        return celtypes.BoolType(True)
+
+    return {"substring": substring, "quantity": quantity, "compareTo": compare_to, "isQuantity": is_quantity}
+
+
+def _value_at(obj: Any, path: str) -> tuple[bool, Any]:
+    """The value at a dotted schema path (no arrays: the rules live on objects and scalars)."""
+    if not path:
+        return True, obj
+    for key in path.split("."):
+        if not isinstance(obj, dict) or key not in obj:
+            return False, None
+        obj = obj[key]
+    return True, obj
+
+
+def cel_errors(new: dict[str, Any], old: dict[str, Any] | None = None) -> list[str]:
+    """Messages of every CEL rule the (defaulted) object breaks; transition rules only when old is given."""
+    import celpy
+
+    env = celpy.Environment()
+    errors: list[str] = []
+    for path, rule in cel_rules():
+        present, value = _value_at(new, path)
+        if not present:
+            continue
+        activation: dict[str, Any] = {"self": celpy.json_to_cel(value)}
+        if "oldSelf" in rule["rule"]:
+            old_present, old_value = _value_at(old, path) if old is not None else (False, None)
+            if not old_present:
+                continue  # transition rules run on updates only, when the old object had the field
+            activation["oldSelf"] = celpy.json_to_cel(old_value)
+        program = env.program(env.compile(rule["rule"]), functions=_cel_functions())
+        result = program.evaluate(activation)
+        if isinstance(result, Exception) or not bool(result):
+            errors.append(rule["message"])
+    return errors

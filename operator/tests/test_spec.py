@@ -1,0 +1,58 @@
+"""ArchitectureSpec.parse: camelCase CR spec -> typed spec with defaults."""
+
+from __future__ import annotations
+
+import yaml
+from archop.spec import ArchitectureSpec, Resources
+from crdschema import ROOT
+
+
+def test_empty_spec_is_all_defaults() -> None:
+    assert ArchitectureSpec.parse({}) == ArchitectureSpec()
+    assert ArchitectureSpec.parse(None) == ArchitectureSpec()
+
+
+def test_production_example_parses_every_field() -> None:
+    raw = yaml.safe_load((ROOT / "examples" / "production.yaml").read_text())["spec"]
+    spec = ArchitectureSpec.parse(raw)
+    db = spec.database
+    assert (db.followers, db.instances, db.synchronous, db.sync_replicas) == (3, 4, True, 2)
+    assert (db.storage_size, db.reclaim_policy, db.storage_class) == ("10Gi", "Retain", None)
+    assert db.failover.max_lag_bytes == 1048576 and db.failover.leader_timeout_seconds == 3.0
+    assert db.resources == Resources(requests={"cpu": "500m", "memory": "1Gi"},
+                                     limits={"cpu": "2", "memory": "2Gi"})
+    cache = spec.cache
+    assert (cache.max_memory, cache.eviction_policy, cache.ttl_seconds) == ("256mb", "allkeys-lfu", 60)
+    auto = spec.app.autoscaling
+    assert (auto.enabled, auto.min_replicas, auto.max_replicas, auto.target_cpu_percent) == (True, 3, 12, 65)
+    assert (spec.cdn.cache_size, spec.cdn.ttl_seconds, spec.cdn.port) == ("1g", 120, 8081)
+    ing = spec.ingress
+    assert (ing.host, ing.class_name) == ("shop.example.com", "traefik")
+    assert ing.tls_secret_name == "shop-example-com-tls"
+
+
+def test_partial_tiers_keep_other_defaults() -> None:
+    spec = ArchitectureSpec.parse({
+        "database": {"followers": 0, "storage": {"storageClassName": "fast"}, "switchoverTo": "shop-db-0",
+                     "failover": {"allowDataLoss": True}},
+        "cache": {"enabled": False},
+        "ingress": {"host": ""},
+    })
+    assert spec.database.followers == 0 and spec.database.storage_class == "fast"
+    assert spec.database.switchover_to == "shop-db-0"
+    assert spec.database.failover.allow_data_loss and spec.database.failover.enabled
+    assert spec.database.storage_size == "1Gi" and not spec.database.synchronous
+    assert not spec.cache.enabled and spec.cache.max_memory == "64mb"
+    assert spec.ingress.host == "" and spec.ingress.path == "/"
+
+
+def test_numeric_quantities_become_strings() -> None:
+    spec = ArchitectureSpec.parse({"app": {"resources": {"requests": {"cpu": 1}, "limits": {"cpu": 2}}}})
+    assert spec.app.resources.requests == {"cpu": "1"} and spec.app.resources.limits == {"cpu": "2"}
+    assert spec.app.resources.as_dict() == {"requests": {"cpu": "1"}, "limits": {"cpu": "2"}}
+
+
+def test_resources_default_only_when_requests_absent() -> None:
+    spec = ArchitectureSpec.parse({"cache": {"resources": {"limits": {"memory": "1Gi"}}}})
+    assert spec.cache.resources.requests == {"cpu": "50m", "memory": "64Mi"}
+    assert spec.cache.resources.limits == {"memory": "1Gi"}
