@@ -1,0 +1,861 @@
+"""The Helm chart (charts/archop), checked with the real tools: helm lint, helm template and kubeconform.
+
+- The chart's CRD copy must be byte-identical to crds/ (scripts/sync-crds.sh writes it).
+- Rendered manifests are validated strictly by kubeconform against local schemas only (no network):
+  built-in kinds against the Kubernetes JSON schemas shipped by the `kubernetes-validate` package (for the
+  cluster version pinned in e2e/cluster/versions.env), Architectures against a schema converted from the
+  CRD's openAPIV3Schema.
+- values.schema.json must reject bad values with a clear message.
+
+Tools: HELM and KUBECONFORM from the environment, defaulting to /var/cache/archop/bin/{helm,kubeconform}, then
+PATH. A missing tool skips the tests that need it, unless ARCHOP_REQUIRE_CHART_TOOLS=1 (CI), where it fails.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "archop"
+CRD_SOURCE = ROOT / "crds" / "archop.io_architectures.yaml"
+CRD_COPY = CHART / "files" / "archop.io_architectures.yaml"
+EXAMPLES = ROOT / "examples"
+DASHBOARD = ROOT / "dashboards" / "grafana-archop.json"
+CONFIG_PY = ROOT / "operator" / "archop" / "config.py"
+VERSIONS_ENV = ROOT / "e2e" / "cluster" / "versions.env"
+NAMESPACE = "archop-system"
+RELEASE = "archop"
+
+# Kinds that come from the prometheus-operator CRDs: no schema offline, checked structurally below instead.
+MONITORING_KINDS = ("ServiceMonitor", "PodMonitor", "PrometheusRule")
+
+ALL_FEATURES: dict[str, Any] = {
+    "priorityClassName": "system-cluster-critical",
+    "monitoring": {
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+        "podMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True, "replicationLagThresholdBytes": 1048576},
+    },
+    "networkPolicy": {
+        "enabled": True,
+        "metricsFrom": [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+        ],
+        "apiServer": {"cidrs": ["10.96.0.1/32", "172.18.0.2/32"]},
+    },
+    "operands": {
+        "postgresImage": "registry.local/postgres:15.8",
+        "redisImage": "registry.local/redis:7.4",
+        "nginxImage": "registry.local/nginx:1.27.1",
+        "appImage": "registry.local/archop/demoapp:0.1.0",
+    },
+    "image": {"repository": "registry.local/archop", "tag": "0.1.0-test"},
+}
+
+
+# ---------------------------------------------------------------------------------------------- tools
+
+
+def _tool(env_name: str, binary: str) -> str:
+    candidates = [os.environ.get(env_name), f"/var/cache/archop/bin/{binary}", shutil.which(binary)]
+    for candidate in candidates:
+        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    message = f"{binary} not found (set {env_name}, or install it at /var/cache/archop/bin/{binary})"
+    if os.environ.get("ARCHOP_REQUIRE_CHART_TOOLS") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    return _tool("HELM", "helm")
+
+
+@pytest.fixture(scope="module")
+def kubeconform() -> str:
+    return _tool("KUBECONFORM", "kubeconform")
+
+
+def _kube_version() -> str:
+    """The cluster version e2e runs (K8S_VERSION in versions.env), without the leading v."""
+    match = re.search(r"^K8S_VERSION=v?([0-9.]+)", VERSIONS_ENV.read_text(), re.M)
+    assert match, f"K8S_VERSION missing from {VERSIONS_ENV}"
+    return match.group(1)
+
+
+def _run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, **kwargs)
+
+
+def _template(helm: str, tmp_path: Path, values: dict[str, Any] | None = None, *extra: str) -> str:
+    cmd = [helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", _kube_version()]
+    if values is not None:
+        values_file = tmp_path / f"values-{len(list(tmp_path.glob('values-*.yaml')))}.yaml"
+        values_file.write_text(yaml.safe_dump(values))
+        cmd += ["--values", str(values_file)]
+    result = _run([*cmd, *extra])
+    assert result.returncode == 0, f"helm template failed:\n{result.stderr}"
+    return result.stdout
+
+
+def _docs(rendered: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(rendered) if doc]
+
+
+def _by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in docs if doc["kind"] == kind]
+
+
+def _one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [d for d in _by_kind(docs, kind) if name is None or d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("chart")
+
+
+@pytest.fixture(scope="module")
+def default_render(helm: str, module_tmp: Path) -> str:
+    return _template(helm, module_tmp)
+
+
+@pytest.fixture(scope="module")
+def full_render(helm: str, module_tmp: Path) -> str:
+    return _template(helm, module_tmp, ALL_FEATURES)
+
+
+# ------------------------------------------------------------------------------------------ CRD copy
+
+
+def test_crd_copy_is_byte_identical_to_the_source() -> None:
+    assert CRD_SOURCE.is_file(), f"{CRD_SOURCE} is missing"
+    assert CRD_COPY.is_file(), f"{CRD_COPY} is missing: run scripts/sync-crds.sh"
+    assert CRD_COPY.read_bytes() == CRD_SOURCE.read_bytes(), (
+        f"{CRD_COPY.relative_to(ROOT)} drifted from {CRD_SOURCE.relative_to(ROOT)}: run scripts/sync-crds.sh"
+    )
+
+
+def test_sync_script_check_mode_agrees() -> None:
+    result = _run(["bash", str(ROOT / "scripts" / "sync-crds.sh"), "--check"])
+    assert result.returncode == 0, result.stderr
+
+
+def test_rendered_crd_is_the_source_plus_keep_policy(default_render: str) -> None:
+    crd = _one(_docs(default_render), "CustomResourceDefinition")
+    source = next(doc for doc in yaml.safe_load_all(CRD_SOURCE.read_text()) if doc)
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    stripped = copy.deepcopy(crd)
+    stripped["metadata"].pop("labels")
+    stripped["metadata"]["annotations"].pop("helm.sh/resource-policy")
+    if not stripped["metadata"]["annotations"]:
+        stripped["metadata"].pop("annotations")
+    assert stripped == source, "the rendered CRD differs from crds/ beyond labels and the keep annotation"
+    assert crd["spec"]["names"]["shortNames"] == ["arch"]
+
+
+def test_crd_install_can_be_turned_off(helm: str, tmp_path: Path) -> None:
+    docs = _docs(_template(helm, tmp_path, {"crds": {"install": False}}))
+    assert not _by_kind(docs, "CustomResourceDefinition")
+
+
+# ------------------------------------------------------------------------------------------ helm lint
+
+
+@pytest.mark.parametrize("features", ["defaults", "all-features"])
+def test_helm_lint(helm: str, tmp_path: Path, features: str) -> None:
+    cmd = [helm, "lint", str(CHART), "--strict", "--namespace", NAMESPACE, "--kube-version", _kube_version()]
+    if features == "all-features":
+        values_file = tmp_path / "all.yaml"
+        values_file.write_text(yaml.safe_dump(ALL_FEATURES))
+        cmd += ["--values", str(values_file)]
+    result = _run(cmd)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+# ------------------------------------------------------------------------------------------ Deployment
+
+
+def _operator_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    deployment = _one(docs, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def test_operator_deployment_shape(default_render: str) -> None:
+    docs = _docs(default_render)
+    deployment = _one(docs, "Deployment", f"{RELEASE}")
+    spec = deployment["spec"]
+    pod = spec["template"]["spec"]
+    assert spec["replicas"] == 2
+    term = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    assert "priorityClassName" not in pod
+
+    container = _operator_container(docs)
+    assert container["args"] == ["run"]
+    assert "command" not in container, "the image's entrypoint is archop"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"metrics": 9090, "health": 8080}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
+
+
+def _assert_hardened(pod: dict[str, Any]) -> None:
+    pod_sc = pod["securityContext"]
+    assert pod_sc["runAsNonRoot"] is True
+    assert pod_sc["runAsUser"] == 10001
+    assert pod_sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in pod["containers"]:
+        sc = container["securityContext"]
+        assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 10001
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_every_pod_is_hardened(full_render: str) -> None:
+    docs = _docs(full_render)
+    _assert_hardened(_one(docs, "Deployment")["spec"]["template"]["spec"])
+    test_pod = _one(docs, "Pod")
+    _assert_hardened(test_pod["spec"])
+    assert test_pod["spec"]["automountServiceAccountToken"] is False
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_env_names_are_exactly_those_config_py_reads(default_render: str) -> None:
+    env = _env(_operator_container(_docs(default_render)))
+    read = set(re.findall(r'"(ARCHOP_[A-Z_]+)"', CONFIG_PY.read_text()))
+    written = {name for name in env if name.startswith("ARCHOP_")}
+    assert written <= read, f"the chart sets variables config.py never reads: {sorted(written - read)}"
+    for required in (
+        "ARCHOP_POSTGRES_IMAGE",
+        "ARCHOP_REDIS_IMAGE",
+        "ARCHOP_NGINX_IMAGE",
+        "ARCHOP_APP_IMAGE",
+        "ARCHOP_NAMESPACE",
+        "ARCHOP_POD_NAME",
+        "ARCHOP_METRICS_PORT",
+        "ARCHOP_HEALTH_PORT",
+        "ARCHOP_LEADER_ELECTION",
+        "ARCHOP_LEASE_DURATION_SECONDS",
+        "ARCHOP_RENEW_DEADLINE_SECONDS",
+        "ARCHOP_RETRY_PERIOD_SECONDS",
+    ):
+        assert required in env, f"{required} is not set by the chart"
+    assert env["ARCHOP_POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["ARCHOP_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+
+
+def test_default_values_parse_into_the_config_defaults(default_render: str) -> None:
+    """The chart's defaults are the operator's: Settings.from_env on the rendered env changes nothing."""
+    config = pytest.importorskip("archop.config")
+    env = {k: v for k, v in _env(_operator_container(_docs(default_render))).items() if isinstance(v, str)}
+    env["ARCHOP_POD_NAME"] = "archop-0"
+    env["ARCHOP_NAMESPACE"] = NAMESPACE
+    settings = config.Settings.from_env(env)
+    defaults = config.Settings()
+    for field in (
+        "postgres_image",
+        "redis_image",
+        "nginx_image",
+        "app_image",
+        "metrics_port",
+        "health_port",
+        "kopf_liveness_port",
+        "leader_election",
+        "lease_name",
+        "lease_duration_seconds",
+        "renew_deadline_seconds",
+        "retry_period_seconds",
+        "monitor_interval_seconds",
+    ):
+        assert getattr(settings, field) == getattr(defaults, field), field
+    assert settings.identity == "archop-0"
+    assert settings.lease_name == "archop-operator"
+
+
+def test_image_overrides_reach_the_operator_and_its_env(full_render: str) -> None:
+    container = _operator_container(_docs(full_render))
+    assert container["image"] == "registry.local/archop:0.1.0-test"
+    env = _env(container)
+    assert env["ARCHOP_POSTGRES_IMAGE"] == "registry.local/postgres:15.8"
+    assert env["ARCHOP_REDIS_IMAGE"] == "registry.local/redis:7.4"
+    assert env["ARCHOP_NGINX_IMAGE"] == "registry.local/nginx:1.27.1"
+    assert env["ARCHOP_APP_IMAGE"] == "registry.local/archop/demoapp:0.1.0"
+    pod = _one(_docs(full_render), "Deployment")["spec"]["template"]["spec"]
+    assert pod["priorityClassName"] == "system-cluster-critical"
+
+
+def test_image_digest_wins_over_tag(helm: str, tmp_path: Path) -> None:
+    digest = "sha256:" + "a" * 64
+    docs = _docs(_template(helm, tmp_path, {"image": {"digest": digest}}))
+    assert _operator_container(docs)["image"] == f"archop@{digest}"
+
+
+# ------------------------------------------------------------------------------------------ RBAC
+
+RBAC_KINDS = ("ClusterRole", "Role", "ClusterRoleBinding", "RoleBinding")
+
+EXPECTED_FRAMEWORK = [
+    {"apiGroups": ["archop.io"], "resources": ["architectures"], "verbs": ["get", "list", "watch", "patch"]},
+    {"apiGroups": ["archop.io"], "resources": ["architectures/status"], "verbs": ["get", "patch", "update"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+]
+_RW = ["get", "list", "watch", "create", "patch", "update", "delete"]
+EXPECTED_APPLICATION = [
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch", "delete"]},
+    {"apiGroups": [""], "resources": ["services", "configmaps"], "verbs": _RW},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch", "create", "patch"]},
+    {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["get", "list", "watch", "delete"]},
+    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["apps"], "resources": ["statefulsets", "deployments"], "verbs": _RW},
+    {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": _RW},
+    {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": _RW},
+    {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses", "networkpolicies"], "verbs": _RW},
+]
+EXPECTED_LEASE = [
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "resourceNames": ["archop-operator"],
+        "verbs": ["get", "update"],
+    },
+]
+
+
+def _walk_strings(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield str(key)
+            yield from _walk_strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _walk_strings(item)
+    elif isinstance(node, str):
+        yield node
+
+
+@pytest.mark.parametrize("which", ["default", "full"])
+def test_rbac_has_no_wildcard_anywhere(default_render: str, full_render: str, which: str) -> None:
+    docs = _docs(default_render if which == "default" else full_render)
+    rbac = [d for d in docs if d["kind"] in RBAC_KINDS]
+    assert len(rbac) == 6
+    for doc in rbac:
+        offending = [s for s in _walk_strings(doc) if "*" in s]
+        assert not offending, f"{doc['kind']} {doc['metadata']['name']} has a wildcard: {offending}"
+
+
+def test_rbac_rules_are_exactly_least_privilege(default_render: str) -> None:
+    docs = _docs(default_render)
+    framework = _one(docs, "ClusterRole", f"{RELEASE}-framework")
+    application = _one(docs, "ClusterRole", f"{RELEASE}-application")
+    lease = _one(docs, "Role", f"{RELEASE}-leader-election")
+    assert framework["rules"] == EXPECTED_FRAMEWORK
+    assert application["rules"] == EXPECTED_APPLICATION
+    assert lease["rules"] == EXPECTED_LEASE
+    assert lease["metadata"]["namespace"] == NAMESPACE
+    every_resource = {
+        r for doc in (framework, application) for rule in doc["rules"] for r in rule["resources"]
+    }
+    assert "customresourcedefinitions" not in every_resource, "kopf runs with scanning disabled"
+    assert "pods/exec" not in every_resource, "failover uses SQL, not exec"
+    secrets = next(rule for rule in application["rules"] if rule["resources"] == ["secrets"])
+    assert "delete" not in secrets["verbs"], "owner references garbage-collect Secrets"
+
+    sa = _one(docs, "ServiceAccount")["metadata"]["name"]
+    for binding in _by_kind(docs, "ClusterRoleBinding") + _by_kind(docs, "RoleBinding"):
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}]
+    role_refs = {(b["roleRef"]["kind"], b["roleRef"]["name"]) for b in docs if b["kind"].endswith("Binding")}
+    assert role_refs == {
+        ("ClusterRole", f"{RELEASE}-framework"),
+        ("ClusterRole", f"{RELEASE}-application"),
+        ("Role", f"{RELEASE}-leader-election"),
+    }
+
+
+def test_lease_name_matches_names_py() -> None:
+    names = pytest.importorskip("archop.names")
+    assert EXPECTED_LEASE[1]["resourceNames"][0] == names.LEASE_NAME
+
+
+# ------------------------------------------------------------------------------------------ optional parts
+
+
+def test_defaults_render_no_optional_monitoring_or_networkpolicy(default_render: str) -> None:
+    kinds = {d["kind"] for d in _docs(default_render)}
+    assert kinds == {
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "Deployment",
+        "PodDisruptionBudget",
+        "Pod",
+    }
+    service = _one(_docs(default_render), "Service", f"{RELEASE}-metrics")
+    assert {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"} in service["spec"][
+        "ports"
+    ]
+
+
+def test_all_optional_features_render(full_render: str) -> None:
+    docs = _docs(full_render)
+    selector = _one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+
+    service_monitor = _one(docs, "ServiceMonitor")
+    assert service_monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert service_monitor["spec"]["selector"]["matchLabels"] == selector
+    assert service_monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert service_monitor["spec"]["endpoints"][0]["honorLabels"] is True
+    pod_monitor = _one(docs, "PodMonitor")
+    assert pod_monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+
+    rules = {r["alert"]: r for g in _one(docs, "PrometheusRule")["spec"]["groups"] for r in g["rules"]}
+    assert rules["LeaderDown"]["expr"] == "archop_leader_up == 0" and rules["LeaderDown"]["for"] == "30s"
+    assert rules["FailoverOccurred"]["expr"] == "increase(archop_failovers_total[10m]) > 0"
+    assert rules["ReplicationLagHigh"]["expr"] == "archop_replication_lag_bytes > 1048576"
+    assert rules["ReplicationLagHigh"]["for"] == "2m"
+    assert rules["ArchitectureNotReady"]["expr"] == "archop_architecture_ready == 0"
+    assert rules["ArchitectureNotReady"]["for"] == "5m"
+    for rule in rules.values():
+        assert rule["labels"]["severity"] in {"warning", "critical"}
+        assert "{{ $labels" in rule["annotations"]["summary"] or rule["alert"] == "OperatorNoLeader"
+
+    policy = _one(docs, "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"] == selector
+    ingress_ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+    assert ingress_ports == {"metrics", "health"}
+    egress_ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
+    assert {53, 443, 6443, 5432, 6379, 8080} == egress_ports
+    api_rule = next(
+        rule for rule in policy["spec"]["egress"] if {"port": 443, "protocol": "TCP"} in rule["ports"]
+    )
+    assert api_rule["to"] == [{"ipBlock": {"cidr": "10.96.0.1/32"}}, {"ipBlock": {"cidr": "172.18.0.2/32"}}]
+
+
+def test_helm_test_hook_pod(default_render: str) -> None:
+    pod = _one(_docs(default_render), "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    (container,) = pod["spec"]["containers"]
+    assert container["command"][0] == "/opt/venv/bin/python"
+    script = container["args"][0]
+    compile(script, "helm-test", "exec")
+    assert f"http://{RELEASE}-metrics.{NAMESPACE}.svc" in script
+    assert "/healthz" in script and "/metrics" in script
+
+
+def test_notes_render_next_steps(helm: str) -> None:
+    result = _run([helm, "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client"])
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert "kubectl get arch" in notes
+    assert "kubectl get events --field-selector involvedObject.kind=Architecture -w" in notes
+    assert "examples/minimal.yaml" in notes
+    assert f"helm test {RELEASE}" in notes
+
+
+# ------------------------------------------------------------------------------------------ values schema
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "replicaCount=-1"], "/replicaCount"),
+        (["--set", "replicaCount=two"], "/replicaCount"),
+        (["--set", "unknownKey=1"], "additional properties 'unknownKey' not allowed"),
+        (["--set", "image.pullPolicy=Sometimes"], "/image/pullPolicy"),
+        (["--set", "metrics.port=70000"], "/metrics/port"),
+        (["--set", "podAntiAffinity=always"], "/podAntiAffinity"),
+        (["--set", "securityContext.runAsNonRoot=false"], "/securityContext/runAsNonRoot"),
+        (
+            ["--set", "securityContext.readOnlyRootFilesystem=false"],
+            "/securityContext/readOnlyRootFilesystem",
+        ),
+        (["--set", "podSecurityContext.runAsUser=0"], "/podSecurityContext/runAsUser"),
+        (["--set", "monitoring.serviceMonitor.interval=often"], "/monitoring/serviceMonitor/interval"),
+        (["--set", "monitoring.serviceMonitor.extra=1"], "additional properties 'extra' not allowed"),
+        (["--set", "leaderElection.enabled=maybe"], "/leaderElection/enabled"),
+    ],
+)
+def test_values_schema_rejects_bad_values(helm: str, args: list[str], message: str) -> None:
+    result = _run([helm, "template", RELEASE, str(CHART), "--kube-version", _kube_version(), *args])
+    assert result.returncode != 0, f"{args} rendered although the schema should reject it"
+    assert "values don't meet the specifications of the schema" in result.stderr, result.stderr
+    assert message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "leaderElection.renewDeadlineSeconds=20"], "must be greater than"),
+        (["--set", "leaderElection.retryPeriodSeconds=9"], "must exceed 1.2 x"),
+        (["--set", "leaderElection.enabled=false"], "needs leaderElection.enabled=true"),
+        (
+            ["--set", "monitoring.serviceMonitor.enabled=true", "--set", "metrics.service.enabled=false"],
+            "needs metrics.service.enabled=true",
+        ),
+    ],
+)
+def test_inconsistent_values_fail_with_a_clear_message(helm: str, args: list[str], message: str) -> None:
+    result = _run([helm, "template", RELEASE, str(CHART), "--kube-version", _kube_version(), *args])
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
+def test_single_replica_without_leader_election_renders(helm: str, tmp_path: Path) -> None:
+    docs = _docs(_template(helm, tmp_path, {"replicaCount": 1, "leaderElection": {"enabled": False}}))
+    assert _one(docs, "Deployment")["spec"]["replicas"] == 1
+    assert not _by_kind(docs, "PodDisruptionBudget")
+    assert _env(_operator_container(docs))["ARCHOP_LEADER_ELECTION"] == "false"
+
+
+# ------------------------------------------------------------------------------------------ kubeconform
+
+_K8S_FORMATS = {"date-time", "date", "time", "email", "hostname", "ipv4", "ipv6", "uri", "uuid", "duration"}
+
+
+def crd_to_json_schema(node: Any) -> Any:
+    """Turn a structural openAPIV3Schema into plain JSON schema with Kubernetes' semantics made explicit:
+    unknown fields are errors (unless x-kubernetes-preserve-unknown-fields), int-or-string, nullable."""
+    if isinstance(node, list):
+        return [crd_to_json_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key.startswith("x-kubernetes-") or key == "nullable":
+            continue
+        if key == "format" and value not in _K8S_FORMATS:
+            continue
+        if key in ("properties", "patternProperties", "definitions"):
+            out[key] = {name: crd_to_json_schema(sub) for name, sub in value.items()}
+        else:
+            out[key] = crd_to_json_schema(value)
+    if node.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if node.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
+    if (
+        node.get("type") == "object"
+        and "properties" in node
+        and "additionalProperties" not in node
+        and not node.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    return out
+
+
+def _architecture_schemas() -> dict[str, dict[str, Any]]:
+    """kubeconform file name -> JSON schema, one per served version of the CRD."""
+    crd = next(doc for doc in yaml.safe_load_all(CRD_SOURCE.read_text()) if doc)
+    group = crd["spec"]["group"]
+    kind = crd["spec"]["names"]["kind"]
+    out = {}
+    for version in crd["spec"]["versions"]:
+        schema = crd_to_json_schema(version["schema"]["openAPIV3Schema"])
+        schema["$schema"] = "http://json-schema.org/draft-07/schema#"
+        schema.setdefault("properties", {})
+        schema["properties"]["apiVersion"] = {"type": "string", "enum": [f"{group}/{version['name']}"]}
+        schema["properties"]["kind"] = {"type": "string", "enum": [kind]}
+        schema["properties"]["metadata"] = {"type": "object"}
+        schema["required"] = sorted({*schema.get("required", []), "apiVersion", "kind", "metadata"})
+        # kubeconform: {{ .ResourceKind }}{{ .KindSuffix }} = kind-<first label of the group>-<version>
+        out[f"{kind.lower()}-{group.split('.')[0]}-{version['name']}.json"] = schema
+    return out
+
+
+def _builtin_schema_dir() -> Path | None:
+    """Strict JSON schemas of the pinned Kubernetes minor version, from the kubernetes-validate package."""
+    try:
+        import kubernetes_validate  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    major_minor = ".".join(_kube_version().split(".")[:2])
+    base = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    for candidate in (
+        base / f"v{major_minor}.0-local-strict",
+        *sorted(base.glob(f"v{major_minor}.*-local-strict")),
+    ):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def _standalone_builtin_schema(
+    source_dir: Path, file_name: str, definitions: dict[str, Any]
+) -> dict[str, Any]:
+    """kubernetes-validate's files point into one shared _definitions.json by an absolute URL; inline the
+    reachable definitions so kubeconform resolves everything from the one local file."""
+    text = (source_dir / file_name).read_text().replace('"/api/_definitions.json#/$defs/', '"#/$defs/')
+    schema = json.loads(text)
+    schema.pop("$id", None)
+    needed: dict[str, Any] = {}
+    pending = set(re.findall(r'"#/\$defs/([^"]+)"', text))
+    while pending:
+        name = pending.pop()
+        if name in needed:
+            continue
+        needed[name] = definitions[name]
+        pending |= set(re.findall(r'"#/\$defs/([^"]+)"', json.dumps(definitions[name]))) - needed.keys()
+    schema["$defs"] = needed
+    return schema
+
+
+def _kubeconform_file_name(api_version: str, kind: str) -> str:
+    group, _, version = api_version.rpartition("/")
+    suffix = f"-{group.split('.')[0]}-{version}" if group else f"-{version}"
+    return f"{kind.lower()}{suffix}.json"
+
+
+@pytest.fixture(scope="module")
+def schema_dir(module_tmp: Path, default_render: str, full_render: str) -> Path:
+    """Local kubeconform schemas: our CRD, plus every built-in kind the chart renders."""
+    out = module_tmp / "schemas"
+    out.mkdir()
+    for file_name, schema in _architecture_schemas().items():
+        (out / file_name).write_text(json.dumps(schema))
+    source = _builtin_schema_dir()
+    if source is not None:
+        definitions = json.loads((source / "_definitions.json").read_text())["$defs"]
+        wanted = {
+            _kubeconform_file_name(d["apiVersion"], d["kind"])
+            for d in _docs(default_render) + _docs(full_render)
+            if d["kind"] not in MONITORING_KINDS
+        }
+        for file_name in wanted:
+            assert (source / file_name).is_file(), f"no schema {file_name} in {source}"
+            (out / file_name).write_text(
+                json.dumps(_standalone_builtin_schema(source, file_name, definitions))
+            )
+    return out
+
+
+def _kubeconform_run(kubeconform: str, schema_dir: Path, files: list[Path], *extra: str) -> dict[str, Any]:
+    cmd = [
+        kubeconform,
+        "-strict",
+        "-summary",
+        "-verbose",
+        "-output",
+        "json",
+        "-schema-location",
+        str(schema_dir) + "/{{ .ResourceKind }}{{ .KindSuffix }}.json",
+        *extra,
+        *map(str, files),
+    ]
+    result = _run(cmd)
+    try:
+        report = json.loads(result.stdout)
+    except json.JSONDecodeError:
+        pytest.fail(f"kubeconform printed no JSON report:\n{result.stdout}\n{result.stderr}")
+    report["returncode"] = result.returncode
+    return report
+
+
+def _invalid(report: dict[str, Any]) -> list[str]:
+    return [
+        f"{r.get('filename')} {r.get('kind')} {r.get('name')}: {r.get('msg')}"
+        for r in report.get("resources", [])
+        if r.get("status") in ("statusInvalid", "statusError")
+    ]
+
+
+@pytest.mark.parametrize("which", ["default", "full"])
+def test_kubeconform_rendered_chart_strict(
+    kubeconform: str, schema_dir: Path, module_tmp: Path, default_render: str, full_render: str, which: str
+) -> None:
+    if _builtin_schema_dir() is None:
+        pytest.skip("the kubernetes-validate package (offline Kubernetes JSON schemas) is not installed")
+    rendered = default_render if which == "default" else full_render
+    manifest = module_tmp / f"rendered-{which}.yaml"
+    manifest.write_text(rendered)
+    report = _kubeconform_run(kubeconform, schema_dir, [manifest], "-skip", ",".join(MONITORING_KINDS))
+    assert report["returncode"] == 0 and not _invalid(report), "\n".join(_invalid(report)) or report
+    summary = report["summary"]
+    documents = _docs(rendered)
+    monitoring = sum(1 for d in documents if d["kind"] in MONITORING_KINDS)
+    assert summary["valid"] == len(documents) - monitoring, summary
+    assert summary["skipped"] == monitoring, summary
+    assert summary["invalid"] == 0 and summary["errors"] == 0
+
+
+def test_kubeconform_catches_a_broken_manifest(
+    kubeconform: str, schema_dir: Path, tmp_path: Path, default_render: str
+) -> None:
+    """The strict validation is real: an unknown field in the Deployment is reported."""
+    if _builtin_schema_dir() is None:
+        pytest.skip("the kubernetes-validate package (offline Kubernetes JSON schemas) is not installed")
+    deployment = _one(_docs(default_render), "Deployment")
+    deployment["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGett"] = {"path": "/"}
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump(deployment))
+    report = _kubeconform_run(kubeconform, schema_dir, [broken])
+    assert report["returncode"] != 0
+    assert any("httpGett" in line for line in _invalid(report)), _invalid(report)
+
+
+MINIMAL_ARCHITECTURE = {
+    "apiVersion": "archop.io/v1alpha1",
+    "kind": "Architecture",
+    "metadata": {"name": "shop"},
+    "spec": {},
+}
+
+
+def _architecture_docs(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind") == "Architecture"]
+
+
+def test_kubeconform_examples_against_the_crd_schema(
+    kubeconform: str, schema_dir: Path, tmp_path: Path
+) -> None:
+    files = sorted(EXAMPLES.glob("*.yaml")) if EXAMPLES.is_dir() else []
+    own = tmp_path / "minimal-inline.yaml"
+    own.write_text(yaml.safe_dump(MINIMAL_ARCHITECTURE))
+    files.append(own)
+    architectures = sum(len(_architecture_docs(f)) for f in files)
+    # Built-in kinds in the examples (a Namespace, say) need the built-in schemas; without them, they are the
+    # only thing let through unchecked.
+    extra = [] if _builtin_schema_dir() is not None else ["-ignore-missing-schemas"]
+    report = _kubeconform_run(kubeconform, schema_dir, files, *extra)
+    assert report["returncode"] == 0 and not _invalid(report), "\n".join(_invalid(report))
+    valid_architectures = [
+        r for r in report["resources"] if r.get("kind") == "Architecture" and r.get("status") == "statusValid"
+    ]
+    assert len(valid_architectures) == architectures, report["resources"]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"unknownField": True},
+        {"database": {"followers": "two"}},
+        {"database": {"followrs": 2}},
+    ],
+)
+def test_kubeconform_rejects_bad_architectures(
+    kubeconform: str, schema_dir: Path, tmp_path: Path, spec: dict[str, Any]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**MINIMAL_ARCHITECTURE, "spec": spec}))
+    report = _kubeconform_run(kubeconform, schema_dir, [bad])
+    assert report["returncode"] != 0
+    assert _invalid(report), report
+
+
+def test_crd_schema_conversion_keeps_kubernetes_semantics() -> None:
+    converted = crd_to_json_schema(
+        {
+            "type": "object",
+            "properties": {
+                "size": {"x-kubernetes-int-or-string": True, "pattern": "^[0-9]+$"},
+                "free": {
+                    "type": "object",
+                    "x-kubernetes-preserve-unknown-fields": True,
+                    "properties": {"a": {}},
+                },
+                "maybe": {"type": "string", "nullable": True},
+                "port": {"type": "integer", "format": "int32"},
+            },
+        }
+    )
+    assert converted["additionalProperties"] is False
+    assert converted["properties"]["size"]["anyOf"] == [{"type": "integer"}, {"type": "string"}]
+    assert "additionalProperties" not in converted["properties"]["free"]
+    assert converted["properties"]["maybe"]["type"] == ["string", "null"]
+    assert "format" not in converted["properties"]["port"]
+
+
+# ------------------------------------------------------------------------------------------ dashboard
+
+OPERATOR_METRICS = (
+    "archop_reconcile_",
+    "archop_failovers_total",
+    "archop_failover_duration_seconds",
+    "archop_replication_lag_bytes",
+    "archop_leader_up",
+    "archop_database_instances",
+    "archop_operator_leader",
+)
+
+
+def _dashboard_exprs() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = []
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            exprs.append(target["expr"])
+    return exprs
+
+
+def test_dashboard_is_valid_and_covers_operator_and_app_metrics() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] and dashboard["title"]
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    text = "\n".join(_dashboard_exprs())
+    for metric in OPERATOR_METRICS:
+        assert metric in text, f"the dashboard shows no {metric}"
+    assert "demoapp_" in text
+    variables = {v["name"] for v in dashboard["templating"]["list"]}
+    assert {"datasource", "namespace", "architecture"} <= variables
+    for panel in dashboard["panels"]:
+        if panel["type"] != "row":
+            assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+
+
+def _exported_metric_names(package: Path, prefix: str) -> set[str] | None:
+    """Metric names a package registers with prometheus_client: Counter("name", ...) and the like."""
+    if not package.is_dir():
+        return None
+    names: set[str] = set()
+    pattern = re.compile(
+        r'\b(Counter|Gauge|Histogram|Summary|Info|Enum)\(\s*["\'](' + prefix + r'[a-z0-9_]+)["\']'
+    )
+    for path in package.rglob("*.py"):
+        for kind, name in pattern.findall(path.read_text()):
+            names.add(name)
+            if kind == "Histogram" or kind == "Summary":
+                names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+            if kind == "Counter" and not name.endswith("_total"):
+                names.add(f"{name}_total")
+    return names or None
+
+
+@pytest.mark.parametrize(("package", "prefix"), [("operator/archop", "archop_"), ("app/demoapp", "demoapp_")])
+def test_dashboard_metric_names_exist_in_the_code(package: str, prefix: str) -> None:
+    exported = _exported_metric_names(ROOT / package, prefix)
+    if exported is None:
+        pytest.skip(f"{package} registers no {prefix}* metrics yet")
+    used = set(re.findall(r"\b(" + prefix + r"[a-z0-9_]+)", "\n".join(_dashboard_exprs())))
+    missing = sorted(used - exported)
+    assert not missing, f"the dashboard queries metrics {package} does not export: {missing}"
