@@ -52,3 +52,15 @@ SELF_FENCED = "SelfFenced"
 
 # Event reasons: operator HA.
 OPERATOR_LEADING = "OperatorLeading"
+
+# Failover/switchover reasons recorded in status.failover.reason (and used as event reasons where noted).
+LEADER_POD_LOST = "LeaderPodLost"  # the leader's pod is gone, not running, or its node is NotReady
+LEADER_NOT_PRIMARY = "LeaderNotPrimary"  # the leader answers but is in recovery
+SWITCHOVER_REQUESTED = "SwitchoverRequested"  # spec.database.switchoverTo or the archop.io/switchover-to annotation
+ROLLING_UPDATE = "RollingUpdate"  # the leader's pod runs an outdated revision
+SCALE_DOWN = "ScaleDown"  # the leader's ordinal is being removed
+OPERATOR_CUT_OFF = "OperatorCutOff"  # the operator reaches no database instance: it does nothing
+REJOIN_STARTED = "RejoinStarted"  # an old leader answers as a primary: its pod is restarted to rewind
+FOLLOWER_STUCK = "FollowerStuck"  # a follower cannot follow the leader's timeline: restarted to rewind
+POD_UPDATED = "PodUpdated"  # rolling update: an outdated pod was deleted to get the new revision
+LEADER_UNFENCED = "LeaderUnfenced"  # the fence (read-only) on the current leader was lifted

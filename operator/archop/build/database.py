@@ -57,7 +57,7 @@ def build_database(
     n = replicas(spec, current_leader)
     return [
         config_map(name, namespace, n),
-        _service(name, namespace, names.db_headless(name), names.selector(name, names.DATABASE), headless=True),
+        _service(name, namespace, names.db_headless(name), names.selector(name, names.DATABASE), True),
         _service(name, namespace, names.db_rw(name), names.role_selector(name, names.LEADER)),
         _service(name, namespace, names.db_ro(name), names.role_selector(name, names.FOLLOWER)),
         _service(name, namespace, names.db_r(name), names.selector(name, names.DATABASE)),
@@ -127,7 +127,8 @@ def _env(name: str, namespace: str) -> list[dict]:
 
 
 def _mounts(data: bool) -> list[dict]:
-    out = [{"name": "config", "mountPath": CONF_DIR, "readOnly": True}, {"name": "run", "mountPath": RUN_DIR}]
+    out: list[dict] = [{"name": "config", "mountPath": CONF_DIR, "readOnly": True},
+                       {"name": "run", "mountPath": RUN_DIR}]
     if data:
         out.insert(0, {"name": "data", "mountPath": DATA_MOUNT})
     return out
@@ -189,7 +190,8 @@ def statefulset(name: str, namespace: str, spec: ArchitectureSpec, image: str, c
         }],
         "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
             "weight": 100,
-            "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": dict(sel)}},
+            "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
+                                "labelSelector": {"matchLabels": dict(sel)}},
         }]}},
         "containers": [postgres, fence],
         "volumes": [

@@ -1,0 +1,1 @@
+"""Failover: decide.py (pure decisions), act.py (effects), report.py (status rendering, pure)."""

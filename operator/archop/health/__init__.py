@@ -1,0 +1,1 @@
+"""Observing the database tier: SQL probes of every instance, pod and node state (no decisions here)."""
