@@ -54,11 +54,11 @@ ALL_FEATURES: dict[str, Any] = {
         ],
         "apiServer": {"cidrs": ["10.96.0.1/32", "172.18.0.2/32"]},
     },
-    "operands": {
-        "postgresImage": "registry.local/postgres:15.8",
-        "redisImage": "registry.local/redis:7.4",
-        "nginxImage": "registry.local/nginx:1.27.1",
-        "appImage": "registry.local/archop/demoapp:0.1.0",
+    "images": {
+        "postgres": "registry.local/postgres:15.8",
+        "redis": "registry.local/redis:7.4",
+        "nginx": "registry.local/nginx:1.27.1",
+        "app": "registry.local/archop/demoapp:0.1.0",
     },
     "image": {"repository": "registry.local/archop", "tag": "0.1.0-test"},
 }
@@ -313,7 +313,7 @@ def test_image_overrides_reach_the_operator_and_its_env(full_render: str) -> Non
 def test_image_digest_wins_over_tag(helm: str, tmp_path: Path) -> None:
     digest = "sha256:" + "a" * 64
     docs = _docs(_template(helm, tmp_path, {"image": {"digest": digest}}))
-    assert _operator_container(docs)["image"] == f"archop@{digest}"
+    assert _operator_container(docs)["image"] == f"archop/operator@{digest}"
 
 
 # ------------------------------------------------------------------------------------------ RBAC

@@ -23,13 +23,13 @@ combination fails at install instead of crash-looping the pods.
     fieldRef:
       fieldPath: metadata.namespace
 - name: ARCHOP_POSTGRES_IMAGE
-  value: {{ .Values.operands.postgresImage | quote }}
+  value: {{ .Values.images.postgres | quote }}
 - name: ARCHOP_REDIS_IMAGE
-  value: {{ .Values.operands.redisImage | quote }}
+  value: {{ .Values.images.redis | quote }}
 - name: ARCHOP_NGINX_IMAGE
-  value: {{ .Values.operands.nginxImage | quote }}
+  value: {{ .Values.images.nginx | quote }}
 - name: ARCHOP_APP_IMAGE
-  value: {{ .Values.operands.appImage | quote }}
+  value: {{ .Values.images.app | quote }}
 - name: ARCHOP_METRICS_PORT
   value: {{ .Values.metrics.port | quote }}
 - name: ARCHOP_HEALTH_PORT
