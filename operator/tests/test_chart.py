@@ -220,6 +220,16 @@ def test_operator_deployment_shape(default_render: str) -> None:
     assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
 
 
+def test_operator_pods_carry_the_label_the_operand_network_policies_admit(helm: str, tmp_path: Path) -> None:
+    try:
+        from archop.build.policy import OPERATOR_APP_NAME
+    except ImportError:
+        OPERATOR_APP_NAME = "archop"
+    docs = _docs(_template(helm, tmp_path, {"fullnameOverride": "ops"}))
+    deployment = _one(docs, "Deployment", "ops")
+    assert deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == OPERATOR_APP_NAME
+
+
 def _assert_hardened(pod: dict[str, Any]) -> None:
     pod_sc = pod["securityContext"]
     assert pod_sc["runAsNonRoot"] is True

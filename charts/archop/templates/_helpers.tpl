@@ -1,6 +1,6 @@
-{{/* Chart name, truncated to the 63 characters a label value allows. */}}
+{{/* The app.kubernetes.io/name of the operator pods: fixed, the operands' NetworkPolicies select it. */}}
 {{- define "archop.name" -}}
-{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- .Chart.Name }}
 {{- end }}
 
 {{/* Fully qualified app name. The release name is used as is when it already contains the chart name. */}}
@@ -8,7 +8,7 @@
 {{- if .Values.fullnameOverride }}
 {{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
 {{- else }}
-{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- $name := .Chart.Name }}
 {{- if contains $name .Release.Name }}
 {{- .Release.Name | trunc 63 | trimSuffix "-" }}
 {{- else }}
