@@ -56,7 +56,6 @@ ENTRYPOINT [\"/pause\"]" "$tmp/pause"
 rm -rf "$tmp"
 binary_image "$OFFLINE/local-path-provisioner:$LOCAL_PATH_PROVISIONER_VERSION" \
   "$bin/local-path-provisioner-$LOCAL_PATH_PROVISIONER_VERSION" local-path-provisioner
-binary_image "$OFFLINE/traefik:$TRAEFIK_VERSION" "$bin/traefik-$TRAEFIK_VERSION" traefik
 build "$OFFLINE/cni-routes:v1" "ARG BASE
 FROM \${BASE}
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iproute2 \
@@ -88,6 +87,9 @@ RUN groupadd -r -g 101 nginx && useradd -r -u 101 -g 101 -d /var/cache/nginx -s 
  && apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx-light \
  && rm -rf /var/lib/apt/lists/* /usr/share/doc && mkdir -p /var/cache/nginx && chown 101:101 /var/cache/nginx
 CMD ["nginx", "-g", "daemon off;"]'
+
+# --- the ingress controller, preloaded into the node image
+binary_image "$OFFLINE/traefik:$TRAEFIK_VERSION" "$bin/traefik-$TRAEFIK_VERSION" traefik
 
 # --- the node image
 node_inputs_hash() {
