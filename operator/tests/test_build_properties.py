@@ -1,0 +1,244 @@
+"""Properties every built manifest must have, over the examples and variants of them."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import kubernetes_validate.utils as kv
+import pytest
+from archop import names
+from archop.build import (
+    absent_optional_children,
+    app,
+    build_all,
+    cache,
+    cdn,
+    content_hash,
+    ingress,
+    policy,
+    ref,
+)
+from archop.build.secrets import build_secrets
+from archop.spec import ArchitectureSpec
+from buildfixtures import NAMESPACE, SETTINGS, STUB_CDN_CONF, counting_passwords, example_specs
+
+K8S_VERSION = "1.34.0"  # e2e/cluster/versions.env pins v1.34.x
+
+
+def variants() -> dict[str, tuple[str, ArchitectureSpec]]:
+    out = dict(example_specs())
+    out["bare"] = ("bare", ArchitectureSpec.parse({
+        "cache": {"enabled": False}, "cdn": {"enabled": False}, "ingress": {"enabled": False},
+        "app": {"replicas": 1}, "database": {"followers": 0}}))
+    out["catch-all-tls"] = ("web", ArchitectureSpec.parse({"ingress": {"host": "", "className": "traefik"}}))
+    return out
+
+
+def everything(name: str, spec: ArchitectureSpec) -> list[dict[str, Any]]:
+    return build_secrets(name, NAMESPACE, password=counting_passwords()) + build_all(
+        name, NAMESPACE, spec, SETTINGS, STUB_CDN_CONF)
+
+
+def pod_specs(manifests: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    return [(m["metadata"]["name"], m["spec"]["template"]["spec"]) for m in manifests
+            if m["kind"] in ("Deployment", "StatefulSet")]
+
+
+VARIANTS = variants()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_manifest_is_valid_for_the_pinned_kubernetes(variant: str) -> None:
+    for manifest in everything(*VARIANTS[variant]):
+        kv.validate(manifest, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_child_is_labelled_and_namespaced(variant: str) -> None:
+    name, spec = VARIANTS[variant]
+    for manifest in everything(name, spec):
+        labels = manifest["metadata"]["labels"]
+        assert manifest["metadata"]["namespace"] == NAMESPACE
+        assert labels[names.L_ARCH] == name and labels[names.L_MANAGED_BY] == names.MANAGER
+        assert labels == names.labels(name, labels[names.L_COMPONENT]), ref(manifest)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_my_pods_are_hardened(variant: str) -> None:
+    name, spec = VARIANTS[variant]
+    mine = [m for m in build_all(name, NAMESPACE, spec, SETTINGS, STUB_CDN_CONF)
+            if m["metadata"]["labels"][names.L_COMPONENT] != names.DATABASE]
+    for obj_name, pod in pod_specs(mine):
+        assert pod["securityContext"]["runAsNonRoot"] is True, obj_name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, obj_name
+        assert pod["automountServiceAccountToken"] is False
+        for c in pod["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, c["name"]
+            assert sc["capabilities"] == {"drop": ["ALL"]}, c["name"]
+            assert sc["readOnlyRootFilesystem"] is True and sc["runAsNonRoot"] is True, c["name"]
+            assert sc["runAsUser"] > 0
+            assert c["resources"]["requests"], c["name"]
+            assert "readinessProbe" in c and "livenessProbe" in c, c["name"]
+
+
+def test_app_env_is_the_documented_contract() -> None:
+    name, spec = VARIANTS["minimal"]
+    env = {e["name"]: e for e in app.app_env(name, NAMESPACE, spec)}
+    assert set(env) == {
+        "DEMOAPP_PORT", "DEMOAPP_DB_RW_HOST", "DEMOAPP_DB_RO_HOST", "DEMOAPP_DB_PORT", "DEMOAPP_DB_NAME",
+        "DEMOAPP_DB_USER", "DEMOAPP_DB_PASSWORD", "DEMOAPP_REDIS_HOST", "DEMOAPP_REDIS_PORT",
+        "DEMOAPP_REDIS_PASSWORD", "DEMOAPP_CACHE_ENABLED", "DEMOAPP_CACHE_TTL_SECONDS"}
+    assert env["DEMOAPP_DB_RW_HOST"]["value"] == "shop-db-rw.demo.svc"
+    assert env["DEMOAPP_DB_RO_HOST"]["value"] == "shop-db-ro.demo.svc"
+    assert env["DEMOAPP_REDIS_HOST"]["value"] == "shop-cache.demo.svc"
+    def ref_of(var: str) -> dict[str, str]:
+        return env[var]["valueFrom"]["secretKeyRef"]
+
+    assert ref_of("DEMOAPP_DB_PASSWORD") == {"name": "shop-db-app", "key": "password"}
+    assert ref_of("DEMOAPP_REDIS_PASSWORD") == {"name": "shop-cache", "key": "password"}
+    off = dataclasses.replace(spec, cache=dataclasses.replace(spec.cache, enabled=False))
+    env_off = {e["name"]: e for e in app.app_env(name, NAMESPACE, off)}
+    assert env_off["DEMOAPP_CACHE_ENABLED"]["value"] == "false"
+
+
+def _by_kind(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {m["kind"]: m for m in manifests}
+
+
+def test_service_targets_the_sidecar_only_when_the_cdn_runs() -> None:
+    name, spec = VARIANTS["minimal"]
+    with_cdn = _by_kind(app.build_app(name, NAMESPACE, spec, "a", "n", "h"))
+    no_cdn_spec = dataclasses.replace(spec, cdn=dataclasses.replace(spec.cdn, enabled=False))
+    without = _by_kind(app.build_app(name, NAMESPACE, no_cdn_spec, "a", "n", "h"))
+    assert with_cdn["Service"]["spec"]["ports"][0]["targetPort"] == spec.cdn.port
+    assert without["Service"]["spec"]["ports"][0]["targetPort"] == spec.app.port
+    pod = with_cdn["Deployment"]["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["containers"]] == ["app", "cdn"]
+    sidecar = pod["containers"][1]
+    assert sidecar["command"] == ["nginx", "-c", "/etc/archop-cdn/nginx.conf", "-g", "daemon off;"]
+    assert sidecar["securityContext"]["runAsUser"] == 101
+    mounts = {m["mountPath"] for m in sidecar["volumeMounts"]}
+    assert mounts == {"/etc/archop-cdn", "/var/cache/nginx", "/tmp"}
+    assert sidecar["readinessProbe"]["httpGet"] == {"path": "/cdn-health", "port": spec.cdn.port}
+    assert [c["name"] for c in without["Deployment"]["spec"]["template"]["spec"]["containers"]] == ["app"]
+
+
+def test_cdn_config_change_rolls_the_pods() -> None:
+    name, spec = VARIANTS["minimal"]
+    a = app.deployment(name, NAMESPACE, spec, "a", "n", content_hash("listen 8081;"))
+    b = app.deployment(name, NAMESPACE, spec, "a", "n", content_hash("listen 8082;"))
+    key = app.CDN_HASH_ANNOTATION
+    def annotation(dep: dict[str, Any]) -> str:
+        return dep["spec"]["template"]["metadata"]["annotations"][key]
+
+    assert annotation(a) != annotation(b)
+
+
+def test_autoscaler_owns_replicas_and_pdb_needs_two_pods() -> None:
+    _, prod = VARIANTS["production"]
+    kinds = _by_kind(app.build_app("shop", NAMESPACE, prod, "a", "n", "h"))
+    assert "replicas" not in kinds["Deployment"]["spec"]
+    hpa = kinds["HorizontalPodAutoscaler"]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (3, 12)
+    assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 65
+    assert kinds["PodDisruptionBudget"]["spec"]["minAvailable"] == 1
+
+    _, bare = VARIANTS["bare"]
+    kinds = _by_kind(app.build_app("bare", NAMESPACE, bare, "a", "n", "h"))
+    assert kinds["Deployment"]["spec"]["replicas"] == 1
+    assert "PodDisruptionBudget" not in kinds and "HorizontalPodAutoscaler" not in kinds
+
+
+def test_cache_runs_redis_as_configured() -> None:
+    _, prod = VARIANTS["production"]
+    dep, svc = cache.build_cache("shop", NAMESPACE, prod, "redis:7")
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    args = c["args"]
+    assert args[args.index("--maxmemory") + 1] == "256mb"
+    assert args[args.index("--maxmemory-policy") + 1] == "allkeys-lfu"
+    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    assert {e["name"] for e in c["env"]} == {"REDIS_PASSWORD", "REDISCLI_AUTH"}
+    assert c["securityContext"]["runAsUser"] == 999
+    assert dep["spec"]["replicas"] == 1 and svc["spec"]["ports"][0]["port"] == 6379
+    _, bare = VARIANTS["bare"]
+    assert cache.build_cache("bare", NAMESPACE, bare, "redis:7") == []
+
+
+def test_ingress_routes_to_the_app_service() -> None:
+    _, prod = VARIANTS["production"]
+    (ing,) = ingress.build_ingress("shop", NAMESPACE, prod)
+    rule = ing["spec"]["rules"][0]
+    assert rule["host"] == "shop.example.com" and ing["spec"]["ingressClassName"] == "traefik"
+    path = rule["http"]["paths"][0]
+    assert path["pathType"] == "Prefix" and path["backend"]["service"]["name"] == "shop-app"
+    assert ing["spec"]["tls"] == [{"hosts": ["shop.example.com"], "secretName": "shop-example-com-tls"}]
+    name, catch_all = VARIANTS["catch-all-tls"]
+    (ing,) = ingress.build_ingress(name, NAMESPACE, catch_all)
+    assert "host" not in ing["spec"]["rules"][0] and "tls" not in ing["spec"]
+
+
+def test_network_policies_admit_only_the_tiers_that_need_access() -> None:
+    name, spec = VARIANTS["minimal"]
+    pols = {p["metadata"]["name"]: p["spec"] for p in policy.build_policies(name, NAMESPACE, spec, SETTINGS)}
+    assert set(pols) == {"shop-db", "shop-cache", "shop-app"}
+    db_from = pols["shop-db"]["ingress"][0]["from"]
+    assert {"podSelector": {"matchLabels": names.selector(name, names.APP)}} in db_from
+    assert {"podSelector": {"matchLabels": names.selector(name, names.DATABASE)}} in db_from
+    operator = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "archop-system"}},
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "archop"}}}
+    assert operator in db_from and len(db_from) == 3
+    assert pols["shop-db"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 5432}]
+    cache_from = pols["shop-cache"]["ingress"][0]["from"]
+    assert cache_from == [{"podSelector": {"matchLabels": names.selector(name, names.APP)}}, operator]
+    assert "from" not in pols["shop-app"]["ingress"][0]  # the ingress controller is in another namespace
+    assert {p["port"] for p in pols["shop-app"]["ingress"][0]["ports"]} == {8080, 8081}
+
+
+def test_disabled_tiers_are_pruned_and_enabled_ones_are_not() -> None:
+    name, spec = VARIANTS["bare"]
+    absent = {ref(m) for m in absent_optional_children(name, NAMESPACE, build_all(
+        name, NAMESPACE, spec, SETTINGS, STUB_CDN_CONF))}
+    assert absent == {
+        ("apps/v1", "Deployment", "bare-cache"), ("v1", "Service", "bare-cache"),
+        ("networking.k8s.io/v1", "NetworkPolicy", "bare-cache"), ("v1", "ConfigMap", "bare-cdn"),
+        ("policy/v1", "PodDisruptionBudget", "bare-app"),
+        ("autoscaling/v2", "HorizontalPodAutoscaler", "bare-app"),
+        ("networking.k8s.io/v1", "Ingress", "bare-ingress")}
+    name, prod = VARIANTS["production"]
+    assert absent_optional_children(name, NAMESPACE, build_all(name, NAMESPACE, prod, SETTINGS, "x")) == []
+
+
+def test_build_all_contains_every_conventional_child() -> None:
+    name, spec = VARIANTS["minimal"]
+    got = {(m["kind"], m["metadata"]["name"]) for m in build_all(name, NAMESPACE, spec, SETTINGS, "x")}
+    assert {("StatefulSet", "shop-db"), ("Service", "shop-db-rw"), ("Service", "shop-db-ro"),
+            ("Service", "shop-db-r"), ("Service", "shop-db-headless"), ("Deployment", "shop-cache"),
+            ("Service", "shop-cache"), ("Deployment", "shop-app"), ("Service", "shop-app"),
+            ("PodDisruptionBudget", "shop-app"), ("ConfigMap", "shop-cdn"), ("Ingress", "shop-ingress"),
+            ("NetworkPolicy", "shop-db"), ("NetworkPolicy", "shop-cache"),
+            ("NetworkPolicy", "shop-app")} <= got
+
+
+def test_secrets_are_fresh_random_and_complete() -> None:
+    first, second = build_secrets("shop", NAMESPACE), build_secrets("shop", NAMESPACE)
+    assert [s["metadata"]["name"] for s in first] == [
+        "shop-db-superuser", "shop-db-replication", "shop-db-app", "shop-cache"]
+    passwords = [s["stringData"]["password"] for s in first + second]
+    assert len(set(passwords)) == 8 and all(len(p) == 48 for p in passwords)
+    assert [s["stringData"].get("username") for s in first] == ["postgres", "replicator", "app", None]
+
+
+@pytest.mark.parametrize(
+    ("size", "limit"), [("100m", "150Mi"), ("1g", "1536Mi"), ("512k", "1Mi"), ("10", "1Mi")])
+def test_cdn_cache_volume_has_head_room(size: str, limit: str) -> None:
+    assert app.cache_volume_limit(size) == limit
+
+
+def test_cdn_configmap_carries_the_rendered_conf() -> None:
+    name, spec = VARIANTS["minimal"]
+    (cm,) = cdn.build_cdn(name, NAMESPACE, spec, STUB_CDN_CONF)
+    assert cm["metadata"]["name"] == "shop-cdn" and cm["data"] == {"nginx.conf": STUB_CDN_CONF}
+    _, bare = VARIANTS["bare"]
+    assert cdn.build_cdn("bare", NAMESPACE, bare, STUB_CDN_CONF) == []
