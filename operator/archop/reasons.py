@@ -56,7 +56,7 @@ OPERATOR_LEADING = "OperatorLeading"
 # Failover/switchover reasons recorded in status.failover.reason (and used as event reasons where noted).
 LEADER_POD_LOST = "LeaderPodLost"  # the leader's pod is gone, not running, or its node is NotReady
 LEADER_NOT_PRIMARY = "LeaderNotPrimary"  # the leader answers but is in recovery
-SWITCHOVER_REQUESTED = "SwitchoverRequested"  # spec.database.switchoverTo or the archop.io/switchover-to annotation
+SWITCHOVER_REQUESTED = "SwitchoverRequested"  # spec.database.switchoverTo or the switchover annotation
 ROLLING_UPDATE = "RollingUpdate"  # the leader's pod runs an outdated revision
 SCALE_DOWN = "ScaleDown"  # the leader's ordinal is being removed
 OPERATOR_CUT_OFF = "OperatorCutOff"  # the operator reaches no database instance: it does nothing

@@ -74,7 +74,6 @@ class State:
     failover: FailoverRecord | None = None
     sync_members: tuple[str, ...] = ()  # followers that were sync/quorum at the last leader observation
     leader_lsn: int | None = None  # the leader's last known WAL position
-    last_switchover_to: str | None = None
     switchover_request: str | None = None  # the archop.io/switchover-to annotation
 
     @classmethod
@@ -90,14 +89,11 @@ class State:
                 members.append(row.get("name"))
             if row.get("name") == leader and row.get("role") == names.LEADER:
                 leader_lsn = parse_lsn(row.get("receivedLsn"))
-        last = status.get("lastFailover") or {}
-        last_sw = last.get("to") if last.get("reason") in SWITCHOVER_REASONS else None
         return cls(
             current_leader=leader,
             failover=FailoverRecord.from_status(status.get("failover")),
             sync_members=tuple(sorted(m for m in members if m)),
             leader_lsn=leader_lsn,
-            last_switchover_to=last_sw,
             switchover_request=(annotations or {}).get(SWITCHOVER_ANNOTATION) or None,
         )
 
@@ -442,7 +438,7 @@ def _planned_change(obs: DbObservation, state: State, spec: DatabaseSpec, now: f
     request = spec.switchover_to or state.switchover_request
     target: str | None = None
     reason = ""
-    if request and request != leader and request != state.last_switchover_to:
+    if request and request != leader:
         if request not in streaming:
             return f"switchover to {request} waits: it is not a streaming follower of {leader}"
         target, reason = request, reasons.SWITCHOVER_REQUESTED
@@ -479,7 +475,7 @@ class PhasePlan:
     after: FailoverRecord | None
     notes: tuple[Note, ...] = ()
     wait: str | None = None
-    current_leader: str | None = None  # set when this phase changes status.currentLeader
+    current_leader: str | None = None  # set by Rewiring: status.currentLeader moves before its actions
 
 
 def phase_plan(record: FailoverRecord, obs: DbObservation, spec: DatabaseSpec, state: State) -> PhasePlan:
@@ -507,7 +503,7 @@ def _fencing(record: FailoverRecord, obs: DbObservation) -> PhasePlan:
 def _promoting(record: FailoverRecord, obs: DbObservation, spec: DatabaseSpec, state: State) -> PhasePlan:
     target = obs.get(record.to)
     if target is not None and target.probe.is_primary:
-        return PhasePlan((), replace(record, phase=REWIRING), current_leader=record.to)
+        return PhasePlan((), replace(record, phase=REWIRING))
     old = obs.get(record.from_)
     if record.planned and old is not None and old.probe.is_primary:
         want = old.probe.current_lsn or 0
@@ -525,8 +521,7 @@ def _promoting(record: FailoverRecord, obs: DbObservation, spec: DatabaseSpec, s
         if target is None or not target.probe.is_follower or _received(best) > _received(target):
             record = replace(record, to=choice.name)
     note = Note(reasons.FOLLOWER_PROMOTED, f"{record.to} promoted to leader")
-    return PhasePlan((Promote(record.to),), replace(record, phase=REWIRING), (note,),
-                     current_leader=record.to)
+    return PhasePlan((Promote(record.to),), replace(record, phase=REWIRING), (note,))
 
 
 def _rewiring(record: FailoverRecord, obs: DbObservation, spec: DatabaseSpec) -> PhasePlan:

@@ -1,0 +1,165 @@
+"""Effects of the failover decisions: pod labels, pg_promote, primary_conninfo, synchronous_standby_names,
+fencing, pod deletion. Every function is idempotent, so a step interrupted by an operator restart can simply
+run again. The SQL helpers take a Target and are used as-is by the integration tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import sql
+
+from archop import names
+from archop.failover import decide as d
+from archop.health.probe import Target, connect
+
+log = logging.getLogger(__name__)
+
+# Client sessions to end when fencing: everything but replication and our own connection.
+_TERMINATE = """
+select count(pg_terminate_backend(pid)) from pg_stat_activity
+ where backend_type = 'client backend' and pid <> pg_backend_pid()
+"""
+
+
+Stmt = sql.SQL | sql.Composed | str
+
+
+async def _exec(target: Target, *statements: Stmt, timeout: float = 3.0,
+                statement_timeout_ms: int | None = 3000) -> list[Any]:
+    """Run statements in autocommit (ALTER SYSTEM refuses transactions); first column of each result."""
+    out: list[Any] = []
+    conn = await connect(target, timeout, statement_timeout_ms)
+    async with conn:
+        for stmt in statements:
+            cur = await conn.execute(stmt)
+            row = await cur.fetchone() if cur.description else None
+            out.append(row[0] if row else None)
+    return out
+
+
+def _alter(setting: str, value: str | None) -> sql.Composed:
+    if value is None:
+        return sql.SQL("alter system reset {}").format(sql.Identifier(setting))
+    return sql.SQL("alter system set {} = {}").format(sql.Identifier(setting), sql.Literal(value))
+
+
+async def fence(target: Target, checkpoint: bool = False) -> int:
+    """Read-only from now on (persisted, so it survives a restart) and every client session ended.
+    Returns how many sessions were terminated."""
+    stmts: list[Stmt] = ["checkpoint"] if checkpoint else []
+    stmts += [_alter("default_transaction_read_only", "on"), "select pg_reload_conf()", _TERMINATE]
+    return int((await _exec(target, *stmts, timeout=3.0, statement_timeout_ms=30000))[-1] or 0)
+
+
+async def unfence(target: Target) -> None:
+    await _exec(target, _alter("default_transaction_read_only", None), "select pg_reload_conf()")
+
+
+async def set_primary_conninfo(target: Target, conninfo: str) -> None:
+    """Re-point (or, with '', detach) a follower without a restart; recovery_target_timeline is 'latest'."""
+    await _exec(target, _alter("primary_conninfo", conninfo), "select pg_reload_conf()")
+
+
+async def set_sync_standbys(target: Target, value: str) -> None:
+    await _exec(target, _alter("synchronous_standby_names", value), "select pg_reload_conf()")
+
+
+async def promote(target: Target, wait_seconds: int = 30) -> bool:
+    """pg_promote(wait => true); a no-op when the instance is already a primary."""
+    res = await _exec(
+        target,
+        f"select case when pg_is_in_recovery() then pg_promote(true, {int(wait_seconds)}) else true end",
+        timeout=3.0, statement_timeout_ms=(wait_seconds + 5) * 1000)
+    if not res[0]:
+        raise RuntimeError(f"pg_promote did not finish within {wait_seconds}s")
+    return True
+
+
+def follower_conninfo(host: str, port: int, user: str, application_name: str, passfile: str | None) -> str:
+    """primary_conninfo for a follower. The password stays in the passfile the start script writes."""
+    parts = [f"host={host}", f"port={port}", f"user={user}", f"application_name={application_name}"]
+    if passfile:
+        parts.append(f"passfile={passfile}")
+    return " ".join(parts)
+
+
+@dataclass
+class Executor:
+    """Performs decide.py's actions for one Architecture.
+
+    target(pod) says how the operator reaches a pod's Postgres; upstream(follower, leader) is the
+    primary_conninfo a follower gets; set_label / delete_pod are the Kubernetes effects (blocking calls,
+    run in a thread).
+    """
+
+    target: Callable[[str], Target | None]
+    upstream: Callable[[str, str], str]
+    set_label: Callable[[str, str], None]
+    delete_pod: Callable[[str], None]
+
+    async def run(self, action: d.Action) -> None:
+        match action:
+            case d.SetRole(pod=pod, role=role):
+                await asyncio.to_thread(self.set_label, pod, role)
+            case d.DeletePod(pod=pod):
+                await asyncio.to_thread(self.delete_pod, pod)
+            case d.Fence(pod=pod, checkpoint=cp):
+                n = await fence(self._t(pod), checkpoint=cp)
+                log.info("fenced %s (%d sessions ended)", pod, n)
+            case d.Unfence(pod=pod):
+                await unfence(self._t(pod))
+            case d.Detach(pod=pod):
+                await set_primary_conninfo(self._t(pod), "")
+            case d.Promote(pod=pod):
+                await promote(self._t(pod))
+            case d.Repoint(pod=pod, leader=leader):
+                await set_primary_conninfo(self._t(pod), self.upstream(pod, leader))
+            case d.SetSyncStandbys(pod=pod, value=value):
+                await set_sync_standbys(self._t(pod), value)
+
+    async def run_all(self, actions: tuple[d.Action, ...], best_effort: tuple[type, ...] = ()) -> list[str]:
+        """Run in order. Failures of `best_effort` action types are collected (e.g. fencing an old leader
+        that does not answer); any other failure stops and raises, so the phase is retried."""
+        errors: list[str] = []
+        for a in actions:
+            try:
+                await self.run(a)
+            except Exception as exc:
+                if not isinstance(a, best_effort):
+                    raise
+                errors.append(f"{type(a).__name__}({getattr(a, 'pod', '')}): {type(exc).__name__}")
+        return errors
+
+    def _t(self, pod: str) -> Target:
+        t = self.target(pod)
+        if t is None:
+            raise LookupError(f"pod {pod} has no address")
+        return t
+
+
+def kube_effects(api: Any, namespace: str) -> tuple[Callable[[str, str], None], Callable[[str], None]]:
+    """The label and delete effects against the cluster (imports the core's apply lazily)."""
+
+    def set_label(pod: str, role: str) -> None:
+        apply = importlib.import_module("archop.apply")  # the core's module
+        try:
+            apply.patch_pod_labels(api, namespace, pod, {names.L_ROLE: role})
+        except Exception as exc:  # a pod that is gone needs no label
+            if getattr(getattr(exc, "response", None), "status_code", None) == 404 or "not found" in str(exc):
+                return
+            raise
+
+    def delete_pod(pod: str) -> None:
+        import pykube
+
+        obj = pykube.Pod.objects(api, namespace=namespace).get_or_none(name=pod)
+        if obj is not None:
+            obj.delete()
+
+    return set_label, delete_pod

@@ -1,0 +1,73 @@
+"""Status rendering for the database tier (pure): status.instances, follower counts, DatabaseReady."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from archop import names, reasons
+from archop.health.model import DbObservation, format_lsn
+
+
+def instances_status(obs: DbObservation, leader: str | None) -> list[dict[str, Any]]:
+    """One row per pod, in name order. The leader's receivedLsn is its write position (failover lag checks
+    read it back after an operator restart)."""
+    lead = obs.get(leader)
+    lead_pos = lead.probe.current_lsn if lead is not None and lead.probe.is_primary else None
+    sync = {r.name: r.sync_state for r in (lead.probe.replicas if lead is not None else ())}
+    streaming = {r.name for r in (lead.probe.replicas if lead is not None else ()) if r.state == "streaming"}
+    rows = []
+    for inst in sorted(obs.instances.values(), key=lambda i: (i.ordinal, i.name)):
+        p = inst.probe
+        role = (inst.pod.role if inst.pod is not None else None) or ""
+        row: dict[str, Any] = {
+            "name": inst.name,
+            "role": role,
+            "ready": bool(p.reachable and inst.pod is not None and inst.pod.ready),
+            "streaming": inst.name in streaming and p.streaming,
+        }
+        if p.timeline is not None:
+            row["timeline"] = p.timeline
+        recv = p.current_lsn if p.is_primary else p.received_lsn
+        if recv is not None:
+            row["receivedLsn"] = format_lsn(recv)
+        replay = p.current_lsn if p.is_primary else p.replay_lsn
+        if replay is not None:
+            row["replayLsn"] = format_lsn(replay)
+        if lead_pos is not None and p.reachable:
+            row["lagBytes"] = 0 if inst.name == leader else max(0, lead_pos - (p.replay_lsn or 0))
+        if inst.name in sync:
+            row["syncState"] = sync[inst.name]
+        rows.append(row)
+    return rows
+
+
+def followers_ready(obs: DbObservation, leader: str | None) -> int:
+    lead = obs.get(leader)
+    if lead is None or not lead.probe.is_primary:
+        return 0
+    streaming = {r.name for r in lead.probe.replicas if r.state == "streaming"}
+    return sum(1 for i in obs.instances.values() if i.name in streaming and i.probe.streaming)
+
+
+def database_condition(obs: DbObservation, leader: str | None, in_failover: bool,
+                       message: str) -> tuple[bool, str, str]:
+    """(status, reason, message) of the DatabaseReady condition."""
+    lead = obs.get(leader)
+    if in_failover:
+        return False, reasons.TIER_PROGRESSING, message
+    if lead is None or not lead.probe.is_primary:
+        return False, reasons.TIER_DEGRADED, message or f"leader {leader} is not available"
+    if lead.probe.read_only:
+        return False, reasons.TIER_DEGRADED, f"leader {leader} is fenced (read-only)"
+    ready = followers_ready(obs, leader)
+    want = max(0, obs.desired - 1)
+    return True, reasons.TIER_READY, f"leader {leader} writable; {ready}/{want} followers streaming"
+
+
+def role_counts(obs: DbObservation) -> dict[str, int]:
+    out = {names.LEADER: 0, names.FOLLOWER: 0, names.FENCED: 0}
+    for inst in obs.instances.values():
+        role = inst.pod.role if inst.pod is not None else None
+        if role in out:
+            out[role] += 1
+    return out

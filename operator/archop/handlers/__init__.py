@@ -1,0 +1,1 @@
+"""kopf handler bodies; archop/main.py registers them."""

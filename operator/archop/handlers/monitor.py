@@ -1,0 +1,298 @@
+"""The per-Architecture health loop (a kopf daemon) and THE periodic status writer.
+
+Each tick: observe the database tier (pods, nodes, one SQL probe per instance, concurrently) -> decide
+(failover/decide.py, pure) -> act (failover/act.py) -> write status. A failover record is written to the
+status BEFORE each phase acts, so an operator killed mid-way resumes at the same phase. Every couple of
+seconds the other tiers' conditions are refreshed too (observe_workloads + workload_conditions + summarise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import importlib
+import logging
+import time
+from dataclasses import replace
+from typing import Any
+
+from archop import names, reasons
+from archop.build.database import PGDATA, PORT
+from archop.failover import decide as d
+from archop.failover import report
+from archop.failover.act import Executor, follower_conninfo, kube_effects
+from archop.health.model import DbObservation, Instance, PodState
+from archop.health.pods import observe_pods
+from archop.health.probe import Target, probe_all
+from archop.spec import ArchitectureSpec
+
+PASSFILE = PGDATA.rsplit("/", 1)[0] + "/archop.pgpass"  # written by start.sh next to PGDATA
+WORKLOAD_EVERY = 2.0  # seconds between refreshes of the other tiers' conditions
+EVENT_REPEAT = 30.0  # the same non-step event reason at most this often
+# Events of the failover steps themselves: always emitted.
+_STEP_EVENTS = {reasons.FAILOVER_STARTED, reasons.LEADER_FENCED, reasons.FOLLOWER_PROMOTED,
+                reasons.SERVICES_REWIRED, reasons.FOLLOWERS_REPOINTED, reasons.FAILOVER_COMPLETED,
+                reasons.SWITCHOVER_STARTED, reasons.SWITCHOVER_COMPLETED, reasons.FOLLOWER_REJOINED,
+                reasons.REJOIN_BY_BASE_BACKUP, reasons.LEADER_ELECTED}
+
+
+def _mod(name: str) -> Any:
+    """The core's modules, imported lazily (they import kopf/pykube and are written in parallel)."""
+    return importlib.import_module(f"archop.{name}")
+
+
+def _now_iso() -> str:
+    return d.iso(time.time())
+
+
+class DbMonitor:
+    """State of one Architecture's loop. Only in-process timers live here; the truth is in status."""
+
+    def __init__(self, name: str, namespace: str, api: Any, logger: logging.Logger | logging.LoggerAdapter):
+        self.name, self.namespace, self.api, self.log = name, namespace, api, logger
+        self.memory = d.Memory()
+        self.written: dict[str, Any] = {}  # what we patched last: the live `status` view may lag behind it
+        self.secret: tuple[str, str] | None = None
+        self.repl_user = "replicator"
+        self.last_events: dict[str, float] = {}
+        self.last_workload = 0.0
+        self.body: dict[str, Any] = {}
+        set_label, delete_pod = kube_effects(api, namespace)
+        self.pods: dict[str, PodState] = {}
+        self.executor = Executor(target=self._target, upstream=self._upstream, set_label=set_label,
+                                 delete_pod=delete_pod)
+
+    # ------------------------------------------------------------------ observing
+
+    def _read_secret(self, which: str) -> tuple[str, str]:
+        import pykube
+
+        obj = pykube.Secret.objects(self.api, namespace=self.namespace).get_by_name(
+            names.db_secret(self.name, which))
+        data = obj.obj.get("data") or {}
+        return (base64.b64decode(data.get("username", "")).decode(),
+                base64.b64decode(data.get("password", "")).decode())
+
+    async def _credentials(self) -> tuple[str, str]:
+        if self.secret is None:
+            self.secret = await asyncio.to_thread(self._read_secret, "superuser")
+            self.repl_user = (await asyncio.to_thread(self._read_secret, "replication"))[0] or self.repl_user
+        return self.secret
+
+    def _target(self, pod: str) -> Target | None:
+        state = self.pods.get(pod)
+        if state is None or not state.ip or self.secret is None:
+            return None
+        return Target(host=state.ip, port=PORT, user=self.secret[0], password=self.secret[1])
+
+    def _upstream(self, follower: str, leader: str) -> str:
+        return follower_conninfo(names.db_pod_host(self.name, leader, self.namespace), PORT, self.repl_user,
+                                 follower, PASSFILE)
+
+    async def observe(self, spec: ArchitectureSpec, keep: DbObservation | None = None,
+                      skip: frozenset[str] = frozenset()) -> DbObservation:
+        """Probe every database pod. Pods in `skip` keep their probe from `keep` (an unreachable old
+        leader would cost a full connect timeout on each re-observation during a failover)."""
+        await self._credentials()
+        pods, sts_replicas = await asyncio.to_thread(observe_pods, self.api, self.name, self.namespace)
+        self.pods = pods
+        count = max(spec.database.instances, sts_replicas or 0)
+        wanted = {names.db_pod(self.name, i) for i in range(count)} | set(pods)
+        probe_names = [n for n in sorted(wanted) if not (keep and n in skip and n in keep.instances)]
+        probes = await probe_all({n: self._target(n) for n in probe_names})
+        instances = {}
+        for n in sorted(wanted):
+            probe = probes[n] if n in probes else keep.instances[n].probe  # type: ignore[union-attr]
+            instances[n] = Instance(name=n, pod=pods.get(n), probe=probe)
+        return DbObservation(
+            instances=instances, desired=spec.database.instances,
+            hosts={n: names.db_pod_host(self.name, n, self.namespace) for n in wanted},
+            rw_host=names.service_host(names.db_rw(self.name), self.namespace))
+
+    # ------------------------------------------------------------------ writing
+
+    def view(self, status: dict[str, Any]) -> dict[str, Any]:
+        """The live status overlaid with what this process wrote last (it is the only writer of these)."""
+        merged = dict(status or {})
+        merged.update(self.written)
+        return {k: v for k, v in merged.items() if v is not None}
+
+    async def patch(self, patch: dict[str, Any]) -> None:
+        await asyncio.to_thread(_mod("apply").patch_status, self.api, self.name, self.namespace, patch)
+        self.written.update(patch)
+
+    def emit(self, note: d.Note) -> None:
+        now = time.monotonic()
+        if note.reason not in _STEP_EVENTS and now - self.last_events.get(note.reason, -1e9) < EVENT_REPEAT:
+            return
+        self.last_events[note.reason] = now
+        log = self.log.warning if note.warning else self.log.info
+        log("%s: %s", note.reason, note.message)
+        try:
+            _mod("events").emit(self.body, note.reason, note.message, warning=note.warning)
+        except Exception as exc:  # events are best effort; the status carries the truth
+            self.log.debug("event %s not emitted: %s", note.reason, exc)
+
+    # ------------------------------------------------------------------ the tick
+
+    async def tick(self, body: dict[str, Any], spec_raw: dict[str, Any], status: dict[str, Any]) -> None:
+        self.body = body
+        spec = ArchitectureSpec.parse(spec_raw)
+        annotations = (body.get("metadata") or {}).get("annotations") or {}
+        state = d.State.from_status(self.view(status), annotations)
+        obs = await self.observe(spec)
+        step = d.decide(obs, state, spec.database, time.time(), self.memory)
+        self.memory = step.memory
+        for note in step.notes:
+            self.emit(note)
+        leader = step.current_leader
+        message = step.message
+        if step.kind == "bootstrap":
+            await self.patch({"currentLeader": leader, "targetLeader": leader})
+            await self.executor.run_all(step.actions)
+        elif step.kind == "failover" and step.record is not None:
+            leader, message, obs = await self.run_failover(step.record, state, obs, spec)
+        else:
+            errors = await self.executor.run_all(step.actions, best_effort=(d.Fence, d.DeletePod, d.Repoint))
+            if errors:
+                self.log.info("some maintenance actions failed (retried next tick): %s", "; ".join(errors))
+            if d.SWITCHOVER_ANNOTATION in annotations and annotations[d.SWITCHOVER_ANNOTATION] == leader:
+                await asyncio.to_thread(self._drop_annotation)
+        await self.write_status(body, spec, obs, leader, message)
+
+    async def run_failover(self, record: d.FailoverRecord, state: d.State, obs: DbObservation,
+                           spec: ArchitectureSpec) -> tuple[str | None, str, DbObservation]:
+        """Run the phases of `record` in order, persisting the record before each phase acts."""
+        leader = state.current_leader
+        if state.failover is None:
+            self.log.warning("failover %s -> %s starting (%s)", record.from_, record.to, record.reason)
+        current: d.FailoverRecord | None = record
+        while current is not None:
+            plan = d.phase_plan(current, obs, spec.database, state)
+            for note in plan.notes:
+                if plan.wait is not None:
+                    self.emit(note)
+            if plan.wait is not None:
+                await self.patch({"failover": current.to_status(), "targetLeader": current.to})
+                return leader, plan.wait, obs
+            # Persist first: the phase with its (possibly re-chosen) target, and currentLeader at Rewiring.
+            to = plan.after.to if plan.after is not None else current.to
+            current = replace(current, to=to)
+            pre: dict[str, Any] = {"failover": current.to_status(), "targetLeader": to}
+            if plan.current_leader:
+                pre["currentLeader"] = leader = plan.current_leader
+            await self.patch(pre)
+            errors = await self.executor.run_all(
+                plan.actions, best_effort=(d.Fence, d.Detach, d.Repoint, d.Unfence))
+            if errors:
+                self.log.info("%s: best-effort actions failed: %s", current.phase, "; ".join(errors))
+            for note in plan.notes:
+                self.emit(note)
+            if plan.after is None:
+                await self.finish(current)
+                obs = await self.observe(spec, keep=obs, skip=frozenset({current.from_}))
+                return current.to, f"{current.reason}: {current.from_} -> {current.to} completed", obs
+            current = plan.after
+            # Fresh positions for the next phase (the followers are detached now); the old leader keeps its
+            # last probe unless this is a planned switchover where it is alive.
+            skip = frozenset() if current.planned else frozenset({current.from_})
+            obs = await self.observe(spec, keep=obs, skip=skip)
+        return leader, "", obs
+
+    async def finish(self, record: d.FailoverRecord) -> None:
+        now = time.time()
+        last = d.finished(record, now)
+        await self.patch({"failover": None, "lastFailover": last, "currentLeader": record.to,
+                          "targetLeader": record.to})
+        reason = reasons.SWITCHOVER_COMPLETED if record.planned else reasons.FAILOVER_COMPLETED
+        took = last["durationSeconds"]
+        self.emit(d.Note(reason, f"{record.from_} -> {record.to} in {took}s ({record.reason})"))
+        try:
+            m = _mod("metrics")
+            m.failovers_total.labels(self.namespace, self.name, record.reason).inc()
+            m.failover_duration_seconds.labels(self.namespace, self.name).observe(last["durationSeconds"])
+        except Exception as exc:
+            self.log.debug("failover metrics not recorded: %s", exc)
+
+    def _drop_annotation(self) -> None:
+        """The one-shot switchover annotation is done: remove it."""
+        import pykube
+
+        kind = pykube.object_factory(self.api, names.API_VERSION, names.KIND)
+        obj = kind.objects(self.api, namespace=self.namespace).get_by_name(self.name)
+        obj.patch({"metadata": {"annotations": {d.SWITCHOVER_ANNOTATION: None}}})
+
+    async def write_status(self, body: dict[str, Any], spec: ArchitectureSpec, obs: DbObservation,
+                           leader: str | None, message: str) -> None:
+        st = _mod("status")
+        now = _now_iso()
+        generation = int((body.get("metadata") or {}).get("generation") or 0)
+        conditions = list(self.view(body.get("status") or {}).get("conditions") or [])
+        in_failover = bool(self.written.get("failover"))
+        ok, reason, msg = report.database_condition(obs, leader, in_failover, message)
+        conditions = st.set_condition(conditions, reasons.DATABASE_READY, ok, reason, msg, generation, now)
+        fo = self.written.get("failover") or {}
+        fip = reasons.FAILOVER_IN_PROGRESS
+        if fo:
+            text = f"{fo.get('phase')}: {fo.get('from')} -> {fo.get('to')}"
+            cond = (True, reasons.FAILOVER_STARTED, text)
+        else:
+            cond = (False, reasons.NO_FAILOVER, "no failover in progress")
+        conditions = st.set_condition(conditions, fip, *cond, generation, now)
+        if time.monotonic() - self.last_workload >= WORKLOAD_EVERY:
+            self.last_workload = time.monotonic()
+            try:
+                wobs = await asyncio.to_thread(_mod("observe").observe_workloads, self.api, self.name,
+                                               self.namespace, spec)
+                conditions = st.workload_conditions(wobs, spec, conditions, generation, now)
+            except Exception as exc:
+                self.log.info("workload observation failed: %s", exc)
+        conditions = st.summarise(conditions, generation, now)
+        lead = obs.get(leader)
+        ready = report.followers_ready(obs, leader)
+        desired = max(0, spec.database.instances - 1)
+        patch: dict[str, Any] = {
+            "currentLeader": leader,
+            "targetLeader": (self.written.get("failover") or {}).get("to") or leader,
+            "instances": report.instances_status(obs, leader),
+            "followersReady": ready,
+            "followersDesired": desired,
+            "followers": f"{ready}/{desired}",
+            "conditions": conditions,
+        }
+        if lead is not None and lead.probe.is_primary and lead.probe.timeline:
+            patch["timeline"] = lead.probe.timeline
+        await self.patch(patch)
+        self.metrics(obs, leader)
+
+    def metrics(self, obs: DbObservation, leader: str | None) -> None:
+        try:
+            m = _mod("metrics")
+        except ImportError:
+            return
+        lead = obs.get(leader)
+        up = lead is not None and lead.probe.is_primary
+        m.leader_up.labels(self.namespace, self.name).set(1 if up else 0)
+        for role, count in report.role_counts(obs).items():
+            m.database_instances.labels(self.namespace, self.name, role).set(count)
+        for row in report.instances_status(obs, leader):
+            if "lagBytes" in row:
+                m.replication_lag_bytes.labels(self.namespace, self.name, row["name"]).set(row["lagBytes"])
+
+
+async def monitor(*, name: str, namespace: str, body: dict, spec: dict, status: dict, stopped: Any,
+                  logger: Any, **_: Any) -> None:
+    """kopf daemon body: loop until stopped. Errors of one tick are logged and the next tick retries."""
+    settings = _mod("config").Settings.from_env()
+    interval = float(getattr(settings, "monitor_interval_seconds", 1.0))
+    api = _mod("apply").api()
+    mon = DbMonitor(name, namespace, api, logger)
+    while not stopped:
+        started = time.monotonic()
+        try:
+            await mon.tick(dict(body), dict(spec), dict(status))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.warning("monitor tick failed: %s: %s", type(exc).__name__, str(exc).splitlines()[0][:300])
+        await asyncio.sleep(max(0.05, interval - (time.monotonic() - started)))

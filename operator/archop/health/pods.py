@@ -1,0 +1,55 @@
+"""Pod and node state of the database pods, read with pykube (the parsing is pure and unit-tested)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from archop import names
+from archop.health.model import PodState
+
+
+def node_ready(node: dict[str, Any]) -> bool | None:
+    for c in (node.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready":
+            return c.get("status") == "True"
+    return None
+
+
+def pod_state(pod: dict[str, Any], nodes: dict[str, bool | None], update_revision: str | None) -> PodState:
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    status = pod.get("status") or {}
+    labels = meta.get("labels") or {}
+    cs = {c.get("name"): c for c in status.get("containerStatuses") or []}
+    pg = cs.get("postgres") or {}
+    node = spec.get("nodeName")
+    revision = labels.get("controller-revision-hash")
+    return PodState(
+        name=meta.get("name", ""),
+        ip=status.get("podIP") or None,
+        phase=status.get("phase"),
+        deleting=bool(meta.get("deletionTimestamp")),
+        ready=bool(pg.get("ready")),
+        restarts=int(pg.get("restartCount") or 0),
+        node=node,
+        node_ready=nodes.get(node) if node else None,
+        role=labels.get(names.L_ROLE),
+        revision=revision,
+        up_to_date=update_revision is None or revision is None or revision == update_revision,
+    )
+
+
+def observe_pods(api: Any, arch: str, namespace: str) -> tuple[dict[str, PodState], int | None]:
+    """Blocking (run it in a thread): the database pods by name, and the StatefulSet's spec.replicas."""
+    import pykube
+
+    selector = names.selector(arch, names.DATABASE)
+    pods = list(pykube.Pod.objects(api, namespace=namespace).filter(selector=selector))
+    nodes = {n.name: node_ready(n.obj) for n in pykube.Node.objects(api)}
+    update_revision = None
+    replicas = None
+    sts = pykube.StatefulSet.objects(api, namespace=namespace).get_or_none(name=names.db(arch))
+    if sts is not None:
+        update_revision = (sts.obj.get("status") or {}).get("updateRevision")
+        replicas = (sts.obj.get("spec") or {}).get("replicas")
+    return {p.name: pod_state(p.obj, nodes, update_revision) for p in pods}, replicas

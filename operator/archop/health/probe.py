@@ -1,0 +1,129 @@
+"""SQL probe of one Postgres instance: role, timeline, LSNs, WAL receiver, replication rows, fence state.
+
+Short connect and statement timeouts: a frozen or partitioned instance must cost the tick about a second,
+never more. Errors are reduced to their class and first line (they never contain the password).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from archop.health.model import Probe, ReplicaRow, parse_lsn
+
+_STATE_SQL = """
+select pg_is_in_recovery(),
+       case when pg_is_in_recovery() then null else pg_current_wal_lsn()::text end,
+       pg_last_wal_receive_lsn()::text,
+       pg_last_wal_replay_lsn()::text,
+       case when pg_is_in_recovery() then null
+            else ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int end,
+       (select timeline_id from pg_control_checkpoint()),
+       current_setting('default_transaction_read_only'),
+       current_setting('synchronous_standby_names'),
+       current_setting('primary_conninfo'),
+       pg_read_file('archop-rejoin', 0, 200, true)
+"""
+_RECEIVER_SQL = """
+select status, received_tli, extract(epoch from (clock_timestamp() - last_msg_receipt_time))::float8
+  from pg_stat_wal_receiver
+"""
+_REPLICATION_SQL = """
+select application_name, state, coalesce(sync_state, ''), flush_lsn::text, replay_lsn::text,
+       extract(epoch from (clock_timestamp() - reply_time))::float8
+  from pg_stat_replication
+"""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and as whom to connect (the superuser; pod IP in the cluster, 127.0.0.1 in tests)."""
+
+    host: str
+    port: int = 5432
+    user: str = "postgres"
+    password: str | None = None
+    dbname: str = "postgres"
+
+    def kwargs(self, timeout: float, statement_timeout_ms: int | None) -> dict[str, Any]:
+        kw: dict[str, Any] = {"host": self.host, "port": self.port, "user": self.user, "dbname": self.dbname,
+                              "connect_timeout": max(1, int(timeout + 0.999)), "autocommit": True,
+                              "application_name": "archop-operator"}
+        if self.password:
+            kw["password"] = self.password
+        if statement_timeout_ms:
+            kw["options"] = f"-c statement_timeout={statement_timeout_ms}"
+        return kw
+
+
+def short_error(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
+
+
+async def connect(target: Target, timeout: float = 1.0,
+                  statement_timeout_ms: int | None = 1000) -> psycopg.AsyncConnection:
+    # wait_for as well: libpq rounds connect_timeout up to whole seconds (and at least 2 in places).
+    return await asyncio.wait_for(
+        psycopg.AsyncConnection.connect(**target.kwargs(timeout, statement_timeout_ms)), timeout)
+
+
+async def probe(target: Target, timeout: float = 1.0) -> Probe:
+    try:
+        conn = await connect(target, timeout)
+    except (OSError, psycopg.Error, TimeoutError) as exc:
+        return Probe(reachable=False, error=short_error(exc))
+    try:
+        async with conn:
+            return await asyncio.wait_for(_query(conn), timeout + 1.0)
+    except (OSError, psycopg.Error, TimeoutError) as exc:
+        return Probe(reachable=False, error=short_error(exc))
+
+
+async def _query(conn: psycopg.AsyncConnection) -> Probe:
+    cur = await conn.execute(_STATE_SQL)
+    row = await cur.fetchone()
+    assert row is not None
+    (in_rec, cur_lsn, recv, replay, wal_tli, ckpt_tli, read_only, sync_names, conninfo, marker) = row
+    status = None
+    msg_age = None
+    recv_tli = None
+    if in_rec:
+        cur = await conn.execute(_RECEIVER_SQL)
+        r = await cur.fetchone()
+        if r is not None:
+            status, recv_tli, msg_age = r
+    replicas: tuple[ReplicaRow, ...] = ()
+    if not in_rec:
+        cur = await conn.execute(_REPLICATION_SQL)
+        replicas = tuple(
+            ReplicaRow(name=a or "", state=s or "", sync_state=ss or "", flush_lsn=parse_lsn(f),
+                       replay_lsn=parse_lsn(rp), reply_age=age)
+            for a, s, ss, f, rp, age in await cur.fetchall())
+    try:
+        host = str(conninfo_to_dict(conninfo or "").get("host", "")) if in_rec else None
+    except psycopg.ProgrammingError:
+        host = ""
+    timeline = wal_tli if not in_rec else (recv_tli or ckpt_tli)
+    return Probe(
+        reachable=True, in_recovery=bool(in_rec), timeline=timeline, current_lsn=parse_lsn(cur_lsn),
+        received_lsn=parse_lsn(recv), replay_lsn=parse_lsn(replay), receiver_status=status,
+        receiver_msg_age=msg_age, primary_host=host, read_only=read_only == "on",
+        sync_standby_names=sync_names or "", replicas=replicas, rejoin_marker=(marker or "").strip() or None,
+    )
+
+
+async def probe_all(targets: dict[str, Target | None], timeout: float = 1.0) -> dict[str, Probe]:
+    """Probe every instance concurrently; a pod without an address is unreachable without trying."""
+    names = list(targets)
+
+    async def one(n: str) -> Probe:
+        t = targets[n]
+        return await probe(t, timeout) if t is not None else Probe(reachable=False, error="no pod IP")
+
+    results = await asyncio.gather(*(one(n) for n in names))
+    return dict(zip(names, results, strict=True))
