@@ -1,0 +1,113 @@
+"""Unit tests of build/database.py (pure manifests) and of the shipped scripts' syntax."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from archop import names
+from archop.build import database as db
+from archop.spec import ArchitectureSpec, DatabaseSpec
+
+
+def build(**dbkw) -> dict[tuple[str, str], dict]:
+    spec = ArchitectureSpec(database=DatabaseSpec(**dbkw))
+    return {(m["kind"], m["metadata"]["name"]): m for m in db.build_database("demo", "ns", spec, "pg:15")}
+
+
+def test_children_and_names():
+    out = build()
+    assert set(out) == {
+        ("ConfigMap", "demo-db-config"),
+        ("Service", "demo-db-headless"),
+        ("Service", "demo-db-rw"),
+        ("Service", "demo-db-ro"),
+        ("Service", "demo-db-r"),
+        ("StatefulSet", "demo-db"),
+    }
+    for m in out.values():
+        assert m["metadata"]["namespace"] == "ns"
+        assert m["metadata"]["labels"] == names.labels("demo", names.DATABASE)
+
+
+def test_services_select_by_role():
+    out = build()
+    assert out["Service", "demo-db-rw"]["spec"]["selector"] == names.role_selector("demo", names.LEADER)
+    assert out["Service", "demo-db-ro"]["spec"]["selector"] == names.role_selector("demo", names.FOLLOWER)
+    assert out["Service", "demo-db-r"]["spec"]["selector"] == names.selector("demo", names.DATABASE)
+    headless = out["Service", "demo-db-headless"]["spec"]
+    assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"] is True
+
+
+def test_statefulset_shape():
+    sts = build(followers=3, storage_size="5Gi", storage_class="fast", reclaim_policy="Retain")[
+        "StatefulSet", "demo-db"
+    ]
+    spec = sts["spec"]
+    assert spec["replicas"] == 4
+    assert spec["podManagementPolicy"] == "Parallel"
+    assert spec["updateStrategy"] == {"type": "OnDelete"}
+    assert spec["serviceName"] == "demo-db-headless"
+    assert spec["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
+    pvc = spec["volumeClaimTemplates"][0]["spec"]
+    assert pvc["resources"]["requests"]["storage"] == "5Gi" and pvc["storageClassName"] == "fast"
+    pod = spec["template"]["spec"]
+    assert pod["securityContext"]["runAsUser"] == 999 and pod["securityContext"]["fsGroup"] == 999
+    assert pod["terminationGracePeriodSeconds"] <= 10
+    assert pod["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
+    assert pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    containers = {c["name"]: c for c in pod["containers"]}
+    assert containers["postgres"]["command"] == ["bash", "/etc/archop/start.sh"]
+    assert containers["fence"]["command"] == ["bash", "/etc/archop/fence.sh"]
+    assert "pg_isready" in " ".join(containers["postgres"]["readinessProbe"]["exec"]["command"])
+    assert spec["selector"]["matchLabels"] == names.selector("demo", names.DATABASE)
+    assert (
+        "storageClassName" not in build()["StatefulSet", "demo-db"]["spec"]["volumeClaimTemplates"][0]["spec"]
+    )
+
+
+def test_secrets_only_by_reference():
+    text = json.dumps(list(build().values()))
+    sts = build()["StatefulSet", "demo-db"]
+    env = {e["name"]: e for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "demo-db-superuser",
+        "key": "password",
+    }
+    assert env["REPLICATION_USER"]["valueFrom"]["secretKeyRef"]["name"] == "demo-db-replication"
+    assert env["APP_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "demo-db-app"
+    assert env["ARCHOP_PRIMARY_HOST"]["value"] == "demo-db-rw.ns.svc"
+    assert '"kind": "Secret"' not in text
+
+
+def test_config_map_carries_scripts_and_bootstrap_leader():
+    data = build(followers=1)["ConfigMap", "demo-db-config"]["data"]
+    assert data["bootstrap-leader"] == "demo-db-0"
+    assert data["peers"].split() == [
+        "demo-db-0.demo-db-headless.ns.svc:5432",
+        "demo-db-1.demo-db-headless.ns.svc:5432",
+    ]
+    for f in db.SCRIPT_FILES:
+        assert data[f] == db.script(f)
+    assert "wal_log_hints = on" in data["postgresql.conf"]
+
+
+def test_scale_down_never_drops_the_leader_pod():
+    spec = ArchitectureSpec(database=DatabaseSpec(followers=0))
+    assert db.replicas(spec) == 1
+    assert db.replicas(spec, "demo-db-2") == 3
+    assert db.replicas(spec, "demo-db-0") == 1
+    sts = [
+        m
+        for m in db.build_database("demo", "ns", spec, "pg", None, "demo-db-1")
+        if m["kind"] == "StatefulSet"
+    ]
+    assert sts[0]["spec"]["replicas"] == 2
+
+
+@pytest.mark.parametrize("script", ["start.sh", "fence.sh"])
+def test_scripts_parse(script: str, tmp_path):
+    path = tmp_path / script
+    path.write_text(db.script(script))
+    subprocess.run(["bash", "-n", str(path)], check=True)

@@ -1,0 +1,487 @@
+"""Unit tests of failover/decide.py: every branch of the pure decision logic, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from archop import names, reasons
+from archop.failover import decide as d
+from archop.health.model import DbObservation, Instance, PodState, Probe, ReplicaRow
+from archop.spec import DatabaseSpec, FailoverSpec
+
+L, F1, F2 = "a-db-0", "a-db-1", "a-db-2"
+NOW = 1_000_000.0
+
+
+def pod(name: str, role: str | None = None, **kw) -> PodState:
+    return PodState(name=name, ip="10.0.0.1", role=role, **kw)
+
+
+def leader(
+    name: str = L,
+    lsn: int = 1000,
+    streaming: tuple[str, ...] = (F1, F2),
+    sync: str = "async",
+    sync_names: str = "",
+    role: str | None = names.LEADER,
+    tl: int = 1,
+    read_only: bool = False,
+    **podkw,
+) -> Instance:
+    rows = tuple(ReplicaRow(name=f, state="streaming", sync_state=sync) for f in streaming)
+    probe = Probe(
+        reachable=True,
+        in_recovery=False,
+        current_lsn=lsn,
+        timeline=tl,
+        replicas=rows,
+        sync_standby_names=sync_names,
+        read_only=read_only,
+    )
+    return Instance(name, pod(name, role, **podkw), probe)
+
+
+def follower(
+    name: str,
+    recv: int | None = 1000,
+    replay: int | None = None,
+    status: str | None = "streaming",
+    age: float | None = 0.5,
+    upstream: str = L,
+    role: str | None = names.FOLLOWER,
+    tl: int = 1,
+    marker: str | None = None,
+    **podkw,
+) -> Instance:
+    probe = Probe(
+        reachable=True,
+        in_recovery=True,
+        received_lsn=recv,
+        replay_lsn=recv if replay is None else replay,
+        receiver_status=status,
+        receiver_msg_age=age,
+        primary_host=upstream,
+        timeline=tl,
+        rejoin_marker=marker,
+    )
+    return Instance(name, pod(name, role, **podkw), probe)
+
+
+def down(name: str, role: str | None = None, **podkw) -> Instance:
+    return Instance(name, pod(name, role, **podkw), Probe(reachable=False, error="timeout"))
+
+
+def obs(*insts: Instance, desired: int | None = None) -> DbObservation:
+    return DbObservation(
+        instances={i.name: i for i in insts},
+        desired=desired or len(insts),
+        hosts={i.name: i.name for i in insts},
+        rw_host="a-db-rw.ns.svc",
+    )
+
+
+SPEC = DatabaseSpec(followers=2, failover=FailoverSpec(leader_timeout_seconds=3.0, max_lag_bytes=100))
+STATE = d.State(current_leader=L)
+
+
+def lost(seconds: float = 5.0) -> d.Memory:
+    return d.Memory(leader_lost_since=NOW - seconds)
+
+
+# ------------------------------------------------------------------ leader verdict
+
+
+def test_healthy_cluster_needs_nothing():
+    step = d.decide(obs(leader(), follower(F1), follower(F2)), STATE, SPEC, NOW, d.Memory())
+    assert step.kind == "steady"
+    assert step.actions == () and step.notes == ()
+    assert step.memory.leader_lost_since is None
+
+
+def test_unreachable_leader_waits_for_the_timeout():
+    o = obs(down(L, names.LEADER), follower(F1, status=None), follower(F2, status=None))
+    step = d.decide(o, STATE, SPEC, NOW, d.Memory())
+    assert step.kind == "waiting"
+    assert step.memory.leader_lost_since == NOW
+    step = d.decide(o, STATE, SPEC, NOW + 2.9, step.memory)
+    assert step.kind == "waiting" and step.record is None
+
+
+def test_unreachable_leader_with_witness_fails_over_to_most_advanced():
+    o = obs(down(L, names.LEADER), follower(F1, recv=900, status=None), follower(F2, recv=950, status=None))
+    step = d.decide(o, STATE, SPEC, NOW, lost(3.0))
+    assert step.kind == "failover"
+    assert step.record is not None
+    assert (step.record.phase, step.record.from_, step.record.to) == (d.FENCING, L, F2)
+    assert step.record.reason == reasons.LEADER_UNREACHABLE
+    assert [n.reason for n in step.notes] == [reasons.LEADER_UNREACHABLE, reasons.FAILOVER_STARTED]
+    assert step.memory.leader_lost_since is None
+
+
+def test_no_failover_while_followers_still_stream_from_the_leader():
+    o = obs(down(L, names.LEADER), follower(F1, age=0.4), follower(F2, age=1.0))
+    step = d.decide(o, STATE, SPEC, NOW, lost(10))
+    assert step.kind == "waiting"
+    assert "still stream" in step.message
+
+
+def test_stale_last_message_is_a_witness():
+    o = obs(down(L, names.LEADER), follower(F1, age=3.5), follower(F2, age=0.2))
+    assert d.decide(o, STATE, SPEC, NOW, lost(3)).kind == "failover"
+
+
+def test_follower_of_another_upstream_is_no_witness():
+    o = obs(down(L, names.LEADER), follower(F1, status=None, upstream=""), follower(F2, age=0.1))
+    assert d.decide(o, STATE, SPEC, NOW, lost(5)).kind == "waiting"
+
+
+def test_follower_of_rw_service_counts_as_witness():
+    o = obs(
+        down(L, names.LEADER), follower(F1, status=None, upstream="a-db-rw.ns.svc"), follower(F2, age=0.1)
+    )
+    assert d.decide(o, STATE, SPEC, NOW, lost(5)).kind == "failover"
+
+
+def test_leader_pod_gone_is_a_witness():
+    o = obs(down(L, names.LEADER, deleting=True), follower(F1, age=0.1), follower(F2, age=0.1))
+    step = d.decide(o, STATE, SPEC, NOW, lost(3))
+    assert step.kind == "failover" and step.record is not None
+    assert step.record.reason == reasons.LEADER_POD_LOST
+
+
+def test_leader_node_not_ready_is_a_witness():
+    o = obs(down(L, names.LEADER, node_ready=False), follower(F1, age=0.1), follower(F2, age=0.1))
+    assert d.decide(o, STATE, SPEC, NOW, lost(3)).kind == "failover"
+
+
+def test_leader_in_recovery_is_its_own_witness():
+    o = obs(follower(L, upstream="", status=None, role=names.LEADER), follower(F1, recv=2000), follower(F2))
+    step = d.decide(o, STATE, SPEC, NOW, lost(3))
+    assert step.kind == "failover" and step.record is not None
+    assert step.record.reason == reasons.LEADER_NOT_PRIMARY
+    assert step.record.to == F1
+
+
+def test_operator_cut_off_does_nothing():
+    o = obs(down(L, names.LEADER), down(F1), down(F2))
+    step = d.decide(o, STATE, SPEC, NOW, lost(60))
+    assert step.kind == "cutoff" and step.actions == () and step.record is None
+    assert step.memory.leader_lost_since is None
+
+
+def test_failover_disabled_is_blocked_and_says_so():
+    spec = replace(SPEC, failover=replace(SPEC.failover, enabled=False))
+    o = obs(down(L, names.LEADER), follower(F1, status=None), follower(F2, status=None))
+    step = d.decide(o, STATE, spec, NOW, lost(5))
+    assert step.kind == "blocked"
+    assert reasons.FAILOVER_BLOCKED in [n.reason for n in step.notes]
+
+
+# ------------------------------------------------------------------ candidates
+
+
+def test_candidate_prefers_received_then_replay_then_name():
+    o = obs(down(L), follower(F1, recv=500, replay=100), follower(F2, recv=500, replay=400))
+    assert d.choose_candidate(o, {L}, SPEC, STATE).name == F2
+    o = obs(down(L), follower(F1, recv=500, replay=400), follower(F2, recv=500, replay=400))
+    assert d.choose_candidate(o, {L}, SPEC, STATE).name == F1
+    o = obs(down(L), follower(F1, recv=600, replay=100), follower(F2, recv=500, replay=500))
+    assert d.choose_candidate(o, {L}, SPEC, STATE).name == F1
+
+
+def test_candidate_must_be_reachable_ready_and_not_deleting():
+    o = obs(down(L), follower(F1, recv=900, ready=False), follower(F2, recv=100, deleting=True))
+    assert d.choose_candidate(o, {L}, SPEC, STATE).name is None
+    o = obs(down(L), down(F1), follower(F2, recv=100))
+    assert d.choose_candidate(o, {L}, SPEC, STATE).name == F2
+
+
+def test_lagging_candidate_refused_unless_data_loss_allowed():
+    state = replace(STATE, leader_lsn=1000)
+    o = obs(down(L), follower(F1, recv=800), follower(F2, recv=850))
+    choice = d.choose_candidate(o, {L}, SPEC, state)
+    assert choice.name is None and "150 bytes behind" in choice.why
+    allow = replace(SPEC, failover=replace(SPEC.failover, allow_data_loss=True))
+    assert d.choose_candidate(o, {L}, allow, state).name == F2
+    near = obs(down(L), follower(F1, recv=950))
+    assert d.choose_candidate(near, {L}, SPEC, state).name == F1
+
+
+def test_sync_quorum_needs_enough_reachable_members():
+    spec = replace(SPEC, synchronous=True, sync_replicas=1)
+    state = replace(STATE, sync_members=(F1, F2), leader_lsn=10**9)  # lag rule does not apply in sync mode
+    one = obs(down(L), follower(F1, recv=10), down(F2))
+    choice = d.choose_candidate(one, {L}, spec, state)
+    assert choice.name is None and "1 of 2" in choice.why
+    both = obs(down(L), follower(F1, recv=10), follower(F2, recv=20))
+    assert d.choose_candidate(both, {L}, spec, state).name == F2
+    all_sync = replace(spec, sync_replicas=2)  # ANY 2 of 2: every member has every commit
+    assert d.choose_candidate(one, {L}, all_sync, state).name == F1
+
+
+def test_sync_mode_without_members_falls_back_to_lag_rule():
+    spec = replace(SPEC, synchronous=True)
+    state = replace(STATE, leader_lsn=1000)
+    o = obs(down(L), follower(F1, recv=10))
+    assert d.choose_candidate(o, {L}, spec, state).name is None
+
+
+def test_failover_blocked_when_no_candidate():
+    o = obs(down(L, names.LEADER, deleting=True), down(F1), follower(F2, ready=False))
+    step = d.decide(o, STATE, SPEC, NOW, lost(5))
+    assert step.kind == "blocked" and "no reachable, ready follower" in step.message
+
+
+def test_sync_standby_names():
+    sync = replace(SPEC, synchronous=True, sync_replicas=1)
+    assert d.sync_standby_names([F2, F1], sync) == 'ANY 1 ("a-db-1", "a-db-2")'
+    assert d.sync_standby_names([F1], replace(sync, sync_replicas=3)) == 'ANY 1 ("a-db-1")'
+    assert d.sync_standby_names([], sync) == ""
+    assert d.sync_standby_names([F1, F2], SPEC) == ""
+
+
+# ------------------------------------------------------------------ phases
+
+
+REC = d.FailoverRecord(d.FENCING, L, F1, reasons.LEADER_UNREACHABLE, "2024-01-01T00:00:00.000Z")
+
+
+def test_fencing_unreachable_leader_relabels_and_detaches_followers():
+    o = obs(down(L, names.LEADER), follower(F1), follower(F2))
+    plan = d.phase_plan(REC, o, SPEC, STATE)
+    assert plan.actions == (d.SetRole(L, names.FENCED), d.Detach(F1), d.Detach(F2))
+    assert plan.after == replace(REC, phase=d.PROMOTING)
+    assert plan.notes[0].reason == reasons.LEADER_FENCED
+
+
+def test_fencing_reachable_leader_also_makes_it_read_only():
+    o = obs(follower(L, upstream="", status=None), follower(F1), follower(F2, upstream=""))
+    o2 = obs(leader(), follower(F1), follower(F2))
+    plan = d.phase_plan(REC, o2, SPEC, STATE)
+    assert plan.actions[:2] == (d.SetRole(L, names.FENCED), d.Fence(L, checkpoint=False))
+    assert d.Detach(F1) in plan.actions
+    plan = d.phase_plan(REC, o, SPEC, STATE)
+    assert d.Detach(F2) not in plan.actions  # already detached
+
+
+def test_planned_fencing_checkpoints_and_keeps_followers_streaming():
+    rec = replace(REC, reason=reasons.SWITCHOVER_REQUESTED)
+    plan = d.phase_plan(rec, obs(leader(), follower(F1), follower(F2)), SPEC, STATE)
+    assert plan.actions == (d.SetRole(L, names.FENCED), d.Fence(L, checkpoint=True))
+
+
+def test_promoting_promotes_the_recorded_target():
+    rec = replace(REC, phase=d.PROMOTING)
+    o = obs(down(L), follower(F1, recv=500, status=None), follower(F2, recv=500, status=None))
+    plan = d.phase_plan(rec, o, SPEC, STATE)
+    assert plan.actions == (d.Promote(F1),)
+    assert plan.after == replace(rec, phase=d.REWIRING)
+
+
+def test_promoting_switches_to_a_more_advanced_follower():
+    rec = replace(REC, phase=d.PROMOTING)
+    o = obs(down(L), follower(F1, recv=500, status=None), follower(F2, recv=700, status=None))
+    plan = d.phase_plan(rec, o, SPEC, STATE)
+    assert plan.actions == (d.Promote(F2),)
+    assert plan.after is not None and plan.after.to == F2
+
+
+def test_promoting_skips_when_target_already_primary():
+    rec = replace(REC, phase=d.PROMOTING)
+    plan = d.phase_plan(rec, obs(down(L), leader(F1, streaming=()), follower(F2)), SPEC, STATE)
+    assert plan.actions == () and plan.after == replace(rec, phase=d.REWIRING)
+
+
+def test_promoting_blocked_without_candidate_keeps_record():
+    rec = replace(REC, phase=d.PROMOTING)
+    plan = d.phase_plan(rec, obs(down(L), down(F1), down(F2)), SPEC, STATE)
+    assert plan.wait and plan.after == rec and plan.actions == ()
+
+
+def test_switchover_waits_for_target_to_catch_up():
+    rec = d.FailoverRecord(d.PROMOTING, L, F1, reasons.SWITCHOVER_REQUESTED, "")
+    behind = obs(leader(lsn=2000), follower(F1, recv=1500), follower(F2))
+    plan = d.phase_plan(rec, behind, SPEC, STATE)
+    assert plan.wait and "500 bytes" in plan.wait and plan.actions == ()
+    caught = obs(leader(lsn=2000), follower(F1, recv=2000), follower(F2))
+    assert d.phase_plan(rec, caught, SPEC, STATE).actions == (d.Promote(F1),)
+    gone = obs(leader(lsn=2000), down(F1), follower(F2))
+    assert d.phase_plan(rec, gone, SPEC, STATE).wait
+
+
+def test_rewiring_moves_labels_repoints_and_sets_sync_names():
+    rec = replace(REC, phase=d.REWIRING)
+    spec = replace(SPEC, synchronous=True)
+    o = obs(down(L), leader(F1, streaming=(), read_only=True), follower(F2, upstream=""))
+    plan = d.phase_plan(rec, o, spec, STATE)
+    assert plan.actions == (
+        d.SetRole(L, names.FENCED),
+        d.SetRole(F1, names.LEADER),
+        d.Unfence(F1),
+        d.Repoint(F2, F1),
+        d.SetSyncStandbys(F1, ""),
+    )
+    assert plan.after is None and plan.current_leader == F1
+    assert [n.reason for n in plan.notes] == [reasons.SERVICES_REWIRED, reasons.FOLLOWERS_REPOINTED]
+
+
+def test_resume_in_flight_record_first():
+    state = replace(STATE, failover=replace(REC, phase=d.PROMOTING))
+    step = d.decide(obs(leader(), follower(F1), follower(F2)), state, SPEC, NOW, d.Memory())
+    assert step.kind == "failover" and step.record == state.failover
+
+
+def test_finished_record_has_duration():
+    rec = replace(REC, started_at=d.iso(NOW))
+    last = d.finished(rec, NOW + 1.25)
+    assert last["durationSeconds"] == 1.25 and last["to"] == F1 and last["finishedAt"] == d.iso(NOW + 1.25)
+
+
+# ------------------------------------------------------------------ steady state
+
+
+def test_labels_are_set_right():
+    o = obs(leader(role=None), follower(F1, role=None), follower(F2, role=names.FENCED))
+    step = d.decide(o, STATE, SPEC, NOW, d.Memory())
+    assert set(step.actions) == {
+        d.SetRole(L, names.LEADER),
+        d.SetRole(F1, names.FOLLOWER),
+        d.SetRole(F2, names.FOLLOWER),
+    }
+
+
+def test_non_streaming_follower_gets_no_follower_label():
+    o = obs(leader(streaming=(F2,)), follower(F1, role=None, status=None), follower(F2))
+    assert d.SetRole(F1, names.FOLLOWER) not in d.decide(o, STATE, SPEC, NOW, d.Memory()).actions
+
+
+def test_old_leader_back_as_primary_is_fenced_and_restarted():
+    o = obs(
+        leader(F1, streaming=(F2,)), leader(L, role=names.FENCED, streaming=()), follower(F2, upstream=F1)
+    )
+    step = d.decide(o, replace(STATE, current_leader=F1), SPEC, NOW, d.Memory())
+    assert d.Fence(L) in step.actions and d.DeletePod(L) in step.actions
+    assert reasons.REJOIN_STARTED in [n.reason for n in step.notes]
+    deleting = obs(
+        leader(F1, streaming=(F2,)),
+        leader(L, role=names.FENCED, read_only=True, deleting=True),
+        follower(F2, upstream=F1),
+    )
+    assert d.decide(deleting, replace(STATE, current_leader=F1), SPEC, NOW, d.Memory()).actions == ()
+
+
+def test_follower_with_wrong_upstream_is_repointed():
+    o = obs(leader(streaming=(F2,)), follower(F1, upstream="a-db-9", status=None), follower(F2))
+    assert d.Repoint(F1, L) in d.decide(o, STATE, SPEC, NOW, d.Memory()).actions
+
+
+def test_sync_names_follow_streaming_followers():
+    spec = replace(SPEC, synchronous=True)
+    o = obs(
+        leader(streaming=(F1,), sync_names='ANY 1 ("a-db-1", "a-db-2")'),
+        follower(F1),
+        follower(F2, status=None),
+    )
+    step = d.decide(o, STATE, spec, NOW, d.Memory())
+    assert d.SetSyncStandbys(L, 'ANY 1 ("a-db-1")') in step.actions
+    assert reasons.SYNC_STANDBYS_UPDATED in [n.reason for n in step.notes]
+    ok = obs(leader(streaming=(F1,), sync_names='ANY 1 ("a-db-1")'), follower(F1), follower(F2, status=None))
+    assert not any(
+        isinstance(a, d.SetSyncStandbys) for a in d.decide(ok, STATE, spec, NOW, d.Memory()).actions
+    )
+
+
+def test_read_only_leader_is_unfenced():
+    step = d.decide(obs(leader(read_only=True), follower(F1), follower(F2)), STATE, SPEC, NOW, d.Memory())
+    assert d.Unfence(L) in step.actions
+
+
+def test_rejoin_marker_reported_once():
+    m = "method=rewind pod=a-db-1 at=1"
+    o = obs(leader(), follower(F1, marker=m), follower(F2, marker="method=basebackup pod=a-db-0 at=1"))
+    step = d.decide(o, STATE, SPEC, NOW, d.Memory())
+    assert [n.reason for n in step.notes] == [reasons.FOLLOWER_REJOINED]
+    again = d.decide(o, STATE, SPEC, NOW, step.memory)
+    assert again.notes == ()
+    bb = obs(leader(), follower(F1, marker="method=basebackup pod=a-db-1 at=2"), follower(F2))
+    assert [n.reason for n in d.decide(bb, STATE, SPEC, NOW, step.memory).notes] == [
+        reasons.REJOIN_BY_BASE_BACKUP
+    ]
+
+
+def test_stuck_follower_on_old_timeline_is_restarted_after_a_while():
+    o = obs(leader(tl=2, streaming=(F2,)), follower(F1, status=None, tl=1), follower(F2, tl=2))
+    step = d.decide(o, STATE, SPEC, NOW, d.Memory())
+    assert d.DeletePod(F1) not in step.actions
+    later = d.decide(o, STATE, SPEC, NOW + d.STUCK_SECONDS, step.memory)
+    assert d.DeletePod(F1) in later.actions
+    assert F1 not in later.memory.stuck_since
+
+
+def test_switchover_request():
+    spec = replace(SPEC, switchover_to=F2)
+    step = d.decide(obs(leader(), follower(F1), follower(F2)), STATE, spec, NOW, d.Memory())
+    assert step.kind == "failover" and step.record is not None
+    assert (step.record.to, step.record.reason) == (F2, reasons.SWITCHOVER_REQUESTED)
+    annotated = replace(STATE, switchover_request=F1)
+    step = d.decide(obs(leader(), follower(F1), follower(F2)), annotated, SPEC, NOW, d.Memory())
+    assert step.record is not None and step.record.to == F1
+    waiting = d.decide(
+        obs(leader(streaming=(F1,)), follower(F1), follower(F2, status=None)), STATE, spec, NOW, d.Memory()
+    )
+    assert waiting.kind == "steady" and "not a streaming follower" in waiting.message
+    done = d.decide(
+        obs(leader(F2, streaming=(F1, L)), follower(F1, upstream=F2), follower(L, upstream=F2)),
+        replace(STATE, current_leader=F2),
+        spec,
+        NOW,
+        d.Memory(),
+    )
+    assert done.record is None
+
+
+def test_scale_down_past_the_leader_switches_over_first():
+    o = obs(
+        follower(L, upstream=F2), follower(F1, upstream=F2, recv=10), leader(F2, streaming=(L, F1)), desired=2
+    )
+    step = d.decide(o, replace(STATE, current_leader=F2), SPEC, NOW, d.Memory())
+    assert step.record is not None
+    assert (step.record.to, step.record.reason) == (L, reasons.SCALE_DOWN)
+
+
+def test_rolling_update_followers_first_then_switchover():
+    o = obs(leader(up_to_date=False), follower(F1, up_to_date=False), follower(F2, up_to_date=False))
+    step = d.decide(o, STATE, SPEC, NOW, d.Memory())
+    assert step.actions == (d.DeletePod(F1),)
+    o = obs(leader(up_to_date=False), follower(F1), follower(F2, recv=2000))
+    step = d.decide(o, STATE, SPEC, NOW, d.Memory())
+    assert step.record is not None and (step.record.to, step.record.reason) == (F2, reasons.ROLLING_UPDATE)
+    unsettled = obs(leader(up_to_date=False, streaming=(F2,)), follower(F1, status=None), follower(F2))
+    assert d.decide(unsettled, STATE, SPEC, NOW, d.Memory()).record is None
+
+
+def test_bootstrap_picks_ordinal_zero_or_adopts_a_primary():
+    step = d.decide(obs(down(L), down(F1), down(F2)), d.State(), SPEC, NOW, d.Memory())
+    assert step.kind == "bootstrap" and step.current_leader == L
+    assert step.actions == (d.SetRole(L, names.LEADER),)
+    assert step.notes[0].reason == reasons.LEADER_ELECTED
+    step = d.decide(obs(follower(L), leader(F1, role=None), down(F2)), d.State(), SPEC, NOW, d.Memory())
+    assert step.current_leader == F1
+
+
+def test_state_from_status():
+    status = {
+        "currentLeader": L,
+        "failover": {"phase": d.PROMOTING, "from": L, "to": F1, "reason": "X", "startedAt": "t"},
+        "instances": [
+            {"name": L, "role": names.LEADER, "receivedLsn": "0/100"},
+            {"name": F1, "role": names.FOLLOWER, "syncState": "quorum"},
+            {"name": F2, "role": names.FOLLOWER, "syncState": "async"},
+        ],
+    }
+    s = d.State.from_status(status, {d.SWITCHOVER_ANNOTATION: F2})
+    assert s.current_leader == L and s.sync_members == (F1,) and s.leader_lsn == 0x100
+    assert s.failover == d.FailoverRecord(d.PROMOTING, L, F1, "X", "t")
+    assert s.switchover_request == F2
+    assert d.FailoverRecord.from_status({"phase": "Bogus", "to": F1}) is None
+    assert s.failover.to_status()["from"] == L

@@ -1,0 +1,106 @@
+"""Unit tests of the pure status rendering (failover/report.py) and pod parsing (health/pods.py)."""
+
+from __future__ import annotations
+
+from archop import names, reasons
+from archop.failover import report
+from archop.health.model import DbObservation, Instance, PodState, Probe, ReplicaRow, format_lsn, parse_lsn
+from archop.health.pods import node_ready, pod_state
+
+
+def test_lsn_round_trip():
+    assert parse_lsn("16/B374D848") == (0x16 << 32) + 0xB374D848
+    assert format_lsn(parse_lsn("16/B374D848")) == "16/B374D848"
+    assert parse_lsn(None) is None and format_lsn(None) is None
+
+
+def _obs() -> DbObservation:
+    lead = Instance(
+        "a-db-0",
+        PodState("a-db-0", role=names.LEADER),
+        Probe(
+            reachable=True,
+            in_recovery=False,
+            current_lsn=5000,
+            timeline=2,
+            replicas=(ReplicaRow("a-db-1", "streaming", "quorum"), ReplicaRow("a-db-2", "catchup", "async")),
+        ),
+    )
+    f1 = Instance(
+        "a-db-1",
+        PodState("a-db-1", role=names.FOLLOWER),
+        Probe(
+            reachable=True,
+            in_recovery=True,
+            received_lsn=4900,
+            replay_lsn=4000,
+            receiver_status="streaming",
+            timeline=2,
+        ),
+    )
+    f2 = Instance("a-db-2", PodState("a-db-2", ready=False), Probe(reachable=False))
+    return DbObservation({i.name: i for i in (lead, f1, f2)}, desired=3)
+
+
+def test_instances_status():
+    rows = {r["name"]: r for r in report.instances_status(_obs(), "a-db-0")}
+    assert rows["a-db-0"] == {
+        "name": "a-db-0",
+        "role": "leader",
+        "ready": True,
+        "streaming": False,
+        "timeline": 2,
+        "receivedLsn": format_lsn(5000),
+        "replayLsn": format_lsn(5000),
+        "lagBytes": 0,
+    }
+    assert rows["a-db-1"]["lagBytes"] == 1000 and rows["a-db-1"]["syncState"] == "quorum"
+    assert rows["a-db-1"]["streaming"] is True
+    assert rows["a-db-2"] == {
+        "name": "a-db-2",
+        "role": "",
+        "ready": False,
+        "streaming": False,
+        "syncState": "async",
+    }
+
+
+def test_database_condition_and_counts():
+    o = _obs()
+    assert report.followers_ready(o, "a-db-0") == 1
+    ok, reason, msg = report.database_condition(o, "a-db-0", False, "")
+    assert ok and reason == reasons.TIER_READY and "1/2" in msg
+    assert report.database_condition(o, "a-db-0", True, "Promoting")[:2] == (False, reasons.TIER_PROGRESSING)
+    assert report.database_condition(o, "a-db-2", False, "gone")[:2] == (False, reasons.TIER_DEGRADED)
+    assert report.role_counts(o) == {"leader": 1, "follower": 1, "fenced": 0}
+
+
+def test_pod_state_parsing():
+    pod = {
+        "metadata": {
+            "name": "a-db-1",
+            "labels": {names.L_ROLE: "follower", "controller-revision-hash": "r1"},
+            "deletionTimestamp": "2024-01-01T00:00:00Z",
+        },
+        "spec": {"nodeName": "w2"},
+        "status": {
+            "phase": "Running",
+            "podIP": "10.1.2.3",
+            "containerStatuses": [
+                {"name": "postgres", "ready": True, "restartCount": 2},
+                {"name": "fence", "ready": False},
+            ],
+        },
+    }
+    s = pod_state(pod, {"w2": False}, "r2")
+    assert (s.ip, s.role, s.ready, s.restarts, s.node_ready, s.up_to_date) == (
+        "10.1.2.3",
+        "follower",
+        True,
+        2,
+        False,
+        False,
+    )
+    assert s.deleting and s.gone
+    assert node_ready({"status": {"conditions": [{"type": "Ready", "status": "True"}]}}) is True
+    assert node_ready({}) is None
