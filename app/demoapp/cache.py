@@ -1,0 +1,193 @@
+"""Cache-aside in Redis that never makes the app wait on a dead Redis.
+
+Short socket timeouts and no client retries bound one call; a breaker then skips Redis entirely for a
+growing while, so a dead cache costs one timeout per window, not one per request. Deletes that could not
+reach Redis are remembered and replayed (and their keys treated as misses) so a Redis that comes back
+never serves what a write invalidated meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from time import monotonic
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from demoapp.config import Settings
+from demoapp.metrics import Metrics
+
+log = logging.getLogger("demoapp.cache")
+PREFIX = "demoapp:v1:"
+HIT, MISS, OFF = "HIT", "MISS", "OFF"  # values of the X-App-Cache response header
+# Second delete after a write: a read from a lagging follower may have re-filled the key meanwhile.
+SECOND_DELETE_AFTER = 1.0
+MAX_PENDING = 10_000
+
+
+def user_key(uid: int) -> str:
+    return f"{PREFIX}user:{uid}"
+
+
+def followers_key(uid: int) -> str:
+    return f"{PREFIX}followers:{uid}"
+
+
+def following_key(uid: int) -> str:
+    return f"{PREFIX}following:{uid}"
+
+
+class Breaker:
+    """Closed -> open for base*2^n seconds after each failure (capped); one trial call when it expires."""
+
+    def __init__(self, base: float = 0.5, cap: float = 10.0, trial_timeout: float = 1.0) -> None:
+        self.base, self.cap, self.trial_timeout = base, cap, trial_timeout
+        self.failures = 0
+        self.open_until = 0.0
+
+    def allow(self) -> bool:
+        now = monotonic()
+        if self.failures == 0:
+            return True
+        if now < self.open_until:
+            return False
+        self.open_until = now + self.trial_timeout  # only this caller probes until it reports back
+        return True
+
+    def success(self) -> None:
+        self.failures = 0
+        self.open_until = 0.0
+
+    def failure(self) -> None:
+        self.failures += 1
+        self.open_until = monotonic() + min(self.cap, self.base * 2 ** (self.failures - 1))
+
+    @property
+    def closed(self) -> bool:
+        return self.failures == 0
+
+
+class Cache:
+    def __init__(self, settings: Settings, metrics: Metrics, timeout: float = 0.25) -> None:
+        assert settings.redis_host is not None
+        self.ttl = settings.cache_ttl_seconds
+        self.metrics = metrics
+        self.client = Redis(
+            host=settings.redis_host, port=settings.redis_port, password=settings.redis_password or None,
+            socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0),
+            max_connections=64, health_check_interval=0,
+        )
+        self.breaker = Breaker()
+        self._pending: set[str] = set()  # deletes that did not reach Redis yet
+        self._flush = False  # too many pending deletes to remember: flush the (app-only) cache Redis
+        self._tasks: set[asyncio.Task[None]] = set()
+        metrics.cache_up.set(1)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.client.aclose()
+
+    def _failed(self, op: str, exc: BaseException | None) -> None:
+        self.metrics.cache_errors.labels(op).inc()
+        if exc is not None:
+            was_closed = self.breaker.closed
+            self.breaker.failure()
+            self.metrics.cache_up.set(0)
+            if was_closed:
+                log.warning("redis unavailable, serving from the database",
+                            extra={"error": type(exc).__name__})
+
+    async def _ready(self, op: str) -> bool:
+        """True when Redis may be called now (breaker allows, pending deletes flushed)."""
+        if not self.breaker.allow():
+            self._failed(op, None)  # skipped by the breaker: counted, costs nothing
+            return False
+        if self._flush:
+            try:
+                await self.client.flushdb()
+            except (RedisError, OSError) as exc:
+                self._failed("delete", exc)
+                return False
+            self._flush = False
+            self._pending.clear()
+        if self._pending:
+            keys = list(self._pending)
+            try:
+                await self.client.delete(*keys)
+            except (RedisError, OSError) as exc:
+                self._failed("delete", exc)
+                return False
+            self._pending.difference_update(keys)
+        return True
+
+    def _ok(self) -> None:
+        if not self.breaker.closed:
+            log.info("redis reachable again")
+        self.breaker.success()
+        self.metrics.cache_up.set(1)
+
+    async def get(self, kind: str, key: str) -> Any | None:
+        """The cached JSON value, or None (miss, Redis down, or a key with a pending delete)."""
+        if self._flush or key in self._pending or not await self._ready("get"):
+            self.metrics.cache_misses.labels(kind).inc()
+            return None
+        try:
+            raw = await self.client.get(key)
+        except (RedisError, OSError) as exc:
+            self._failed("get", exc)
+            self.metrics.cache_misses.labels(kind).inc()
+            return None
+        self._ok()
+        if raw is None:
+            self.metrics.cache_misses.labels(kind).inc()
+            return None
+        self.metrics.cache_hits.labels(kind).inc()
+        return json.loads(raw)
+
+    async def set(self, key: str, value: Any) -> None:
+        if self._flush or key in self._pending or not await self._ready("set"):
+            return
+        try:
+            await self.client.set(key, json.dumps(value, separators=(",", ":")), ex=self.ttl)
+        except (RedisError, OSError) as exc:
+            self._failed("set", exc)
+            return
+        self._ok()
+
+    async def invalidate(self, *keys: str) -> None:
+        """Delete now and once more shortly after; remember keys Redis could not be told about."""
+        await self._delete(keys)
+        task = asyncio.create_task(self._delete_later(keys))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _delete_later(self, keys: tuple[str, ...]) -> None:
+        await asyncio.sleep(SECOND_DELETE_AFTER)
+        await self._delete(keys)
+
+    async def _delete(self, keys: tuple[str, ...]) -> None:
+        if await self._ready("delete"):
+            try:
+                await self.client.delete(*keys)
+                self._ok()
+                return
+            except (RedisError, OSError) as exc:
+                self._failed("delete", exc)
+        if self._flush or len(self._pending) + len(keys) > MAX_PENDING:
+            self._flush = True
+            self._pending.clear()
+        else:
+            self._pending.update(keys)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except (RedisError, OSError):
+            return False

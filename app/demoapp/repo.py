@@ -1,0 +1,144 @@
+"""SQL for the social graph. Each function takes a connection; transactions are the caller's.
+
+`follows` is the truth; `users.followers` (ids) and the two counts are its denormalised copy, changed in
+the same transaction as the edge so they never disagree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+LIST_LIMIT = 1000  # followers/following lists return at most this many ids (the counts are exact)
+_USER = "id, name, follower_count, following_count, created_at"
+
+
+class NotFound(Exception):
+    def __init__(self, uid: int) -> None:
+        super().__init__(f"user {uid} not found")
+        self.uid = uid
+
+
+class KeyReused(Exception):
+    """An Idempotency-Key sent again with a different request."""
+
+
+def _user(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"], "name": row["name"], "follower_count": row["follower_count"],
+        "following_count": row["following_count"], "created_at": row["created_at"].isoformat(),
+    }
+
+
+async def get_user(conn: AsyncConnection[Any], uid: int) -> dict[str, Any] | None:
+    cur = conn.cursor(row_factory=dict_row)
+    row = await (await cur.execute(f"SELECT {_USER} FROM users WHERE id = %s", (uid,))).fetchone()
+    return _user(row) if row else None
+
+
+async def get_followers(conn: AsyncConnection[Any], uid: int) -> dict[str, Any] | None:
+    """From the denormalised array: one row, no join."""
+    cur = await conn.execute(
+        "SELECT followers[1:%s], follower_count FROM users WHERE id = %s", (LIST_LIMIT, uid))
+    row = await cur.fetchone()
+    return {"id": uid, "followers": list(row[0] or []), "count": row[1]} if row else None
+
+
+async def get_following(conn: AsyncConnection[Any], uid: int) -> dict[str, Any] | None:
+    cur = await conn.execute("SELECT following_count FROM users WHERE id = %s", (uid,))
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    cur = await conn.execute(
+        "SELECT followee_id FROM follows WHERE follower_id = %s ORDER BY created_at, followee_id LIMIT %s",
+        (uid, LIST_LIMIT))
+    return {"id": uid, "following": [r[0] for r in await cur.fetchall()], "count": row[0]}
+
+
+async def create_user(conn: AsyncConnection[Any], name: str) -> dict[str, Any]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(f"INSERT INTO users (name) VALUES (%s) RETURNING {_USER}", (name,))
+    row = await cur.fetchone()
+    assert row is not None
+    return _user(row)
+
+
+async def _lock_pair(conn: AsyncConnection[Any], uid: int, target: int) -> None:
+    """Row-lock both users in id order (no deadlock between A->B and B->A), 404 if one is missing."""
+    cur = await conn.execute(
+        "SELECT id FROM users WHERE id = ANY(%s) ORDER BY id FOR UPDATE", ([uid, target],))
+    found = {r[0] for r in await cur.fetchall()}
+    for u in (uid, target):
+        if u not in found:
+            raise NotFound(u)
+
+
+async def follow(conn: AsyncConnection[Any], uid: int, target: int) -> dict[str, Any]:
+    await _lock_pair(conn, uid, target)
+    cur = await conn.execute(
+        "INSERT INTO follows (follower_id, followee_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+        (uid, target))
+    changed = cur.rowcount == 1
+    if changed:
+        await conn.execute(
+            "UPDATE users SET followers = array_append(followers, %s), follower_count = follower_count + 1"
+            " WHERE id = %s", (uid, target))
+        await conn.execute("UPDATE users SET following_count = following_count + 1 WHERE id = %s", (uid,))
+    return await _edge_result(conn, uid, target, following=True, changed=changed)
+
+
+async def unfollow(conn: AsyncConnection[Any], uid: int, target: int) -> dict[str, Any]:
+    await _lock_pair(conn, uid, target)
+    cur = await conn.execute("DELETE FROM follows WHERE follower_id = %s AND followee_id = %s", (uid, target))
+    changed = cur.rowcount == 1
+    if changed:
+        await conn.execute(
+            "UPDATE users SET followers = array_remove(followers, %s), follower_count = follower_count - 1"
+            " WHERE id = %s", (uid, target))
+        await conn.execute("UPDATE users SET following_count = following_count - 1 WHERE id = %s", (uid,))
+    return await _edge_result(conn, uid, target, following=False, changed=changed)
+
+
+async def _edge_result(conn: AsyncConnection[Any], uid: int, target: int, *, following: bool,
+                       changed: bool) -> dict[str, Any]:
+    """The fresh state of both users, read inside the writing transaction."""
+    user, other = await get_user(conn, uid), await get_user(conn, target)
+    return {"user": user, "target": other, "following": following, "changed": changed}
+
+
+# --- idempotency keys -------------------------------------------------------------------------------
+def request_hash(method: str, path: str, body: Any) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
+
+
+async def lock_key(conn: AsyncConnection[Any], key: str) -> None:
+    """Serialise concurrent requests with one key until the first one's transaction ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
+
+
+async def stored_result(conn: AsyncConnection[Any], key: str, req_hash: str) -> tuple[int, Any] | None:
+    cur = await conn.execute("SELECT request_hash, status, body FROM idempotency_keys WHERE key = %s", (key,))
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    if row[0] != req_hash:
+        raise KeyReused(key)
+    return int(row[1]), row[2]
+
+
+async def store_result(conn: AsyncConnection[Any], key: str, req_hash: str, status: int, body: Any) -> None:
+    await conn.execute(
+        "INSERT INTO idempotency_keys (key, request_hash, status, body) VALUES (%s, %s, %s, %s)",
+        (key, req_hash, status, Jsonb(body)))
+
+
+async def expire_keys(conn: AsyncConnection[Any], hours: int = 24) -> int:
+    cur = await conn.execute(
+        "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => %s)", (hours,))
+    return cur.rowcount
