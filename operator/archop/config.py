@@ -134,3 +134,20 @@ def image_for(settings: Settings, spec: ArchitectureSpec, component: str) -> str
     if component == CDN:
         return spec.cdn.image or settings.nginx_image
     raise ValueError(f"unknown component {component!r}; expected one of {', '.join(IMAGE_COMPONENTS)}")
+
+
+_settings: Settings | None = None
+
+
+def settings() -> Settings:
+    """The process-wide Settings, read from the environment once (cli.main may install its own first)."""
+    global _settings
+    if _settings is None:
+        _settings = Settings.from_env()
+    return _settings
+
+
+def install(custom: Settings) -> None:
+    """Make `custom` the process-wide Settings (the CLI does this after parsing its flags)."""
+    global _settings
+    _settings = custom

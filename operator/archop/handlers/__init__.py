@@ -1,1 +1,2 @@
-"""kopf handler bodies; archop/main.py registers them."""
+"""What kopf's decorators in main.py delegate to: reconcile.py (create/update/resume/delete) and
+monitor.py (the per-Architecture health daemon and failover loop)."""

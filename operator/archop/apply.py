@@ -1,0 +1,215 @@
+"""Effects on the Kubernetes API through pykube: server-side apply of built children, Secrets created once,
+status and pod-label patches, pruning. Every API failure becomes a kopf.TemporaryError with a clear message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+import kopf
+import pykube
+import requests
+
+from archop import names
+
+log = logging.getLogger("archop.apply")
+
+# Plural resource names of the kinds the operator touches; anything else is discovered from the API.
+PLURALS = {
+    "Secret": "secrets", "ConfigMap": "configmaps", "Service": "services", "Pod": "pods",
+    "PersistentVolumeClaim": "persistentvolumeclaims", "Deployment": "deployments",
+    "StatefulSet": "statefulsets", "Ingress": "ingresses", "NetworkPolicy": "networkpolicies",
+    "PodDisruptionBudget": "poddisruptionbudgets", "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    "Job": "jobs", "Lease": "leases", names.KIND: names.PLURAL,
+}
+APPLY = {"Content-Type": "application/apply-patch+yaml"}
+MERGE = {"Content-Type": "application/merge-patch+json"}
+_CLIENT_MAX_AGE = 600.0  # seconds: re-read the service-account token (it rotates) every so often
+
+_lock = threading.Lock()
+_cached: tuple[float, pykube.HTTPClient] | None = None
+
+
+def api() -> pykube.HTTPClient:
+    """A client: in-cluster from the service account, else from KUBECONFIG (or ~/.kube/config)."""
+    global _cached
+    with _lock:
+        if _cached is not None and time.monotonic() - _cached[0] < _CLIENT_MAX_AGE:
+            return _cached[1]
+        try:
+            config = pykube.KubeConfig.from_service_account()
+        except FileNotFoundError:
+            config = pykube.KubeConfig.from_env()
+        client = pykube.HTTPClient(config, timeout=10)
+        _cached = (time.monotonic(), client)
+        return client
+
+
+def _plural(client: pykube.HTTPClient, api_version: str, kind: str) -> str:
+    if kind in PLURALS:
+        return PLURALS[kind]
+    for resource in client.resource_list(api_version).get("resources", []):
+        if resource.get("kind") == kind and "/" not in resource.get("name", ""):
+            return str(resource["name"])
+    raise kopf.PermanentError(f"the API server does not serve {kind} in {api_version}")
+
+
+def _describe(manifest: dict[str, Any]) -> str:
+    meta = manifest.get("metadata", {})
+    return f"{manifest.get('kind')} {meta.get('namespace', '')}/{meta.get('name')}"
+
+
+def _temporary(action: str, what: str, exc: Exception) -> kopf.TemporaryError:
+    """Map an API or transport failure to a retry, saying what failed and why (never the body sent)."""
+    if isinstance(exc, pykube.exceptions.HTTPError):
+        # Conflicts and throttling clear up quickly; a refused object needs someone to look first.
+        delay = 5 if exc.code in (409, 429) or exc.code >= 500 else 30
+        return kopf.TemporaryError(f"{action} {what} failed: HTTP {exc.code}: {exc}", delay=delay)
+    return kopf.TemporaryError(f"{action} {what} failed: cannot reach the API server: {exc}", delay=5)
+
+
+def _request(client: pykube.HTTPClient, method: str, what: str, action: str, **kwargs: Any) -> Any:
+    try:
+        response = client.request(method, **kwargs)
+    except requests.RequestException as exc:
+        raise _temporary(action, what, exc) from exc
+    return response
+
+
+def _check(response: Any, action: str, what: str, ok_codes: tuple[int, ...] = ()) -> bool:
+    """True when the call succeeded, False for an expected failure code (e.g. 404 on delete)."""
+    if response.status_code in ok_codes:
+        return False
+    try:
+        response.raise_for_status()
+    except requests.HTTPError as exc:
+        detail = _api_message(response)
+        raise _temporary(action, what, pykube.exceptions.HTTPError(response.status_code, detail)) from exc
+    return True
+
+
+def _api_message(response: Any) -> str:
+    try:
+        return str(response.json().get("message") or response.reason)
+    except ValueError:
+        return str(response.reason)
+
+
+def _object_url(client: pykube.HTTPClient, manifest: dict[str, Any], subresource: str = "") -> str:
+    name = manifest["metadata"]["name"]
+    url = f"{_plural(client, manifest['apiVersion'], manifest['kind'])}/{name}"
+    return f"{url}/{subresource}" if subresource else url
+
+
+def server_side_apply(client: pykube.HTTPClient, manifest: dict[str, Any]) -> None:
+    what = _describe(manifest)
+    response = _request(
+        client, "PATCH", what, "applying",
+        url=_object_url(client, manifest), version=manifest["apiVersion"],
+        namespace=manifest["metadata"].get("namespace"),
+        data=json.dumps(manifest), headers=APPLY, params={"fieldManager": names.MANAGER, "force": "true"},
+    )
+    _check(response, "applying", what)
+
+
+def apply_all(client: pykube.HTTPClient, manifests: list[dict[str, Any]], owner: dict[str, Any]) -> None:
+    """Adopt each child (owner reference, namespace) and server-side apply it as field manager archop."""
+    for manifest in manifests:
+        kopf.adopt(manifest, owner=owner)  # type: ignore[arg-type]
+        server_side_apply(client, manifest)
+
+
+def create_if_absent(client: pykube.HTTPClient, manifest: dict[str, Any], owner: dict[str, Any]) -> bool:
+    """Create the object unless one of that name exists; never overwrite. True when it was created."""
+    kopf.adopt(manifest, owner=owner)  # type: ignore[arg-type]
+    what = _describe(manifest)
+    plural = _plural(client, manifest["apiVersion"], manifest["kind"])
+    response = _request(
+        client, "POST", what, "creating",
+        url=plural, version=manifest["apiVersion"], namespace=manifest["metadata"]["namespace"],
+        data=json.dumps(manifest), params={"fieldManager": names.MANAGER},
+    )
+    return _check(response, "creating", what, ok_codes=(409,))
+
+
+def delete(client: pykube.HTTPClient, manifest: dict[str, Any]) -> bool:
+    """Delete one object (its dependents in the background). True when something was deleted."""
+    what = _describe(manifest)
+    response = _request(
+        client, "DELETE", what, "deleting",
+        url=_object_url(client, manifest), version=manifest["apiVersion"],
+        namespace=manifest["metadata"]["namespace"],
+        data=json.dumps({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}),
+    )
+    return _check(response, "deleting", what, ok_codes=(404,))
+
+
+def get(client: pykube.HTTPClient, api_version: str, kind: str, namespace: str, name: str) -> dict | None:
+    """One object as a dict, or None when it does not exist."""
+    what = f"{kind} {namespace}/{name}"
+    response = _request(client, "GET", what, "reading", url=f"{_plural(client, api_version, kind)}/{name}",
+                        version=api_version, namespace=namespace)
+    if not _check(response, "reading", what, ok_codes=(404,)):
+        return None
+    return dict(response.json())
+
+
+def list_objects(
+    client: pykube.HTTPClient, api_version: str, kind: str, namespace: str, selector: dict[str, str]
+) -> list[dict[str, Any]]:
+    what = f"{kind} in {namespace} with {selector}"
+    response = _request(
+        client, "GET", what, "listing", url=_plural(client, api_version, kind), version=api_version,
+        namespace=namespace, params={"labelSelector": ",".join(f"{k}={v}" for k, v in selector.items())},
+    )
+    _check(response, "listing", what)
+    return list(response.json().get("items", []))
+
+
+def patch_status(client: pykube.HTTPClient, name: str, namespace: str, patch: dict[str, Any]) -> None:
+    """JSON merge patch of the Architecture's status subresource (None values delete keys)."""
+    what = f"{names.KIND} {namespace}/{name} status"
+    response = _request(
+        client, "PATCH", what, "patching",
+        url=f"{names.PLURAL}/{name}/status", version=names.API_VERSION, namespace=namespace,
+        data=json.dumps({"status": patch}), headers=MERGE,
+    )
+    _check(response, "patching", what)
+
+
+def patch_pod_labels(
+    client: pykube.HTTPClient, namespace: str, pod: str, labels: dict[str, str | None]
+) -> None:
+    """Set (or, with None, remove) labels of one pod: how roles move between database pods."""
+    what = f"Pod {namespace}/{pod} labels"
+    response = _request(
+        client, "PATCH", what, "patching", url=f"pods/{pod}", version="v1", namespace=namespace,
+        data=json.dumps({"metadata": {"labels": labels}}), headers=MERGE,
+    )
+    _check(response, "patching", what)
+
+
+def delete_volumes(client: pykube.HTTPClient, name: str, namespace: str) -> list[str]:
+    """Delete the database volumes (PVCs) of Architecture `name`; the names of those deleted."""
+    selector = names.selector(name, names.DATABASE)
+    deleted = []
+    for pvc in list_objects(client, "v1", "PersistentVolumeClaim", namespace, selector):
+        ref = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": pvc["metadata"]}
+        if delete(client, ref):
+            deleted.append(pvc["metadata"]["name"])
+    return deleted
+
+
+def release(client: pykube.HTTPClient, api_version: str, kind: str, namespace: str, name: str) -> bool:
+    """Drop an object's owner references so the garbage collector keeps it after the owner is gone."""
+    what = f"{kind} {namespace}/{name} owner references"
+    response = _request(
+        client, "PATCH", what, "releasing", url=f"{_plural(client, api_version, kind)}/{name}",
+        version=api_version, namespace=namespace,
+        data=json.dumps({"metadata": {"ownerReferences": None}}), headers=MERGE,
+    )
+    return _check(response, "releasing", what, ok_codes=(404,))

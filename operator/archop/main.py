@@ -1,0 +1,84 @@
+"""kopf decorators only: each one delegates to a function in archop.handlers.
+
+Imported by cli.py right before kopf.run(), and only on the operator replica that holds the Lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import logging
+from typing import Any
+
+import kopf
+
+from archop import config, names
+from archop.handlers import reconcile as rec
+
+RESOURCE = (names.GROUP, names.VERSION, names.PLURAL)
+PREFIX = names.GROUP  # annotations archop.io/last-handled-configuration and archop.io/<handler-id>
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """Every kopf setting in one place."""
+    ours = config.settings()
+    settings.persistence.finalizer = names.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=PREFIX)
+    # The Lease (election.py) already guarantees a single active operator: no kopf peering objects.
+    settings.peering.standalone = True
+    # Only Architectures are watched; no need to scan every CRD in the cluster.
+    settings.scanning.disabled = True
+    # Reconnect the watch well before proxies cut idle streams; fail fast when the API is unreachable.
+    settings.watching.server_timeout = 60
+    settings.watching.client_timeout = 70
+    settings.watching.connect_timeout = 5
+    settings.networking.connect_timeout = 5
+    settings.posting.level = logging.INFO
+    settings.posting.reporting_component = names.MANAGER
+    settings.posting.reporting_instance = ours.identity
+    # Events for one Architecture are handled in order; a short idle timeout frees idle workers quickly.
+    settings.queueing.worker_limit = 32
+    settings.queueing.idle_timeout = 5.0
+    settings.queueing.exit_timeout = 5.0
+    # Daemons get 5 s to stop (cancellation_timeout below); don't wait longer on shutdown.
+    settings.background.instant_exit_timeout = 5.0
+    kopf.configure(log_format=kopf.LogFormat.JSON, log_refkey="object", log_prefix=False)
+
+
+@kopf.on.create(*RESOURCE)
+@kopf.on.update(*RESOURCE, field="spec")
+@kopf.on.resume(*RESOURCE)
+def reconcile(
+    *, name: str, namespace: str | None, body: kopf.Body, spec: kopf.Spec, status: kopf.Status,
+    meta: kopf.Meta, logger: kopf.Logger, old: Any = None, **_: Any,
+) -> None:
+    rec.reconcile(
+        name=name, namespace=namespace or "", body=body, spec=spec, status_=status,  # type: ignore[arg-type]
+        generation=int(meta.get("generation") or 0), logger=logger, old=old,  # type: ignore[arg-type]
+    )
+
+
+@kopf.on.delete(*RESOURCE)
+def delete(
+    *, name: str, namespace: str | None, body: kopf.Body, spec: kopf.Spec, logger: kopf.Logger, **_: Any
+) -> None:
+    rec.delete(name=name, namespace=namespace or "", body=body, spec=spec, logger=logger)  # type: ignore[arg-type]
+
+
+@kopf.daemon(*RESOURCE, id="monitor", cancellation_timeout=5.0)
+async def monitor(
+    *, name: str, namespace: str | None, body: kopf.Body, spec: kopf.Spec, status: kopf.Status,
+    stopped: kopf.DaemonStopped, logger: kopf.Logger, **_: Any,
+) -> None:
+    """Health watch and failover of one Architecture (archop.handlers.monitor, the database side)."""
+    # Imported at call time: this module must import (and the other handlers run) even if it is broken.
+    target = importlib.import_module("archop.handlers.monitor").monitor
+    kwargs = dict(name=name, namespace=namespace, body=body, spec=spec, status=status, stopped=stopped,
+                  logger=logger)
+    if inspect.iscoroutinefunction(target):
+        await target(**kwargs)
+    else:
+        await asyncio.to_thread(target, **kwargs)
