@@ -1,0 +1,64 @@
+"""The pure parts of the reconcile handler: unsafe-change checks, the apply summary, the status patch."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from archop import events, reasons
+from archop.handlers.reconcile import quantity_bytes, reconcile_status, summary, unsafe_changes
+from archop.spec import ArchitectureSpec
+
+
+def spec(**database: object) -> ArchitectureSpec:
+    return ArchitectureSpec.parse({"database": database})
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("1Gi", 2**30), ("1500Mi", 1500 * 2**20), ("2G", 2e9), ("10", 10)])
+def test_quantities(text: str, value: float) -> None:
+    assert quantity_bytes(text) == value
+
+
+def test_storage_may_grow_but_not_shrink_or_change_class() -> None:
+    old = spec(storage={"size": "2Gi", "storageClassName": "standard"})
+    assert unsafe_changes(old, spec(storage={"size": "3Gi", "storageClassName": "standard"})) == []
+    problems = unsafe_changes(old, spec(storage={"size": "1Gi", "storageClassName": "fast"}))
+    assert len(problems) == 2
+    assert "may not shrink (2Gi -> 1Gi)" in problems[0] and "set it back to 2Gi" in problems[0]
+    assert "storageClassName is immutable" in problems[1] and "standard" in problems[1]
+
+
+def test_summary_counts_kinds_and_names_pruned_children() -> None:
+    manifests = [{"kind": "Service", "metadata": {"name": "a"}},
+                 {"kind": "Service", "metadata": {"name": "b"}},
+                 {"kind": "Deployment", "metadata": {"name": "c"}}]
+    pruned = [{"kind": "Ingress", "metadata": {"name": "shop-ingress"}}]
+    assert summary(manifests, pruned) == (
+        "Applied 3 children (Deployment x1, Service x2); removed Ingress shop-ingress")
+    assert summary(manifests, []) == "Applied 3 children (Deployment x1, Service x2)"
+
+
+def test_first_status_patch_starts_every_condition() -> None:
+    patch = reconcile_status("shop", "demo", ArchitectureSpec(), {}, 1, "2026-01-01T00:00:00Z")
+    assert patch["observedGeneration"] == 1
+    assert patch["endpoints"]["readWrite"] == "shop-db-rw.demo.svc:5432"
+    assert (patch["followersDesired"], patch["followers"], patch["appReady"]) == (2, "0/2", "0/2")
+    assert {c["type"] for c in patch["conditions"]} == set(reasons.CONDITION_TYPES)
+
+
+def test_later_status_patches_leave_the_monitors_fields_alone() -> None:
+    first = reconcile_status("shop", "demo", ArchitectureSpec(), {}, 1, "2026-01-01T00:00:00Z")
+    current = {"conditions": first["conditions"], "followers": "2/2", "appReady": "2/2"}
+    patch = reconcile_status("shop", "demo", spec(followers=3), current, 2, "2026-01-01T00:01:00Z")
+    assert set(patch) == {"observedGeneration", "endpoints", "followersDesired"}
+    assert patch["followersDesired"] == 3
+
+
+def test_events_outside_kopf_go_to_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="archop.events"):
+        ref = events.object_ref("shop", "demo")
+        events.emit(ref, reasons.FOLLOWERS_SCALED, "Followers scaled from 2 to 3")
+        events.emit(events.object_ref("shop", "demo"), reasons.RECONCILE_FAILED, "boom", warning=True)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("INFO", "FollowersScaled: Followers scaled from 2 to 3"), ("WARNING", "ReconcileFailed: boom")]
