@@ -161,3 +161,83 @@ def clone_follower(leader: PgInstance, base: Path, name: str, port: int | None =
           "-d", f"host=127.0.0.1 port={leader.port} user=postgres application_name={name}"])
     inst.start()
     return inst
+
+
+# --------------------------------------------------------------------------------------------------------
+# Running the operator's own database scripts (archop/scripts/start.sh, fence.sh) against loopback instances,
+# so the integration tests exercise exactly what the pods run.
+
+def _scripts_dir() -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("archop").joinpath("scripts")))
+
+
+def script_env(base: Path, name: str, port: int, primary_port: int, **extra: str) -> dict[str, str]:
+    """The environment the StatefulSet gives a database pod, pointed at loopback."""
+    conf = base / "conf"
+    if not conf.exists():
+        conf.mkdir()
+        shutil.copy(_scripts_dir() / "postgresql.conf", conf / "postgresql.conf")
+        (conf / "pg_hba.conf").write_text(HBA)
+        for p in (conf, conf / "postgresql.conf", conf / "pg_hba.conf"):
+            _own(p)
+    env = {
+        "PATH": f"{PG_BIN}:/usr/bin:/bin",
+        "PGDATA": str(base / name),
+        "POD_NAME": name,
+        "PGPORT": str(port),
+        "ARCHOP_RUN_DIR": str(base),
+        "ARCHOP_CONF_DIR": str(conf),
+        "ARCHOP_PRIMARY_HOST": "127.0.0.1",
+        "ARCHOP_PRIMARY_PORT": str(primary_port),
+        "ARCHOP_LISTEN": "127.0.0.1",
+        "ARCHOP_EXTRA_OPTS": "-c fsync=off -c shared_buffers=32MB",
+        "ARCHOP_PASSFILE": str(base / f"{name}.pgpass"),
+        "ARCHOP_WAIT_PRIMARY_SECONDS": "15",
+        "POSTGRES_USER": "postgres",
+        "REPLICATION_USER": "postgres",
+    }
+    env.update(extra)
+    return env
+
+
+def run_script(script: str, env: dict[str, str], log: Path, args: str = "") -> subprocess.Popen:
+    """Start `bash <script>` as the postgres user in the background, output to `log`."""
+    if not log.exists():
+        log.touch()
+        _own(log)
+    cmd = ["env", "-i", *(f"{k}={v}" for k, v in env.items()), "bash", "-c",
+           f'{args}source "{_scripts_dir() / script}"']
+    out = open(log, "a")  # noqa: SIM115 - the child keeps it
+    return subprocess.Popen(_as_postgres(cmd), stdout=out, stderr=subprocess.STDOUT)
+
+
+def run_script_function(script: str, env: dict[str, str], body: str) -> subprocess.CompletedProcess:
+    """Source `script` without running main and run `body` (bash) with its functions, as postgres."""
+    env = {**env, "ARCHOP_SOURCE_ONLY": "1"}
+    cmd = ["env", "-i", *(f"{k}={v}" for k, v in env.items()), "bash", "-c",
+           f'source "{_scripts_dir() / script}"; {body}']
+    return subprocess.run(_as_postgres(cmd), capture_output=True, text=True, timeout=120)
+
+
+def wait_ready(inst: PgInstance, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = subprocess.run([str(PG_BIN / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(inst.port)])
+        if r.returncode == 0:
+            return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{inst.name}: start script exited with {proc.returncode}")
+        time.sleep(0.2)
+    raise TimeoutError(f"{inst.name} not ready after {timeout}s")
+
+
+def start_by_script(base: Path, name: str, primary_port: int, port: int | None = None,
+                    **extra: str) -> tuple[PgInstance, subprocess.Popen]:
+    """Run the pods' start.sh for `name` (it decides: bootstrap, clone, follower, rewind, primary)."""
+    port = port or free_port()
+    inst = PgInstance(name=name, port=port, datadir=base / name, sockdir=base)
+    proc = run_script("start.sh", script_env(base, name, port, primary_port, **extra), base / f"{name}.log")
+    wait_ready(inst, proc=proc)
+    return inst, proc

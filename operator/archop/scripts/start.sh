@@ -119,11 +119,12 @@ bootstrap() {
   local pw=()
   if [[ -n ${POSTGRES_PASSWORD:-} ]]; then pw=(--pwfile=<(printf '%s\n' "$POSTGRES_PASSWORD")); fi
   # Checksums (and wal_log_hints in the config) are what pg_rewind needs later.
-  initdb -D "$PGDATA" -U "$SUPERUSER" --data-checksums --auth-local=trust --auth-host=scram-sha-256 "${pw[@]}" >&2
+  initdb -D "$PGDATA" -U "$SUPERUSER" --data-checksums --encoding=UTF8 --locale=C --auth-local=trust --auth-host=scram-sha-256 "${pw[@]}" >&2
   pg_ctl -D "$PGDATA" -w -o "-p $PGPORT -c listen_addresses='' -c unix_socket_directories=$RUN_DIR" start >&2
   {
-    echo "CREATE ROLE \"$REPL_USER\" WITH REPLICATION LOGIN;"
-    echo "CREATE ROLE \"$APP_USER\" WITH LOGIN;"
+    # The superuser may double as replication user (it can replicate anyway).
+    if [[ $REPL_USER != "$SUPERUSER" ]]; then echo "CREATE ROLE \"$REPL_USER\" WITH REPLICATION LOGIN;"; fi
+    if [[ $APP_USER != "$SUPERUSER" ]]; then echo "CREATE ROLE \"$APP_USER\" WITH LOGIN;"; fi
     echo "CREATE DATABASE \"$APP_DB\" OWNER \"$APP_USER\";"
     # Passwords come from the environment through \getenv, never through argv.
     if [[ -n ${REPLICATION_PASSWORD:-} ]]; then
