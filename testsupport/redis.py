@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,15 @@ class RedisServer:
             self.proc.kill()  # as a crash would: the app must notice on its own
             self.proc.wait(timeout=10)
         self.proc = None
+
+    def freeze(self) -> None:
+        """SIGSTOP: connections hang (timeouts) instead of being refused, like a partition."""
+        if self.proc:
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self.proc:
+            self.proc.send_signal(signal.SIGCONT)
 
     @property
     def running(self) -> bool:

@@ -29,3 +29,11 @@ class Metrics:
             "demoapp_idempotent_replays_total", "Writes answered from a stored Idempotency-Key result.",
             registry=r)
         self.cache_up = Gauge("demoapp_cache_up", "1 when the Redis breaker is closed.", registry=r)
+        # Known label values exported as 0 from the start, so rates and alerts have a series to work on.
+        for kind in ("user", "followers", "following"):
+            self.cache_hits.labels(kind)
+            self.cache_misses.labels(kind)
+        for op in ("get", "set", "delete"):
+            self.cache_errors.labels(op)
+        for pool in ("rw", "ro"):
+            self.db_retries.labels(pool)
