@@ -15,10 +15,10 @@ from pathlib import Path
 import psycopg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from demoapp.app import create_app
+from demoapp.config import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for testsupport
-from demoapp.app import create_app  # noqa: E402
-from demoapp.config import Settings  # noqa: E402
 from testsupport.postgres import PgInstance, clone_follower, init_leader, make_base  # noqa: E402
 from testsupport.redis import RedisServer, start_redis  # noqa: E402
 
