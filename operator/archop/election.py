@@ -1,0 +1,103 @@
+"""Operator HA: leader election on a coordination.k8s.io Lease with kubernetes.leaderelection.
+
+Only the replica holding the Lease runs kopf. Losing the Lease ends the process (the pod restarts as a
+standby), so two operators never act at once. A clean shutdown releases the Lease, so the standby takes
+over after one retry period instead of waiting out the lease duration.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes import config as kube_config
+from kubernetes.leaderelection.electionconfig import Config
+from kubernetes.leaderelection.leaderelection import LeaderElection
+from kubernetes.leaderelection.leaderelectionrecord import LeaderElectionRecord
+from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
+
+from archop import metrics
+from archop.config import Settings
+
+log = logging.getLogger("archop.election")
+
+
+def load_kube_config() -> None:
+    """In-cluster service account when there is one, else KUBECONFIG / ~/.kube/config."""
+    try:
+        kube_config.load_incluster_config()
+    except kube_config.ConfigException:
+        kube_config.load_kube_config()
+
+
+class LeaseElection:
+    """One candidate. `lock` is anything with LeaseLock's get/create/update (tests use an in-memory one)."""
+
+    def __init__(self, settings: Settings, lock: Any = None) -> None:
+        self.settings = settings
+        self.lock = lock if lock is not None else LeaseLock(settings.lease_name, settings.namespace,
+                                                            settings.identity)
+        self._elector = LeaderElection(Config(
+            self.lock,
+            lease_duration=settings.lease_duration_seconds,
+            renew_deadline=settings.renew_deadline_seconds,
+            retry_period=settings.retry_period_seconds,
+            onstarted_leading=lambda: None,  # we drive the phases ourselves: acquire, hold, release
+            onstopped_leading=lambda: None,
+        ))
+        self._stop = threading.Event()
+        self.lost = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    @property
+    def identity(self) -> str:
+        return str(self.lock.identity)
+
+    def try_acquire(self) -> bool:
+        """One attempt to take or renew the Lease."""
+        return bool(self._elector.try_acquire_or_renew())
+
+    def acquire(self) -> None:
+        """Block until this candidate holds the Lease (standby until then)."""
+        log.info("%s waits for Lease %s/%s", self.identity, self.settings.namespace, self.settings.lease_name)
+        self._elector.acquire()
+        metrics.operator_leader.set(1)
+        log.info("%s holds Lease %s/%s", self.identity, self.settings.namespace, self.settings.lease_name)
+
+    def hold(self, on_lost: Callable[[], None]) -> threading.Thread:
+        """Keep renewing in a background thread; call `on_lost` if a renewal misses the renew deadline."""
+        def renew() -> None:
+            self._elector.renew_loop(self._stop)
+            if not self._stop.is_set():
+                self.lost.set()
+                metrics.operator_leader.set(0)
+                log.error("%s lost Lease %s: renewal missed the %ss deadline", self.identity,
+                          self.settings.lease_name, self.settings.renew_deadline_seconds)
+                on_lost()
+
+        self._renewer = threading.Thread(target=renew, name="lease-renewer", daemon=True)
+        self._renewer.start()
+        return self._renewer
+
+    def stop(self) -> None:
+        """Stop renewing (and wait for the renewer, at most one retry period and a bit)."""
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join(timeout=self.settings.retry_period_seconds + 1)
+
+    def release(self) -> bool:
+        """Give the Lease up if this candidate still holds it: empty holder, 1 s duration (as client-go's
+        ReleaseOnCancel). Call stop() first so the renewer cannot take it back. True when released."""
+        found, record = self.lock.get(self.settings.lease_name, self.settings.namespace)
+        if not found or record is None or record.holder_identity != self.identity:
+            return False
+        now = str(datetime.datetime.now())
+        released = LeaderElectionRecord(None, "1", now, now)
+        ok = bool(self.lock.update(self.settings.lease_name, self.settings.namespace, released))
+        if ok:
+            metrics.operator_leader.set(0)
+            log.info("%s released Lease %s", self.identity, self.settings.lease_name)
+        return ok
