@@ -123,7 +123,7 @@ if ! have_image "$NODE_TAG"; then
   sed "s/LPP_VERSION/$LOCAL_PATH_PROVISIONER_VERSION/" "$here/node/default-storage.yaml" \
     | docker exec -i "$cid" tee /kind/manifests/default-storage.yaml >/dev/null
   docker exec "$cid" bash -c 'nohup containerd >/dev/null 2>&1 &'
-  docker exec "$cid" bash -c 'for i in $(seq 1 50); do [ -S /run/containerd/containerd.sock ] && ctr info >/dev/null 2>&1 && exit 0; sleep 0.2; done; exit 1'
+  docker exec "$cid" bash -c 'for i in $(seq 1 50); do [ -S /run/containerd/containerd.sock ] && ctr version >/dev/null 2>&1 && exit 0; sleep 0.2; done; exit 1'
   docker save "${preload[@]}" | docker exec -i "$cid" ctr --namespace=k8s.io images import \
     --label=io.cri-containerd.pinned=pinned --all-platforms --no-unpack --digests - >/dev/null
   docker exec "$cid" ctr --namespace=k8s.io images list -q | grep -v '^sha256:' | sort

@@ -15,7 +15,7 @@ up() {
   "$here/host-setup.sh"
   if [ "${ARCHOP_ONLINE:-0}" = 1 ]; then
     # With internet: kind's published node image; kindnetd and local-path come with it.
-    node_image=${ARCHOP_KIND_NODE_IMAGE:-kindest/node:$K8S_VERSION}
+    node_image=${ARCHOP_KIND_NODE_IMAGE:-$KIND_ONLINE_NODE_IMAGE}
     traefik_image=${ARCHOP_TRAEFIK_IMAGE:-traefik:$TRAEFIK_VERSION}
     command -v kind >/dev/null || go install "sigs.k8s.io/kind@$KIND_VERSION"
   else
@@ -40,6 +40,7 @@ up() {
     kubectl apply -f "$here/manifests/coredns-configmap.yaml" >/dev/null
   fi
   sed "s|TRAEFIK_IMAGE|$traefik_image|" "$here/manifests/traefik.yaml" | kubectl apply -f - >/dev/null
+  kubectl wait --for=condition=Ready nodes --all --timeout=180s >/dev/null
   kubectl -n traefik rollout status deploy/traefik --timeout=120s
   kubectl -n kube-system rollout status deploy/coredns --timeout=120s
   log "cluster ready; KUBECONFIG=$KUBECONFIG_PATH; ingress at http://$(ingress_ip)/"
