@@ -78,6 +78,9 @@ async def promote(target: Target, wait_seconds: int = 30) -> bool:
         timeout=3.0, statement_timeout_ms=(wait_seconds + 5) * 1000)
     if not res[0]:
         raise RuntimeError(f"pg_promote did not finish within {wait_seconds}s")
+    # Until a checkpoint, pg_control still names the old timeline and pg_rewind of the old leader against
+    # this server says "no rewind required" and leaves it diverged.
+    await _exec(target, "checkpoint", timeout=3.0, statement_timeout_ms=60000)
     return True
 
 

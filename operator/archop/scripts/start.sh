@@ -143,6 +143,8 @@ bootstrap() {
 rejoin() {
   local method=rewind
   log "rejoining as follower of $1 by pg_rewind"
+  # pg_rewind reads the source's pg_control: make sure it already names the new timeline.
+  remote_sql "$ARCHOP_PRIMARY_HOST" "$PRIMARY_PORT" "checkpoint" >/dev/null || true
   if ! pg_rewind --target-pgdata="$PGDATA" --progress \
     --source-server="host=$ARCHOP_PRIMARY_HOST port=$PRIMARY_PORT user=$SUPERUSER dbname=postgres passfile=$(passfile) connect_timeout=5" >&2; then
     log "pg_rewind failed; taking a fresh base backup instead"

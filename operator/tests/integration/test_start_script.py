@@ -31,14 +31,22 @@ def wait_streaming(leader, name: str, timeout: float = 20.0) -> None:
 def test_bootstrap_then_clone(pg):
     port0 = free_port()
     # No primary answers on the rw address and no peer is alive: the bootstrap leader runs initdb.
-    leader, p0 = start_by_script(pg.base, "db-0", primary_port=free_port(), port=port0,
-                                 ARCHOP_BOOTSTRAP_LEADER="db-0", APP_USER="app", APP_DB="app")
+    leader, p0 = start_by_script(
+        pg.base,
+        "db-0",
+        primary_port=free_port(),
+        port=port0,
+        ARCHOP_BOOTSTRAP_LEADER="db-0",
+        APP_USER="app",
+        APP_DB="app",
+    )
     pg.add(leader, p0)
     assert q(leader, "select pg_is_in_recovery()") == [(False,)]
     assert q(leader, "select rolreplication from pg_roles where rolname = 'postgres'") == [(True,)]
     assert q(leader, "select pg_get_userbyid(datdba) from pg_database where datname = 'app'") == [("app",)]
     assert q(leader, "select current_setting('data_checksums'), current_setting('wal_log_hints')") == [
-        ("on", "on")]
+        ("on", "on")
+    ]
     q(leader, "create table t (id int primary key)", "app")
     q(leader, "insert into t select generate_series(1, 100)", "app")
     # A second pod with empty PGDATA clones the primary that answers on rw and follows it.
@@ -54,8 +62,9 @@ def test_bootstrap_then_clone(pg):
 def test_bootstrap_leader_with_a_live_peer_clones_instead(pg):
     leader = pg.add(init_leader(pg.base, "db-1"))
     env_peers = f"127.0.0.1:{leader.port}"
-    inst, proc = start_by_script(pg.base, "db-0", primary_port=leader.port, ARCHOP_BOOTSTRAP_LEADER="db-0",
-                                 ARCHOP_PEERS=env_peers)
+    inst, proc = start_by_script(
+        pg.base, "db-0", primary_port=leader.port, ARCHOP_BOOTSTRAP_LEADER="db-0", ARCHOP_PEERS=env_peers
+    )
     pg.add(inst, proc)
     wait_streaming(leader, "db-0")
     assert q(inst, "select pg_is_in_recovery()") == [(True,)]

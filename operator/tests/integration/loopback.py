@@ -1,0 +1,107 @@
+"""The operator's observe -> decide -> act loop wired to loopback instances instead of pods.
+
+Observation and SQL effects are the real code (health/probe.py, failover/act.py); only the Kubernetes side
+(pod labels, pod deletion) is replaced by a record of what would have been done, since there is no cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import psycopg
+from archop.failover import decide as d
+from archop.failover.act import Executor, follower_conninfo
+from archop.health.model import DbObservation, Instance, PodState
+from archop.health.probe import Target, probe_all
+
+from testsupport.postgres import PgInstance
+
+
+@dataclass
+class Loopback:
+    instances: dict[str, PgInstance]
+    labels: dict[str, str] = field(default_factory=dict)
+    deleted: list[str] = field(default_factory=list)
+
+    def target(self, name: str) -> Target | None:
+        inst = self.instances.get(name)
+        return Target(host="127.0.0.1", port=inst.port) if inst else None
+
+    def upstream(self, follower: str, leader: str) -> str:
+        return follower_conninfo("127.0.0.1", self.instances[leader].port, "postgres", follower, None)
+
+    def executor(self) -> Executor:
+        return Executor(
+            target=self.target,
+            upstream=self.upstream,
+            set_label=lambda pod, role: self.labels.__setitem__(pod, role),
+            delete_pod=self.deleted.append,
+        )
+
+    async def observe(self, gone: frozenset[str] = frozenset()) -> DbObservation:
+        probes = await probe_all({n: self.target(n) for n in self.instances}, timeout=1.0)
+        insts = {
+            n: Instance(
+                n, PodState(n, ip="127.0.0.1", role=self.labels.get(n), deleting=n in gone), probes[n]
+            )
+            for n in self.instances
+        }
+        return DbObservation(insts, desired=len(insts), hosts={n: "127.0.0.1" for n in insts})
+
+    async def failover(self, record: d.FailoverRecord, state: d.State, spec) -> str:
+        """Run the phases as the monitor does (re-observing between phases); returns the new leader."""
+        ex = self.executor()
+        current: d.FailoverRecord | None = record
+        obs = await self.observe()
+        while current is not None:
+            plan = d.phase_plan(current, obs, spec, state)
+            assert plan.wait is None, plan.wait
+            await ex.run_all(plan.actions, best_effort=(d.Fence, d.Detach, d.Repoint, d.Unfence))
+            if plan.after is None:
+                return current.to
+            current = plan.after
+            obs = await self.observe()
+        raise AssertionError("unreachable")
+
+    async def steady(self, state: d.State, spec, memory: d.Memory | None = None) -> d.Step:
+        step = d.decide(await self.observe(), state, spec, time.time(), memory or d.Memory())
+        await self.executor().run_all(step.actions)
+        return step
+
+
+def sql(inst: PgInstance, query: str, dbname: str = "postgres", timeout_ms: int = 5000):
+    with psycopg.connect(
+        inst.dsn(dbname, options=f"'-c statement_timeout={timeout_ms}'"), autocommit=True
+    ) as c:
+        cur = c.execute(query)
+        return cur.fetchall() if cur.description else []
+
+
+def try_sql(inst: PgInstance, query: str, dbname: str = "postgres"):
+    """sql() that answers None while the object is not there yet (replication in flight)."""
+    try:
+        return sql(inst, query, dbname)
+    except psycopg.Error:
+        return None
+
+
+async def wait_for(pred, timeout: float = 20.0, interval: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def streaming_from(leader: PgInstance, name: str) -> bool:
+    try:
+        rows = sql(leader, f"select state from pg_stat_replication where application_name = '{name}'")
+    except psycopg.Error:
+        return False
+    return bool(rows) and rows[0][0] == "streaming"

@@ -1,0 +1,89 @@
+"""A whole failover on real Postgres 15: promotion by LSN, re-pointing, rejoin of the old leader by the
+pods' own start.sh (pg_rewind), and the rejoin event from the marker file."""
+
+from __future__ import annotations
+
+import pytest
+from archop import names, reasons
+from archop.failover import decide as d
+from archop.spec import DatabaseSpec, FailoverSpec
+
+from testsupport.postgres import clone_follower, init_leader, start_by_script
+
+from .loopback import Loopback, sql, streaming_from, try_sql, wait_for
+
+pytestmark = pytest.mark.integration
+SPEC = DatabaseSpec(followers=2, failover=FailoverSpec(leader_timeout_seconds=1.0))
+
+
+async def test_promote_most_advanced_repoint_and_rewind_old_leader(pg):
+    leader = pg.add(init_leader(pg.base, "db-0"))
+    f1 = pg.add(clone_follower(leader, pg.base, "db-1"))
+    f2 = pg.add(clone_follower(leader, pg.base, "db-2"))
+    lb = Loopback({"db-0": leader, "db-1": f1, "db-2": f2})
+    state = d.State(current_leader="db-0")
+    await wait_for(
+        lambda: streaming_from(leader, "db-1") and streaming_from(leader, "db-2"), what="streaming"
+    )
+    step = await lb.steady(state, SPEC)
+    assert lb.labels == {"db-0": names.LEADER, "db-1": names.FOLLOWER, "db-2": names.FOLLOWER}
+    # Both already follow the leader's address: nothing to re-point.
+    assert not [a for a in step.actions if isinstance(a, d.Repoint)]
+
+    sql(leader, "create table t (id int primary key)")
+    sql(leader, "insert into t select generate_series(1, 100)")
+    # db-2 stops receiving (detached); db-1 receives everything but replays nothing (paused replay):
+    # the candidate must be chosen by received LSN, not by replay LSN.
+    await wait_for(lambda: try_sql(f2, "select count(*) from t") == [(100,)], what="db-2 has 100 rows")
+    sql(f2, "alter system set primary_conninfo = ''")
+    sql(f2, "select pg_reload_conf()")
+    sql(f1, "select pg_wal_replay_pause()")
+    sql(leader, "insert into t select generate_series(101, 200)")
+    want = sql(leader, "select pg_current_wal_lsn()::text")[0][0]
+    await wait_for(
+        lambda: sql(f1, f"select pg_last_wal_receive_lsn() >= '{want}'")[0][0], what="db-1 receives"
+    )
+    # The old leader writes once more after db-1 is cut off too: that WAL exists only on db-0 and
+    # forces a real rewind later. (A paused standby does not notice a primary_conninfo change, but it does
+    # not restart a terminated WAL receiver either.)
+    sql(leader, "select pg_terminate_backend(pid) from pg_stat_replication where application_name = 'db-1'")
+    await wait_for(lambda: not streaming_from(leader, "db-1"), what="db-1 detached")
+    sql(leader, "insert into t values (9999)")
+    leader.kill()
+
+    obs = await lb.observe()
+    assert not obs.instances["db-0"].probe.reachable
+    p1, p2 = obs.instances["db-1"].probe, obs.instances["db-2"].probe
+    assert p1.received_lsn > p2.received_lsn and p1.replay_lsn <= p2.replay_lsn  # type: ignore[operator]
+    step = d.decide(obs, state, SPEC, 100.0, d.Memory(leader_lost_since=98.0))
+    assert step.kind == "failover" and step.record is not None and step.record.to == "db-1"
+
+    new_leader = await lb.failover(step.record, state, SPEC)
+    assert new_leader == "db-1"
+    assert sql(f1, "select pg_is_in_recovery()") == [(False,)]
+    assert sql(f1, "select count(*) from t") == [(200,)]  # every row the old leader had before the cut
+    assert lb.labels == {"db-0": names.FENCED, "db-1": names.LEADER, "db-2": names.FOLLOWER}
+    # db-2 was re-pointed by ALTER SYSTEM + reload and streams from db-1 on the new timeline.
+    await wait_for(lambda: streaming_from(f1, "db-2"), what="db-2 streams from db-1")
+    sql(f1, "insert into t values (201)")
+    await wait_for(lambda: try_sql(f2, "select count(*) from t") == [(201,)], what="db-2 replicates")
+    assert sql(f2, "select received_tli from pg_stat_wal_receiver")[0][0] == 2
+
+    # The old leader's pod restarts: start.sh finds a primary that is not itself and rewinds.
+    old, proc = start_by_script(pg.base, "db-0", primary_port=f1.port, port=leader.port)
+    pg.add(old, proc)
+    assert sql(old, "select pg_is_in_recovery()") == [(True,)]
+    await wait_for(lambda: streaming_from(f1, "db-0"), what="old leader streams from db-1")
+    await wait_for(
+        lambda: try_sql(old, "select count(*) from t where id = 201") == [(1,)], what="old leader caught up"
+    )
+    assert sql(old, "select count(*) from t") == [(201,)]
+    assert sql(old, "select count(*) from t where id = 9999") == [(0,)]  # its diverged write is gone
+    marker = sql(old, "select pg_read_file('archop-rejoin')")[0][0]
+    assert "method=rewind" in marker and "pod=db-0" in marker
+
+    # The operator's steady state then labels it follower and reports how it rejoined.
+    lb2 = Loopback({"db-0": old, "db-1": f1, "db-2": f2}, labels=dict(lb.labels))
+    step = await lb2.steady(d.State(current_leader="db-1"), SPEC)
+    assert reasons.FOLLOWER_REJOINED in [n.reason for n in step.notes]
+    assert lb2.labels["db-0"] == names.FOLLOWER
