@@ -1,0 +1,131 @@
+"""Shared e2e machinery: kubectl with timeouts, a fresh namespace per test module, waiting helpers.
+
+The cluster comes from $KUBECONFIG; the operator is already installed by Helm in namespace archop-system.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+OPERATOR_NAMESPACE = os.environ.get("E2E_OPERATOR_NAMESPACE", "archop-system")
+T = TypeVar("T")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test in e2e/tests needs the cluster."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+def kubectl(
+    *args: str, stdin: str | None = None, timeout: float = 60, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run kubectl against $KUBECONFIG. With check, a non-zero exit fails with kubectl's own stderr."""
+    proc = subprocess.run(
+        ["kubectl", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ.copy(),
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def get_json(*args: str, namespace: str | None = None, missing_ok: bool = False) -> Any:
+    ns = ["-n", namespace] if namespace else []
+    proc = kubectl("get", *args, *ns, "-o", "json", check=not missing_ok)
+    if proc.returncode != 0:
+        if missing_ok and "NotFound" in proc.stderr:
+            return None
+        raise AssertionError(proc.stderr)
+    return json.loads(proc.stdout)
+
+
+def apply_manifest(obj: dict[str, Any], *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return kubectl("apply", *extra, "-f", "-", stdin=yaml.safe_dump(obj), check=check)
+
+
+def wait_for(probe: Callable[[], T], timeout: float, what: str, interval: float = 2.0) -> T:
+    """Poll until `probe` returns something truthy; fail naming `what` and the last value seen."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = probe()
+        except (AssertionError, subprocess.TimeoutExpired) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
+
+
+def secret_value(namespace: str, name: str, key: str) -> str:
+    data = get_json("secret", name, namespace=namespace)["data"]
+    return base64.b64decode(data[key]).decode()
+
+
+def architecture(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "archop.io/v1alpha1",
+        "kind": "Architecture",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def example(stem: str) -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "examples" / f"{stem}.yaml").read_text())
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == type_), None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cluster_is_reachable() -> None:
+    assert os.environ.get("KUBECONFIG"), "set KUBECONFIG to the e2e cluster's kubeconfig"
+    kubectl("get", "crd", "architectures.archop.io", timeout=30)
+    kubectl(
+        "rollout",
+        "status",
+        "deployment",
+        "-n",
+        OPERATOR_NAMESPACE,
+        "--timeout=180s",
+        "-l",
+        "app.kubernetes.io/name=archop",
+        timeout=200,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def namespace(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for the test module, deleted (without waiting) afterwards."""
+    module = request.module.__name__.rsplit(".", 1)[-1].replace("_", "-").removeprefix("test-")
+    name = f"e2e-{module}-{uuid.uuid4().hex[:6]}"[:63]
+    kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        kubectl("delete", "architectures.archop.io", "--all", "-n", name, "--wait=false", check=False)
+        kubectl("delete", "namespace", name, "--wait=false", check=False)
