@@ -9,6 +9,7 @@ import asyncio
 import importlib
 import inspect
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -55,9 +56,11 @@ def reconcile(
     *, name: str, namespace: str | None, body: kopf.Body, spec: kopf.Spec, status: kopf.Status,
     meta: kopf.Meta, logger: kopf.Logger, old: Any = None, **_: Any,
 ) -> None:
+    # With field="spec" kopf hands over the old *spec* on updates (None on create and resume).
+    previous = {"spec": dict(old)} if isinstance(old, Mapping) else None
     rec.reconcile(
         name=name, namespace=namespace or "", body=body, spec=spec, status_=status,  # type: ignore[arg-type]
-        generation=int(meta.get("generation") or 0), logger=logger, old=old,  # type: ignore[arg-type]
+        generation=int(meta.get("generation") or 0), logger=logger, old=previous,  # type: ignore[arg-type]
     )
 
 

@@ -1,0 +1,33 @@
+"""main.py: the startup handler configures kopf as the conventions say; every handler is registered."""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+from archop import main, names
+
+
+def test_startup_configures_every_setting() -> None:
+    settings = kopf.OperatorSettings()
+    main.configure(settings=settings)
+    assert settings.persistence.finalizer == names.FINALIZER == "archop.io/finalizer"
+    assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
+    assert settings.persistence.progress_storage.prefix == "archop.io"
+    assert isinstance(settings.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)
+    assert settings.persistence.diffbase_storage.prefix == "archop.io"
+    assert settings.peering.standalone is True and settings.scanning.disabled is True
+    assert (settings.watching.server_timeout, settings.watching.client_timeout,
+            settings.watching.connect_timeout) == (60, 70, 5)
+    assert settings.posting.level == logging.INFO and settings.posting.reporting_component == "archop"
+
+
+def test_handlers_are_registered_for_architectures() -> None:
+    registry = kopf.get_default_registry()
+    resource = kopf.Resource(names.GROUP, names.VERSION, names.PLURAL)
+    changing = {h.id for h in registry._changing.get_all_handlers()}  # noqa: SLF001 - no public listing
+    assert {"reconcile", "delete"} <= {i.split("/")[0] for i in changing}
+    daemons = [h for h in registry._spawning.get_all_handlers()]  # noqa: SLF001
+    assert [h.id for h in daemons] == ["monitor"]
+    assert daemons[0].cancellation_timeout == 5.0
+    assert all(h.selector.check(resource) for h in registry._changing.get_all_handlers())  # noqa: SLF001
