@@ -32,8 +32,9 @@ class PgPair:
 
     def stop(self) -> None:
         for inst in (self.follower, self.leader):
-            inst.thaw()
-            inst.stop(mode="immediate")
+            if inst.running:  # a killed leader leaves a stale postmaster.pid
+                inst.thaw()
+                inst.stop(mode="immediate")
 
 
 def setup_app_db(leader: PgInstance, dbname: str = "app") -> None:
@@ -64,7 +65,7 @@ def make_pair(base_dir: Path, synchronous: bool = False) -> PgPair:
     if synchronous:
         # Every commit waits for the follower: a promoted follower then has every acknowledged write.
         with psycopg.connect(leader.dsn(), autocommit=True) as conn:
-            conn.execute("ALTER SYSTEM SET synchronous_standby_names = 'pg-1'")
+            conn.execute("""ALTER SYSTEM SET synchronous_standby_names = '"pg-1"'""")
             conn.execute("SELECT pg_reload_conf()")
     setup_app_db(leader)
     pair = PgPair(leader, follower)

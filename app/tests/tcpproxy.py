@@ -14,14 +14,15 @@ class TcpProxy:
         self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        """Listen on a free port, or again on the previous one after stop()."""
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
         self.cut()
         if self._server:
             self._server.close()
-            await self._server.wait_closed()
+            self._server = None
 
     def retarget(self, port: int, cut: bool = True) -> None:
         """New connections go to `port`; with cut=True the open ones are reset, as when a pod dies."""
