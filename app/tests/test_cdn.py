@@ -1,0 +1,49 @@
+"""The CDN sidecar config in front of the real app: the app's Cache-Control drives what nginx keeps."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+from archop.build.nginx_conf import render_nginx_conf
+from test_api import new_user
+
+from testsupport.nginx import start_nginx
+from testsupport.postgres import free_port
+
+pytestmark = pytest.mark.integration
+
+
+async def test_cdn_in_front_of_the_app(client: TestClient, tmp_path: Path) -> None:
+    u = await new_user(client)
+    port = free_port()
+    for d in ("cache", "tmp"):
+        (tmp_path / d).mkdir()
+    conf = render_nginx_conf(port, client.server.port or 0, "10m", 60, cache_dir=str(tmp_path / "cache"),
+                             temp_dir=str(tmp_path / "tmp"), user="root")
+    ngx = await asyncio.to_thread(start_nginx, conf, port, tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as s:
+
+            async def status(method: str, path: str, **kw) -> tuple[int, str]:
+                async with s.request(method, base + path, **kw) as r:
+                    await r.read()
+                    return r.status, r.headers.get("X-Cache-Status", "")
+
+            user = f"/users/{u['id']}?consistency=strong"  # strong: the follower may lag behind
+            assert await status("GET", user) == (200, "BYPASS")
+            path = f"/users/{u['id']}/following"
+            assert (await status("GET", path))[1] == "MISS"
+            assert await status("GET", path) == (200, "HIT")  # public, max-age=5
+            assert (await status("GET", path, headers={"X-Consistency": "strong"}))[1] == "BYPASS"
+            assert (await status("GET", "/healthz"))[1] == "MISS"
+            assert (await status("GET", "/healthz"))[1] == "MISS"  # no-store: never kept
+            assert (await status("POST", "/users", json={"name": "via-cdn"}))[0] == 201
+            assert (await status("GET", "/users/987654321"))[0] == 404
+            assert (await status("GET", "/users/987654321"))[1] == "MISS"  # errors are no-store
+    finally:
+        await asyncio.to_thread(ngx.stop)
