@@ -6,6 +6,7 @@ Postgres refuses to run as root, so when the tests run as root every server comm
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -59,8 +60,16 @@ class PgInstance:
         if not log.exists():
             log.touch()
             _own(log)
-        cmd = [str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-l", str(log), "-o",
-               f"-p {self.port} -k {self.sockdir}", "start"]
+        cmd = [
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(self.datadir),
+            "-l",
+            str(log),
+            "-o",
+            f"-p {self.port} -k {self.sockdir}",
+            "start",
+        ]
         if wait:
             cmd.insert(1, "-w")
         else:
@@ -100,14 +109,36 @@ class PgInstance:
                 time.sleep(0.05)
 
     def freeze(self) -> None:
-        pid = self.postmaster_pid()
-        if pid:
-            os.kill(pid, signal.SIGSTOP)
+        """SIGSTOP the postmaster only: running sessions and WAL senders go on (a gray failure)."""
+        self._signal([self.postmaster_pid()], signal.SIGSTOP)
 
     def thaw(self) -> None:
+        self._signal([self.postmaster_pid(), *self.children()], signal.SIGCONT)
+
+    def freeze_all(self) -> None:
+        """SIGSTOP the postmaster and every child (backends, WAL senders): a frozen machine."""
+        self._signal([self.postmaster_pid(), *self.children()], signal.SIGSTOP)
+
+    def children(self) -> list[int]:
         pid = self.postmaster_pid()
-        if pid:
-            os.kill(pid, signal.SIGCONT)
+        out = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+        return out
+
+    @staticmethod
+    def _signal(pids: list[int | None], sig: signal.Signals) -> None:
+        for pid in pids:
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
 
 
 LEADER_CONF = """
@@ -156,9 +187,26 @@ def clone_follower(leader: PgInstance, base: Path, name: str, port: int | None =
     """pg_basebackup -R from the leader, then start as a streaming follower."""
     datadir = base / name
     inst = PgInstance(name=name, port=port or free_port(), datadir=datadir, sockdir=base)
-    _run([str(PG_BIN / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(leader.port), "-U", "postgres",
-          "-D", str(datadir), "-R", "-X", "stream", "-c", "fast",
-          "-d", f"host=127.0.0.1 port={leader.port} user=postgres application_name={name}"])
+    _run(
+        [
+            str(PG_BIN / "pg_basebackup"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(leader.port),
+            "-U",
+            "postgres",
+            "-D",
+            str(datadir),
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            "-d",
+            f"host=127.0.0.1 port={leader.port} user=postgres application_name={name}",
+        ]
+    )
     inst.start()
     return inst
 
@@ -166,6 +214,7 @@ def clone_follower(leader: PgInstance, base: Path, name: str, port: int | None =
 # --------------------------------------------------------------------------------------------------------
 # Running the operator's own database scripts (archop/scripts/start.sh, fence.sh) against loopback instances,
 # so the integration tests exercise exactly what the pods run.
+
 
 def _scripts_dir() -> Path:
     from importlib import resources
@@ -207,8 +256,14 @@ def run_script(script: str, env: dict[str, str], log: Path, args: str = "") -> s
     if not log.exists():
         log.touch()
         _own(log)
-    cmd = ["env", "-i", *(f"{k}={v}" for k, v in env.items()), "bash", "-c",
-           f'{args}source "{_scripts_dir() / script}"']
+    cmd = [
+        "env",
+        "-i",
+        *(f"{k}={v}" for k, v in env.items()),
+        "bash",
+        "-c",
+        f'{args}source "{_scripts_dir() / script}"',
+    ]
     out = open(log, "a")  # noqa: SIM115 - the child keeps it
     return subprocess.Popen(_as_postgres(cmd), stdout=out, stderr=subprocess.STDOUT)
 
@@ -216,8 +271,14 @@ def run_script(script: str, env: dict[str, str], log: Path, args: str = "") -> s
 def run_script_function(script: str, env: dict[str, str], body: str) -> subprocess.CompletedProcess:
     """Source `script` without running main and run `body` (bash) with its functions, as postgres."""
     env = {**env, "ARCHOP_SOURCE_ONLY": "1"}
-    cmd = ["env", "-i", *(f"{k}={v}" for k, v in env.items()), "bash", "-c",
-           f'source "{_scripts_dir() / script}"; {body}']
+    cmd = [
+        "env",
+        "-i",
+        *(f"{k}={v}" for k, v in env.items()),
+        "bash",
+        "-c",
+        f'source "{_scripts_dir() / script}"; {body}',
+    ]
     return subprocess.run(_as_postgres(cmd), capture_output=True, text=True, timeout=120)
 
 
@@ -233,8 +294,9 @@ def wait_ready(inst: PgInstance, timeout: float = 30.0, proc: subprocess.Popen |
     raise TimeoutError(f"{inst.name} not ready after {timeout}s")
 
 
-def start_by_script(base: Path, name: str, primary_port: int, port: int | None = None,
-                    **extra: str) -> tuple[PgInstance, subprocess.Popen]:
+def start_by_script(
+    base: Path, name: str, primary_port: int, port: int | None = None, **extra: str
+) -> tuple[PgInstance, subprocess.Popen]:
     """Run the pods' start.sh for `name` (it decides: bootstrap, clone, follower, rewind, primary)."""
     port = port or free_port()
     inst = PgInstance(name=name, port=port, datadir=base / name, sockdir=base)

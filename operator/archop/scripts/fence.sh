@@ -36,10 +36,11 @@ state() {
 }
 
 fence() {
-  sql "alter system set default_transaction_read_only = on" >/dev/null
-  sql "select pg_reload_conf()" >/dev/null
-  sql "select count(pg_terminate_backend(pid)) from pg_stat_activity
-       where backend_type = 'client backend' and pid <> pg_backend_pid()" >/dev/null
+  # One connection, three separate statements (ALTER SYSTEM refuses to run inside a transaction block).
+  psql -h "$RUN_DIR" -p "$PGPORT" -U "$SUPERUSER" -d postgres -XAtq \
+    -c "alter system set default_transaction_read_only = on" -c "select pg_reload_conf()" \
+    -c "select count(pg_terminate_backend(pid)) from pg_stat_activity
+        where backend_type = 'client backend' and pid <> pg_backend_pid()" >/dev/null 2>&1
   log "SelfFenced: no API server and no streaming follower for ${AFTER}s; now read-only"
 }
 
