@@ -138,3 +138,23 @@ def cel_errors(new: dict[str, Any], old: dict[str, Any] | None = None) -> list[s
         if isinstance(result, Exception) or not bool(result):
             errors.append(rule["message"])
     return errors
+
+
+def defaults_breaking_rules() -> list[str]:
+    """The API server validates every `default` against its node's CEL rules *as written* (no nested
+    defaults applied): rules must guard absent fields with has(). Messages of the rules a default breaks."""
+    import celpy
+
+    env = celpy.Environment()
+    broken = []
+    for path, node in walk(openapi_schema()):
+        if "default" not in node:
+            continue
+        for rule in node.get("x-kubernetes-validations", []):
+            if "oldSelf" in rule["rule"]:
+                continue
+            program = env.program(env.compile(rule["rule"]), functions=_cel_functions())
+            result = program.evaluate({"self": celpy.json_to_cel(node["default"])})
+            if isinstance(result, Exception) or not bool(result):
+                broken.append(f"{path}: {rule['message']}")
+    return broken

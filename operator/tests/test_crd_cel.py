@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 from archop import names
-from crdschema import EXAMPLES, apply_defaults, cel_errors, openapi_schema
+from crdschema import EXAMPLES, apply_defaults, cel_errors, defaults_breaking_rules, openapi_schema
 
 
 def arch(spec: dict[str, Any], name: str = "shop") -> dict[str, Any]:
@@ -83,3 +83,7 @@ def test_storage_class_is_immutable_but_reclaim_policy_is_not() -> None:
         assert "storageClassName is immutable" in error
     (error,) = cel_errors(old, old=unset)
     assert "storageClassName is immutable" in error
+
+
+def test_defaults_satisfy_their_own_rules() -> None:
+    assert defaults_breaking_rules() == []
