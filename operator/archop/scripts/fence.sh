@@ -21,7 +21,9 @@ API_PORT=${ARCHOP_API_PORT:-${KUBERNETES_SERVICE_PORT:-443}}
 
 log() { echo "archop-fence: $(date -u +%FT%TZ) $*" >&2; }
 
-sql() { psql -h "$RUN_DIR" -p "$PGPORT" -U "$SUPERUSER" -d postgres -XAtqc "$1" 2>/dev/null; }
+# Bounded: a frozen postmaster must not hang the agent.
+export PGCONNECT_TIMEOUT=2
+sql() { timeout 3 psql -h "$RUN_DIR" -p "$PGPORT" -U "$SUPERUSER" -d postgres -XAtqc "$1" 2>/dev/null; }
 
 # TCP connect through bash's /dev/tcp: the postgres image has no curl.
 api_reachable() {
@@ -37,7 +39,7 @@ state() {
 
 fence() {
   # One connection, three separate statements (ALTER SYSTEM refuses to run inside a transaction block).
-  psql -h "$RUN_DIR" -p "$PGPORT" -U "$SUPERUSER" -d postgres -XAtq \
+  timeout 5 psql -h "$RUN_DIR" -p "$PGPORT" -U "$SUPERUSER" -d postgres -XAtq \
     -c "alter system set default_transaction_read_only = on" -c "select pg_reload_conf()" \
     -c "select count(pg_terminate_backend(pid)) from pg_stat_activity
         where backend_type = 'client backend' and pid <> pg_backend_pid()" >/dev/null 2>&1

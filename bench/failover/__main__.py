@@ -1,0 +1,73 @@
+"""python -m bench.failover [--runs 5] [--scenarios a,b] [--sync both|on|off] -> results/failover.json"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from bench.failover.harness import SCENARIOS, Arch, RunResult, kubectl, run_once
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return round(ordered[k], 3)
+
+
+def summarise(scenario: str, sync: bool, results: list[RunResult]) -> dict:
+    return {
+        "scenario": scenario,
+        "runs": len(results),
+        "rto_p50_s": percentile([r.rto_s for r in results], 50),
+        "rto_p95_s": percentile([r.rto_s for r in results], 95),
+        "lost_acknowledged_writes": sum(r.lost for r in results),
+        "rejoin_p50_s": round(statistics.median([r.rejoin_s for r in results]), 3) if results else None,
+        "split_brain_seen": any(r.split_brain for r in results),
+        "sync_mode": sync,
+        "leader_changes": sum(1 for r in results if r.old_leader != r.new_leader),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS))
+    ap.add_argument("--sync", choices=("both", "on", "off"), default="both")
+    ap.add_argument("--namespace", default="archop-bench")
+    ap.add_argument("--hold", type=float, default=20.0, help="seconds an undoable fault is held")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "results" / "failover.json"))
+    args = ap.parse_args(argv)
+    modes = {"both": (False, True), "on": (True,), "off": (False,)}[args.sync]
+    out: list[dict] = []
+    for sync in modes:
+        arch = Arch(name="bench-sync" if sync else "bench-async", namespace=args.namespace, synchronous=sync)
+        arch.create()
+        arch.wait_healthy(timeout=600)
+        for scenario in args.scenarios.split(","):
+            results = []
+            for i in range(args.runs):
+                r = run_once(arch, scenario, hold_s=args.hold)
+                print(
+                    f"{scenario} sync={sync} run {i + 1}: rto={r.rto_s:.2f}s lost={r.lost} "
+                    f"rejoin={r.rejoin_s:.1f}s split_brain={r.split_brain} {r.old_leader}->{r.new_leader}",
+                    flush=True,
+                )
+                results.append(r)
+            out.append(summarise(scenario, sync, results))
+            Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+        kubectl(
+            "delete", "architectures.archop.io", arch.name, "-n", args.namespace, "--wait=false", check=False
+        )
+        time.sleep(5)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

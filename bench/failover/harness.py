@@ -1,0 +1,491 @@
+"""Failover chaos harness for the kind cluster (python -m bench.failover, e2e/tests/test_failover.py).
+
+Traffic never leaves the cluster: a writer pod (the Postgres image, a bash + psql loop) inserts ids through
+N-db-rw and prints every acknowledged id with a timestamp; a sampler pod asks every database pod
+pg_is_in_recovery() twice a second. The host only runs kubectl and docker (stop/start, network
+disconnect/connect, exec) against the kind node containers it owns.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+KIND_NETWORK = os.environ.get("ARCHOP_KIND_NETWORK", "kind")
+OPERATOR_NAMESPACE = os.environ.get("ARCHOP_OPERATOR_NAMESPACE", "archop-system")
+SCENARIOS = ("pod-delete", "kill-postmaster", "node-stop", "node-partition", "leader-freeze", "operator-kill")
+
+# Inserts one id per connection (a fresh connection each time, as an app reconnecting would).
+WRITER = r"""
+set -u
+for d in /usr/lib/postgresql/*/bin; do [ -d "$d" ] && PATH="$d:$PATH"; done
+export PGCONNECT_TIMEOUT=1 PGPASSWORD="$APP_PASSWORD"
+conn="host=$RW port=5432 user=$APP_USER dbname=app"
+until psql "$conn" -XAtqc "create table if not exists bench (run text, id bigint, primary key (run, id))"; do
+  sleep 0.5
+done
+echo "ready $(date +%s.%N)"
+i=0
+while true; do
+  i=$((i + 1))
+  if psql "$conn" -XAtqc "set statement_timeout = 5000; insert into bench values ('$RUN', $i)" >/dev/null 2>&1
+  then echo "ack $i $(date +%s.%N)"
+  else echo "err $i $(date +%s.%N)"; sleep 0.05
+  fi
+done
+"""
+# Every database pod's answer to pg_is_in_recovery(), twice a second.
+SAMPLER = r"""
+set -u
+for d in /usr/lib/postgresql/*/bin; do [ -d "$d" ] && PATH="$d:$PATH"; done
+export PGCONNECT_TIMEOUT=1 PGPASSWORD="$SU_PASSWORD"
+while true; do
+  now=$(date +%s.%N)
+  for i in $(seq 0 $((INSTANCES - 1))); do
+    host="$ARCH-db-$i.$ARCH-db-headless"
+    r=$(timeout 2 psql "host=$host port=5432 user=$SU_USER dbname=postgres" \
+      -XAtqc "select pg_is_in_recovery()" 2>/dev/null)
+    echo "sample $now $ARCH-db-$i ${r:-x}"
+  done
+  sleep 0.5
+done
+"""
+
+
+def kubectl(*args: str, stdin: str | None = None, timeout: float = 60, check: bool = True) -> str:
+    proc = subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def docker(*args: str, check: bool = True) -> str:
+    proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=120)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def get(kind: str, name: str, namespace: str) -> dict[str, Any]:
+    return json.loads(kubectl("get", kind, name, "-n", namespace, "-o", "json"))
+
+
+def secret(namespace: str, name: str, key: str) -> str:
+    return base64.b64decode(get("secret", name, namespace)["data"][key]).decode()
+
+
+@dataclass
+class Arch:
+    name: str
+    namespace: str
+    followers: int = 2
+    synchronous: bool = False
+
+    @property
+    def instances(self) -> int:
+        return 1 + self.followers
+
+    def status(self) -> dict[str, Any]:
+        return get("architectures.archop.io", self.name, self.namespace).get("status") or {}
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "archop.io/v1alpha1",
+            "kind": "Architecture",
+            "metadata": {"name": self.name, "namespace": self.namespace},
+            "spec": {
+                "database": {
+                    "followers": self.followers,
+                    "synchronous": self.synchronous,
+                    "syncReplicas": 1,
+                    "storageSize": "256Mi",
+                    "failover": {"leaderTimeoutSeconds": 3},
+                },
+                "cache": {"enabled": False},
+                "ingress": {"enabled": False},
+                "app": {"replicas": 1},
+            },
+        }
+
+    def create(self) -> None:
+        kubectl("create", "namespace", self.namespace, check=False)
+        kubectl("apply", "-f", "-", stdin=json.dumps(self.manifest()))
+
+    def healthy(self) -> bool:
+        """Leader writable and every follower streaming."""
+        st = self.status()
+        rows = st.get("instances") or []
+        streaming = [r for r in rows if r.get("streaming")]
+        ready = next((c for c in st.get("conditions") or [] if c["type"] == "DatabaseReady"), {})
+        return (
+            bool(st.get("currentLeader"))
+            and not st.get("failover")
+            and ready.get("status") == "True"
+            and len(streaming) >= self.followers
+        )
+
+    def wait_healthy(self, timeout: float = 300) -> float:
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            try:
+                if self.healthy():
+                    return time.monotonic() - start
+            except (RuntimeError, subprocess.TimeoutExpired):
+                pass
+            time.sleep(1)
+        raise TimeoutError(f"{self.name}: database not healthy after {timeout}s: {self.status()}")
+
+    def leader(self) -> str:
+        return str(self.status()["currentLeader"])
+
+    def pod(self, name: str) -> dict[str, Any]:
+        return get("pod", name, self.namespace)
+
+    def labels(self) -> dict[str, str]:
+        out = json.loads(
+            kubectl(
+                "get",
+                "pods",
+                "-n",
+                self.namespace,
+                "-l",
+                f"archop.io/architecture={self.name},app.kubernetes.io/component=database",
+                "-o",
+                "json",
+            )
+        )
+        return {
+            p["metadata"]["name"]: (p["metadata"].get("labels") or {}).get("archop.io/role", "")
+            for p in out["items"]
+        }
+
+
+def _client_pod(arch: Arch, name: str, script: str, env: dict[str, Any]) -> None:
+    sts = get("statefulset", f"{arch.name}-db", arch.namespace)
+    image = sts["spec"]["template"]["spec"]["containers"][0]["image"]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": arch.namespace,
+            "labels": {"app.kubernetes.io/name": "archop-bench"},
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "securityContext": {"runAsUser": 999, "runAsGroup": 999},
+            "containers": [
+                {
+                    "name": "client",
+                    "image": image,
+                    "command": ["bash", "-c", script],
+                    "env": _env(env),
+                }
+            ],
+        },
+    }
+    kubectl("apply", "-f", "-", stdin=json.dumps(pod))
+    kubectl(
+        "wait", "--for=condition=Ready", f"pod/{name}", "-n", arch.namespace, "--timeout=120s", timeout=130
+    )
+
+
+def _env(env: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for k, v in env.items():
+        out.append({"name": k, "valueFrom": v} if isinstance(v, dict) else {"name": k, "value": str(v)})
+    return out
+
+
+def _secret_ref(secret_name: str, key: str) -> dict[str, Any]:
+    return {"secretKeyRef": {"name": secret_name, "key": key}}
+
+
+@dataclass
+class Traffic:
+    """The writer and sampler pods of one run."""
+
+    arch: Arch
+    run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    @property
+    def writer(self) -> str:
+        return f"bench-writer-{self.run}"
+
+    @property
+    def sampler(self) -> str:
+        return f"bench-sampler-{self.run}"
+
+    def start(self) -> None:
+        a = self.arch
+        _client_pod(
+            a,
+            self.writer,
+            WRITER,
+            {
+                "RW": f"{a.name}-db-rw",
+                "RUN": self.run,
+                "APP_USER": _secret_ref(f"{a.name}-db-app", "username"),
+                "APP_PASSWORD": _secret_ref(f"{a.name}-db-app", "password"),
+            },
+        )
+        _client_pod(
+            a,
+            self.sampler,
+            SAMPLER,
+            {
+                "ARCH": a.name,
+                "INSTANCES": a.instances,
+                "SU_USER": _secret_ref(f"{a.name}-db-superuser", "username"),
+                "SU_PASSWORD": _secret_ref(f"{a.name}-db-superuser", "password"),
+            },
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not self.acks():
+            time.sleep(1)
+
+    def log(self, pod: str) -> list[list[str]]:
+        out = kubectl("logs", pod, "-n", self.arch.namespace, timeout=60, check=False)
+        return [line.split() for line in out.splitlines() if line.strip()]
+
+    def acks(self) -> list[tuple[int, float]]:
+        return [(int(p[1]), float(p[2])) for p in self.log(self.writer) if len(p) == 3 and p[0] == "ack"]
+
+    def errors(self) -> list[tuple[int, float]]:
+        return [(int(p[1]), float(p[2])) for p in self.log(self.writer) if len(p) == 3 and p[0] == "err"]
+
+    def stop(self) -> None:
+        for pod in (self.writer, self.sampler):
+            kubectl("delete", "pod", pod, "-n", self.arch.namespace, "--wait=false", check=False)
+
+    def stored_ids(self) -> set[int]:
+        a = self.arch
+        leader = a.leader()
+        out = kubectl(
+            "exec",
+            leader,
+            "-n",
+            a.namespace,
+            "-c",
+            "postgres",
+            "--",
+            "bash",
+            "-c",
+            f'psql -h /var/run/postgresql -U "$POSTGRES_USER" -d app -XAtqc '
+            f"\"select id from bench where run = '{self.run}'\"",
+            timeout=60,
+        )
+        return {int(x) for x in out.split()}
+
+
+def rto(acks: list[tuple[int, float]], errors: list[tuple[int, float]], fault_at: float) -> float:
+    """Fault -> first acknowledged write after the first failed write that followed the fault (0 when no
+    write failed at all)."""
+    first_err = min((t for _, t in errors if t >= fault_at), default=None)
+    if first_err is None:
+        return 0.0
+    after = [t for _, t in acks if t > first_err]
+    return (min(after) - fault_at) if after else float("inf")
+
+
+def split_brain(samples: list[list[str]], label_history: list[tuple[float, dict[str, str]]]) -> bool:
+    """Two pods answering pg_is_in_recovery() = false while both carry role=leader (labels sampled by the
+    host at about the same moment)."""
+    by_time: dict[str, list[str]] = {}
+    for s in samples:
+        if len(s) == 4 and s[0] == "sample" and s[3] == "f":
+            by_time.setdefault(s[1], []).append(s[2])
+    for ts, pods in by_time.items():
+        if len(pods) < 2:
+            continue
+        t = float(ts)
+        near = [labels for at, labels in label_history if abs(at - t) <= 1.0]
+        for labels in near:
+            if sum(1 for p in pods if labels.get(p) == "leader") >= 2:
+                return True
+    return False
+
+
+# ------------------------------------------------------------------------------------------ faults
+
+
+def node_of(arch: Arch, pod: str) -> str:
+    return str(arch.pod(pod)["spec"]["nodeName"])
+
+
+def operator_leader() -> str:
+    lease = get("lease", "archop-operator", OPERATOR_NAMESPACE)
+    return str(lease["spec"]["holderIdentity"])
+
+
+_SIGNAL_POSTGRES = (
+    'for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = postgres ] && '
+    "kill -{sig} ${{p#/proc/}}; done; true"
+)
+
+
+def inject(scenario: str, arch: Arch, leader: str) -> tuple[float, Any]:
+    """Start the fault; returns (time, undo-state)."""
+    ns = arch.namespace
+    if scenario in ("pod-delete", "operator-kill"):
+        at = time.time()
+        kubectl("delete", "pod", leader, "-n", ns, "--grace-period=0", "--force", "--wait=false")
+        if scenario == "operator-kill":
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # right after FailoverStarted
+                ev = kubectl(
+                    "get",
+                    "events",
+                    "-n",
+                    ns,
+                    "--field-selector",
+                    "reason=FailoverStarted",
+                    "-o",
+                    "name",
+                    check=False,
+                )
+                if ev.strip():
+                    break
+                time.sleep(0.2)
+            kubectl(
+                "delete",
+                "pod",
+                operator_leader(),
+                "-n",
+                OPERATOR_NAMESPACE,
+                "--grace-period=0",
+                "--force",
+                "--wait=false",
+                check=False,
+            )
+        return at, None
+    if scenario == "kill-postmaster":
+        at = time.time()
+        kubectl(
+            "exec",
+            leader,
+            "-n",
+            ns,
+            "-c",
+            "postgres",
+            "--",
+            "bash",
+            "-c",
+            'kill -9 "$(head -1 "$PGDATA/postmaster.pid")"',
+            check=False,
+        )
+        return at, None
+    if scenario == "leader-freeze":
+        at = time.time()
+        kubectl(
+            "exec", leader, "-n", ns, "-c", "fence", "--", "bash", "-c", _SIGNAL_POSTGRES.format(sig="STOP")
+        )
+        return at, leader
+    node = node_of(arch, leader)
+    if scenario == "node-stop":
+        at = time.time()
+        docker("stop", "-t", "0", node)
+        return at, node
+    if scenario == "node-partition":
+        at = time.time()
+        docker("network", "disconnect", KIND_NETWORK, node)
+        return at, node
+    raise ValueError(f"unknown scenario {scenario}")
+
+
+def undo(scenario: str, arch: Arch, state: Any) -> None:
+    if scenario == "leader-freeze" and state:
+        kubectl(
+            "exec",
+            state,
+            "-n",
+            arch.namespace,
+            "-c",
+            "fence",
+            "--",
+            "bash",
+            "-c",
+            _SIGNAL_POSTGRES.format(sig="CONT"),
+            check=False,
+        )
+    elif scenario == "node-stop" and state:
+        docker("start", state)
+    elif scenario == "node-partition" and state:
+        docker("network", "connect", KIND_NETWORK, state)
+
+
+@dataclass
+class RunResult:
+    scenario: str
+    rto_s: float
+    lost: int
+    rejoin_s: float
+    split_brain: bool
+    old_leader: str
+    new_leader: str
+
+
+UNDOABLE = ("node-stop", "node-partition", "leader-freeze")
+
+
+def old_leader_back(arch: Arch, old: str) -> bool:
+    """The old leader streams as a follower again (or, after a quick restart, leads again), all healthy."""
+    st = arch.status()
+    row = next((r for r in st.get("instances") or [] if r.get("name") == old), {})
+    return arch.healthy() and (bool(row.get("streaming")) or st.get("currentLeader") == old)
+
+
+def run_once(arch: Arch, scenario: str, hold_s: float = 20.0, timeout: float = 300.0) -> RunResult:
+    """One fault with traffic running. Faults that can be undone are held `hold_s` seconds. Rejoin time is
+    measured from the moment the old leader could come back (the undo, or the fault itself)."""
+    arch.wait_healthy()
+    traffic = Traffic(arch)
+    traffic.start()
+    labels: list[tuple[float, dict[str, str]]] = []
+    leader = arch.leader()
+    time.sleep(2)
+    fault_at, state = inject(scenario, arch, leader)
+    back_from = fault_at
+    undone = scenario not in UNDOABLE
+    rejoined_at = None
+    try:
+        deadline = time.monotonic() + hold_s + timeout
+        while time.monotonic() < deadline:
+            now = time.time()
+            try:
+                labels.append((now, arch.labels()))
+                if undone and old_leader_back(arch, leader):
+                    rejoined_at = now
+                    break
+            except (RuntimeError, subprocess.TimeoutExpired):
+                pass
+            if not undone and now - fault_at >= hold_s:
+                undo(scenario, arch, state)
+                undone, back_from = True, time.time()
+            time.sleep(0.5)
+        if rejoined_at is None:
+            raise TimeoutError(f"{scenario}: {leader} did not rejoin: {arch.status()}")
+        time.sleep(2)  # let the writer record a few acks on the final topology
+        acks, errors = traffic.acks(), traffic.errors()
+        lost = len({i for i, _ in acks} - traffic.stored_ids())
+        samples = traffic.log(traffic.sampler)
+        return RunResult(
+            scenario,
+            rto(acks, errors, fault_at),
+            lost,
+            rejoined_at - back_from,
+            split_brain(samples, labels),
+            leader,
+            arch.leader(),
+        )
+    finally:
+        if not undone:
+            undo(scenario, arch, state)
+        traffic.stop()
