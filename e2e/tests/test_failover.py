@@ -1,0 +1,62 @@
+"""Failover on the kind cluster: the leader's pod force-deleted and the leader's node stopped, with a writer
+running through N-db-rw in synchronous mode. The database must recover, no acknowledged write may be lost,
+the old leader must rejoin as a follower, and the story must be told in status and events."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+
+import pytest
+from conftest import ROOT, get_json
+
+sys.path.insert(0, str(ROOT))
+
+from bench.failover.harness import Arch, run_once  # noqa: E402
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def arch(namespace: str) -> Arch:
+    a = Arch(name=f"fo-{uuid.uuid4().hex[:4]}", namespace=namespace, synchronous=True)
+    a.create()
+    a.wait_healthy(timeout=600)
+    return a
+
+
+def events(namespace: str) -> set[str]:
+    items = get_json("events", namespace=namespace)["items"]
+    return {e["reason"] for e in items}
+
+
+def check_recovered(arch: Arch, result, *, leader_changed: bool) -> None:
+    assert result.lost == 0, f"{result.lost} acknowledged writes lost"
+    assert not result.split_brain
+    assert result.rto_s < 30, f"RTO {result.rto_s:.1f}s"
+    st = arch.status()
+    assert st["currentLeader"] == result.new_leader
+    assert st.get("followersReady") == arch.followers
+    assert not st.get("failover")
+    if leader_changed:
+        assert result.new_leader != result.old_leader
+        last = st["lastFailover"]
+        assert last["from"] == result.old_leader and last["to"] == result.new_leader
+        assert last["durationSeconds"] < 20
+        labels = arch.labels()
+        assert labels[result.new_leader] == "leader" and labels[result.old_leader] == "follower"
+
+
+def test_leader_pod_force_deleted(arch: Arch):
+    result = run_once(arch, "pod-delete", hold_s=0)
+    check_recovered(arch, result, leader_changed=result.new_leader != result.old_leader)
+    if result.new_leader != result.old_leader:
+        assert {"LeaderUnreachable", "FailoverStarted", "LeaderFenced", "FollowerPromoted", "ServicesRewired",
+                "FollowersRepointed", "FailoverCompleted"} <= events(arch.namespace)
+
+
+def test_leader_node_stopped(arch: Arch):
+    result = run_once(arch, "node-stop", hold_s=30)
+    check_recovered(arch, result, leader_changed=True)
+    assert result.rto_s < 20
+    assert events(arch.namespace) & {"FollowerRejoined", "RejoinByBaseBackup"}
