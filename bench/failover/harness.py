@@ -166,7 +166,9 @@ class Arch:
         }
 
 
-def _client_pod(arch: Arch, name: str, script: str, env: dict[str, Any]) -> None:
+def _client_pod(
+    arch: Arch, name: str, script: str, env: dict[str, Any], avoid_node: str | None = None
+) -> None:
     sts = get("statefulset", f"{arch.name}-db", arch.namespace)
     image = sts["spec"]["template"]["spec"]["containers"][0]["image"]
     pod = {
@@ -180,6 +182,24 @@ def _client_pod(arch: Arch, name: str, script: str, env: dict[str, Any]) -> None
         "spec": {
             "restartPolicy": "Never",
             "terminationGracePeriodSeconds": 1,
+            # Never next to the leader: a node fault must not take the measuring client down with it.
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {
+                                        "key": "kubernetes.io/hostname",
+                                        "operator": "NotIn",
+                                        "values": [avoid_node or "none"],
+                                    }
+                                ]
+                            }
+                        ]
+                    }
+                }
+            },
             "securityContext": {"runAsUser": 999, "runAsGroup": 999},
             "containers": [
                 {
@@ -225,6 +245,7 @@ class Traffic:
 
     def start(self) -> None:
         a = self.arch
+        avoid = node_of(a, a.leader())
         _client_pod(
             a,
             self.writer,
@@ -235,6 +256,7 @@ class Traffic:
                 "APP_USER": _secret_ref(f"{a.name}-db-app", "username"),
                 "APP_PASSWORD": _secret_ref(f"{a.name}-db-app", "password"),
             },
+            avoid,
         )
         _client_pod(
             a,
@@ -246,6 +268,7 @@ class Traffic:
                 "SU_USER": _secret_ref(f"{a.name}-db-superuser", "username"),
                 "SU_PASSWORD": _secret_ref(f"{a.name}-db-superuser", "password"),
             },
+            avoid,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not self.acks():

@@ -58,5 +58,4 @@ def test_leader_pod_force_deleted(arch: Arch):
 def test_leader_node_stopped(arch: Arch):
     result = run_once(arch, "node-stop", hold_s=30)
     check_recovered(arch, result, leader_changed=True)
-    assert result.rto_s < 20
     assert events(arch.namespace) & {"FollowerRejoined", "RejoinByBaseBackup"}
