@@ -154,7 +154,7 @@ def kube_effects(api: Any, namespace: str) -> tuple[Callable[[str, str], None], 
         try:
             apply.patch_pod_labels(api, namespace, pod, {names.L_ROLE: role})
         except Exception as exc:  # a pod that is gone needs no label
-            if getattr(getattr(exc, "response", None), "status_code", None) == 404 or "not found" in str(exc):
+            if "HTTP 404" in str(exc):  # apply maps API errors to kopf.TemporaryError("... HTTP <code>: ...")
                 return
             raise
 
