@@ -21,10 +21,19 @@ fi
 
 if ! have_image "$PYTHON_BASE_IMAGE"; then
   log "building $PYTHON_BASE_IMAGE"
-  docker build -q -t "$PYTHON_BASE_IMAGE" --build-arg BASE="$BASE_IMAGE" -f - "$here" >/dev/null <<'DOCKERFILE'
+  ctx=$(mktemp -d)
+  mkdir -p "$ctx/ca"
+  # Machines here reach the package registries through a TLS proxy whose CA the host trusts; builds on
+  # this base (pip install in the project Dockerfile) must trust it too. Elsewhere the folder is empty.
+  cp /usr/local/share/ca-certificates/*.crt "$ctx/ca/" 2>/dev/null || true
+  cat > "$ctx/Dockerfile" <<'DOCKERFILE'
 ARG BASE
 FROM ${BASE}
+COPY ca/ /usr/local/share/ca-certificates/
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      python3 python3-venv ca-certificates && rm -rf /var/lib/apt/lists/*
+      python3 python3-venv ca-certificates && rm -rf /var/lib/apt/lists/* && update-ca-certificates >/dev/null
+ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 DOCKERFILE
+  docker build -q -t "$PYTHON_BASE_IMAGE" --build-arg BASE="$BASE_IMAGE" "$ctx" >/dev/null
+  rm -rf "$ctx"
 fi
