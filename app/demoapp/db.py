@@ -94,6 +94,7 @@ class Backend:
 
 class Db:
     RO_DOWN_MIN, RO_DOWN_MAX = 1.0, 5.0  # how long reads skip a failed ro target (doubling)
+    RW_FRESH = 2.0
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
@@ -105,6 +106,7 @@ class Db:
             self.ro = Backend("ro", settings.conninfo("ro"), pw, size, get_timeout=1.0)
         self._ro_down_until = 0.0
         self._ro_down_for = 0.0
+        self._rw_ok_at = 0.0  # last time rw answered: readiness needs no extra query under load
 
     async def open(self) -> None:
         await self.rw.open()
@@ -158,6 +160,13 @@ class Db:
                 self.metrics.ro_fallbacks.inc()
             try:
                 result = await self._attempt(backend, fn, deadline)
+            except errors.UndefinedTable as exc:
+                if backend is not self.ro:
+                    raise
+                # A follower that has not replayed the migration yet (first start): ask the leader.
+                self.metrics.db_errors.labels(backend.name, type(exc).__name__).inc()
+                self._ro_failed()
+                continue
             except RETRYABLE as exc:
                 self.metrics.db_errors.labels(backend.name, type(exc).__name__).inc()
                 if isinstance(exc, _RECONNECT):
@@ -176,6 +185,8 @@ class Db:
                 continue
             if backend is self.ro:
                 self._ro_ok()
+            else:
+                self._rw_ok_at = monotonic()
             return result, backend.name
 
     async def _attempt(self, backend: Backend, fn: Work[T], deadline: float) -> T:
@@ -189,10 +200,15 @@ class Db:
                 raise
 
     async def ping(self, timeout: float = 1.0) -> bool:
-        """One `SELECT 1` on rw, no retries (readiness)."""
+        """rw reachable: it answered in the last RW_FRESH seconds, or answers one `SELECT 1` now.
+        Why the shortcut: under load every pooled connection is busy, and a probe that queues for one
+        would mark a healthy pod unready."""
+        if monotonic() - self._rw_ok_at < self.RW_FRESH:
+            return True
         try:
             async with self.rw.pool.connection(timeout=timeout) as conn:
                 await conn.execute("SELECT 1")
+            self._rw_ok_at = monotonic()
             return True
         except psycopg.Error:
             await self.rw.replace()
