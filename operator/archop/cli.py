@@ -125,6 +125,20 @@ def run(settings: Settings, leader_election: bool) -> int:
     return 0
 
 
+class _QuietRenewals(logging.Filter):
+    """Drop the Lease library's per-renewal INFO lines (it logs through the root logger every 2 s)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno < logging.WARNING and "leaderelection" in record.pathname)
+
+
+def quiet_noisy_loggers() -> None:
+    # On the root logger itself (the library logs through it), so kopf re-configuring handlers keeps it.
+    logging.getLogger().addFilter(_QuietRenewals())
+    # kopf's liveness endpoint is probed every few seconds; its access log says nothing useful.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="archop", description="The archop Kubernetes operator.")
     sub = parser.add_subparsers(dest="command")
@@ -133,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                             help="skip the Lease (local development; never with more than one replica)")
     args = parser.parse_args(argv)
     kopf.configure(log_format=kopf.LogFormat.JSON, log_refkey="object", log_prefix=False)
+    quiet_noisy_loggers()
     settings = Settings.from_env()
     config.install(settings)
     leader_election = settings.leader_election and not getattr(args, "no_leader_election", False)

@@ -116,10 +116,13 @@ wait_for_primary() {
 
 bootstrap() {
   log "initdb: $POD_NAME is the bootstrap leader and no peer answers"
-  local pw=()
-  if [[ -n ${POSTGRES_PASSWORD:-} ]]; then pw=(--pwfile=<(printf '%s\n' "$POSTGRES_PASSWORD")); fi
+  local pw=() pwfile
+  # A private file, not <(...): some runtimes give containers no /dev/fd.
+  pwfile=$(mktemp "$RUN_DIR/pw.XXXXXX")
+  if [[ -n ${POSTGRES_PASSWORD:-} ]]; then printf '%s\n' "$POSTGRES_PASSWORD" > "$pwfile"; pw=(--pwfile="$pwfile"); fi
   # Checksums (and wal_log_hints in the config) are what pg_rewind needs later.
   initdb -D "$PGDATA" -U "$SUPERUSER" --data-checksums --encoding=UTF8 --locale=C --auth-local=trust --auth-host=scram-sha-256 "${pw[@]}" >&2
+  rm -f "$pwfile"
   pg_ctl -D "$PGDATA" -w -o "-p $PGPORT -c listen_addresses='' -c unix_socket_directories=$RUN_DIR" start >&2
   {
     # The superuser may double as replication user (it can replicate anyway).
