@@ -1,0 +1,32 @@
+"""Unit tests of the failover benchmark's pure measurements (bench/failover/harness.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, home of bench/
+
+from bench.failover.harness import rto, split_brain  # noqa: E402
+
+
+def test_rto_from_fault_to_first_ack_after_the_first_error():
+    acks = [(1, 9.9), (2, 10.05), (5, 12.5), (6, 12.6)]
+    errors = [(3, 10.2), (4, 11.0)]
+    assert rto(acks, errors, fault_at=10.0) == 2.5
+    assert rto(acks, [], fault_at=10.0) == 0.0
+    assert rto([(1, 9.0)], [(2, 10.5)], fault_at=10.0) == float("inf")
+
+
+def test_split_brain_needs_two_primaries_both_labelled_leader():
+    samples = [
+        ["sample", "100.0", "a-db-0", "f"],
+        ["sample", "100.0", "a-db-1", "f"],
+        ["sample", "100.0", "a-db-2", "t"],
+    ]
+    fenced = [(100.2, {"a-db-0": "fenced", "a-db-1": "leader"})]
+    assert not split_brain(samples, fenced)
+    both = [(100.3, {"a-db-0": "leader", "a-db-1": "leader"})]
+    assert split_brain(samples, both)
+    far = [(105.0, {"a-db-0": "leader", "a-db-1": "leader"})]
+    assert not split_brain(samples, far)
