@@ -45,5 +45,8 @@ async def test_cdn_in_front_of_the_app(client: TestClient, tmp_path: Path) -> No
             assert (await status("POST", "/users", json={"name": "via-cdn"}))[0] == 201
             assert (await status("GET", "/users/987654321"))[0] == 404
             assert (await status("GET", "/users/987654321"))[1] == "MISS"  # errors are no-store
+            # The app's JSON 413, not nginx's HTML one.
+            async with s.post(base + "/users", data=b"x" * (65 * 1024)) as r:
+                assert r.status == 413 and (await r.json())["error"] == "payload_too_large"
     finally:
         await asyncio.to_thread(ngx.stop)

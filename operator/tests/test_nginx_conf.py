@@ -135,6 +135,9 @@ async def test_cdn_caches_bypasses_and_serves_stale(tmp_path: Path, upstream) ->
             await asyncio.sleep(2.1)  # /item's max-age=1 has passed (nginx keeps whole seconds)
             await runner.cleanup()  # the app is gone
             assert await get("/item") == ("STALE", {"hits": 1})
+            async with s.get(base + "/plain?never-cached") as r:  # nothing stale to serve: JSON 503
+                assert r.status == 503 and r.headers["Retry-After"] == "1"
+                assert await r.json() == {"error": "unavailable", "message": "app unavailable, retry shortly"}
             async with s.get(base + HEALTH_PATH) as r:
                 assert r.status == 200 and await r.json() == {"status": "ok"}
     finally:

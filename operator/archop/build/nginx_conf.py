@@ -66,7 +66,8 @@ http {{
     server_tokens off;
     sendfile on;
     keepalive_timeout 65s;
-    client_max_body_size 64k;
+    # Above the app's own 64 KiB limit, so the app answers 413 itself (JSON); still bounds abuse.
+    client_max_body_size 1m;
 
     log_format cdn escape=json '{{"time":"$time_iso8601","remote":"$remote_addr","method":"$request_method",'
         '"uri":"$request_uri","status":$status,"bytes":$body_bytes_sent,"request_time":$request_time,'
@@ -100,6 +101,16 @@ http {{
         listen {listen_port};
         # On every response (empty, hence omitted, where no cache was consulted).
         add_header X-Cache-Status $upstream_cache_status always;
+
+        # The app is unreachable and nothing stale is cached: JSON like the app's own errors, not HTML.
+        # (The app's own 5xx pass through untouched: proxy_intercept_errors stays off.)
+        error_page 502 503 504 = @app_unavailable;
+        location @app_unavailable {{
+            default_type application/json;
+            add_header Retry-After 1 always;
+            add_header Cache-Control no-store always;
+            return 503 '{{"error":"unavailable","message":"app unavailable, retry shortly"}}';
+        }}
 
         location = {HEALTH_PATH} {{
             access_log off;
