@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection, errors
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from demoapp.config import Settings
 from demoapp.metrics import Metrics
@@ -28,14 +28,14 @@ Work = Callable[[AsyncConnection[Any]], Awaitable[T]]
 
 # Worth another attempt: connection trouble (OperationalError covers lost sockets, refused connects,
 # admin shutdown, pool timeouts), a leader that became read-only, and transient transaction aborts.
-RETRYABLE: tuple[type[BaseException], ...] = (
-    psycopg.OperationalError,
-    errors.ReadOnlySqlTransaction,
-    errors.SerializationFailure,  # includes "conflict with recovery" on followers
-    errors.DeadlockDetected,
-)
-# After these the connection (and its pool siblings) point at the wrong or a dead server.
+# OperationalError includes serialization failures ("conflict with recovery" on followers too) and
+# deadlocks.
+RETRYABLE: tuple[type[BaseException], ...] = (psycopg.OperationalError, errors.ReadOnlySqlTransaction)
+# After these the connection (and its pool siblings) point at the wrong or a dead server ...
 _RECONNECT: tuple[type[BaseException], ...] = (psycopg.OperationalError, errors.ReadOnlySqlTransaction)
+# ... but these OperationalErrors only abort one transaction on a healthy connection.
+_KEEP: tuple[type[BaseException], ...] = (
+    errors.TransactionRollback, errors.SerializationFailure, errors.DeadlockDetected, errors.QueryCanceled)
 
 
 class DbUnavailable(Exception):
@@ -59,6 +59,7 @@ class Backend:
         self._max_size = max_size
         self.get_timeout = get_timeout
         self._replaced_at = 0.0
+        self.ok_at = 0.0  # last successful unit of work through this backend
         self._closing: set[asyncio.Task[None]] = set()
         self.pool = self._new_pool()
 
@@ -72,6 +73,15 @@ class Backend:
 
     async def open(self) -> None:
         await self.pool.open(wait=False)
+
+    def should_replace(self, exc: BaseException) -> bool:
+        """A broken or read-only connection: yes. Waiting too long for a pooled connection while other
+        requests keep succeeding is overload, not a dead server: keep the good connections."""
+        if isinstance(exc, PoolTimeout):
+            return monotonic() - self.ok_at > 2.0
+        if isinstance(exc, _KEEP):
+            return False
+        return isinstance(exc, _RECONNECT)
 
     async def replace(self) -> None:
         """Swap in a fresh pool; the old one closes in the background (its in-use connections on return)."""
@@ -106,7 +116,6 @@ class Db:
             self.ro = Backend("ro", settings.conninfo("ro"), pw, size, get_timeout=1.0)
         self._ro_down_until = 0.0
         self._ro_down_for = 0.0
-        self._rw_ok_at = 0.0  # last time rw answered: readiness needs no extra query under load
 
     async def open(self) -> None:
         await self.rw.open()
@@ -169,7 +178,7 @@ class Db:
                 continue
             except RETRYABLE as exc:
                 self.metrics.db_errors.labels(backend.name, type(exc).__name__).inc()
-                if isinstance(exc, _RECONNECT):
+                if backend.should_replace(exc):
                     await backend.replace()
                 if backend is self.ro:
                     # A dead follower Service must not cost every read a timeout: skip ro for a while
@@ -183,10 +192,9 @@ class Db:
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, 1.0)
                 continue
+            backend.ok_at = monotonic()
             if backend is self.ro:
                 self._ro_ok()
-            else:
-                self._rw_ok_at = monotonic()
             return result, backend.name
 
     async def _attempt(self, backend: Backend, fn: Work[T], deadline: float) -> T:
@@ -203,12 +211,12 @@ class Db:
         """rw reachable: it answered in the last RW_FRESH seconds, or answers one `SELECT 1` now.
         Why the shortcut: under load every pooled connection is busy, and a probe that queues for one
         would mark a healthy pod unready."""
-        if monotonic() - self._rw_ok_at < self.RW_FRESH:
+        if monotonic() - self.rw.ok_at < self.RW_FRESH:
             return True
         try:
             async with self.rw.pool.connection(timeout=timeout) as conn:
                 await conn.execute("SELECT 1")
-            self._rw_ok_at = monotonic()
+            self.rw.ok_at = monotonic()
             return True
         except psycopg.Error:
             await self.rw.replace()
