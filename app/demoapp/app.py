@@ -65,6 +65,10 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
     await db.close()
 
 
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = "demoapp"  # not the framework and its version
+
+
 async def _on_shutdown(app: web.Application) -> None:
     app[STATE].shutting_down = True  # /readyz turns 503 while in-flight requests finish
 
@@ -81,6 +85,7 @@ def create_app(settings: Settings) -> web.Application:
     add_routes(app)
     app.cleanup_ctx.append(_lifespan)
     app.on_shutdown.append(_on_shutdown)
+    app.on_response_prepare.append(_server_header)
     return app
 
 

@@ -130,6 +130,7 @@ async def test_error_responses_are_json_without_internals(client: TestClient) ->
 async def test_ops_endpoints(client: TestClient) -> None:
     async with client.get("/healthz") as r:
         assert r.status == 200 and await r.json() == {"status": "ok"}
+        assert r.headers["Server"] == "demoapp"
     async with client.get("/readyz") as r:
         assert r.status == 200 and (await r.json())["cache"] == "up"
     await new_user(client)
