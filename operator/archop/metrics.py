@@ -22,6 +22,9 @@ leader_up = Gauge(
     "archop_leader_up", "1 while the Postgres leader answers, else 0.", ["namespace", "architecture"])
 database_instances = Gauge(
     "archop_database_instances", "Postgres instances per role.", ["namespace", "architecture", "role"])
+architecture_ready = Gauge(
+    "archop_architecture_ready", "1 while the Architecture's Ready condition is True, else 0.",
+    ["namespace", "architecture"])
 operator_leader = Gauge(
     "archop_operator_leader", "1 on the operator replica that holds the Lease, else 0.")
 
@@ -29,7 +32,7 @@ operator_leader = Gauge(
 def forget_architecture(namespace: str, architecture: str) -> None:
     """Drop the per-Architecture series of a deleted Architecture, so dashboards do not show ghosts."""
     for metric in (replication_lag_bytes, leader_up, database_instances, failover_duration_seconds,
-                   failovers_total):
+                   failovers_total, architecture_ready):
         for labels in list(metric._metrics):  # noqa: SLF001 - prometheus-client has no public listing
             if labels[:2] == (namespace, architecture):
                 metric.remove(*labels)

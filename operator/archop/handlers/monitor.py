@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import importlib
 import logging
 import time
@@ -56,6 +57,7 @@ class DbMonitor:
         self.repl_user = "replicator"
         self.last_events: dict[str, float] = {}
         self.last_workload = 0.0
+        self.workload_fields: dict[str, Any] = {}
         self.body: dict[str, Any] = {}
         set_label, delete_pod = kube_effects(api, namespace)
         self.pods: dict[str, PodState] = {}
@@ -245,9 +247,13 @@ class DbMonitor:
                 wobs = await asyncio.to_thread(_mod("observe").observe_workloads, self.api, self.name,
                                                self.namespace, spec)
                 conditions = st.workload_conditions(wobs, spec, conditions, generation, now)
+                self.workload_fields = st.workload_fields(wobs)
             except Exception as exc:
                 self.log.info("workload observation failed: %s", exc)
         conditions = st.summarise(conditions, generation, now)
+        with contextlib.suppress(ImportError):
+            _mod("metrics").architecture_ready.labels(self.namespace, self.name).set(
+                1 if st.is_true(conditions, reasons.READY) else 0)
         lead = obs.get(leader)
         ready = report.followers_ready(obs, leader)
         desired = max(0, spec.database.instances - 1)
@@ -259,6 +265,7 @@ class DbMonitor:
             "followersDesired": desired,
             "followers": f"{ready}/{desired}",
             "conditions": conditions,
+            **self.workload_fields,
         }
         if lead is not None and lead.probe.is_primary and lead.probe.timeline:
             patch["timeline"] = lead.probe.timeline
