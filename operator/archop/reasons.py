@@ -24,7 +24,6 @@ TIER_DEGRADED = "TierDegraded"
 NO_FAILOVER = "NoFailover"
 
 # Event reasons: reconcile.
-RECONCILED = "Reconciled"
 CHILDREN_APPLIED = "ChildrenApplied"
 RECONCILE_FAILED = "ReconcileFailed"
 SECRETS_CREATED = "SecretsCreated"
@@ -35,7 +34,6 @@ DELETING = "Deleting"
 # Event reasons: database health and failover.
 LEADER_ELECTED = "LeaderElected"  # first leader chosen at bootstrap
 LEADER_UNREACHABLE = "LeaderUnreachable"
-LEADER_RECOVERED = "LeaderRecovered"
 FAILOVER_STARTED = "FailoverStarted"
 FAILOVER_BLOCKED = "FailoverBlocked"
 LEADER_FENCED = "LeaderFenced"
@@ -48,10 +46,7 @@ REJOIN_BY_BASE_BACKUP = "RejoinByBaseBackup"
 SWITCHOVER_STARTED = "SwitchoverStarted"
 SWITCHOVER_COMPLETED = "SwitchoverCompleted"
 SYNC_STANDBYS_UPDATED = "SynchronousStandbysUpdated"
-SELF_FENCED = "SelfFenced"
 
-# Event reasons: operator HA.
-OPERATOR_LEADING = "OperatorLeading"
 
 # Failover/switchover reasons recorded in status.failover.reason (and used as event reasons where noted).
 LEADER_POD_LOST = "LeaderPodLost"  # the leader's pod is gone, not running, or its node is NotReady

@@ -117,7 +117,8 @@ def test_service_targets_the_sidecar_only_when_the_cdn_runs() -> None:
     pod = with_cdn["Deployment"]["spec"]["template"]["spec"]
     assert [c["name"] for c in pod["containers"]] == ["app", "cdn"]
     sidecar = pod["containers"][1]
-    assert sidecar["command"] == ["nginx", "-c", "/etc/archop-cdn/nginx.conf", "-g", "daemon off;"]
+    assert sidecar["command"] == [
+        "nginx", "-e", "stderr", "-c", "/etc/archop-cdn/nginx.conf", "-g", "daemon off;"]
     assert sidecar["securityContext"]["runAsUser"] == 101
     mounts = {m["mountPath"] for m in sidecar["volumeMounts"]}
     assert mounts == {"/etc/archop-cdn", "/var/cache/nginx", "/tmp"}
