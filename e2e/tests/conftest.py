@@ -29,6 +29,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.e2e)
+    # The Helm life cycle uninstalls and reinstalls the operator every other module relies on: run it last.
+    items.sort(key=lambda item: Path(str(item.fspath)).name == "test_helm_lifecycle.py")
 
 
 def kubectl(
