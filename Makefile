@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CACHE ?= /var/cache/archop
-VENV ?= $(CACHE)/venv
+# One virtualenv per checkout (the project is installed editable into it), outside the repo.
+VENV ?= $(CACHE)/venvs/$(notdir $(CURDIR))-$(shell printf %s "$(CURDIR)" | md5sum | cut -c1-8)
 BIN := $(CACHE)/bin
 export PATH := $(BIN):$(PATH)
 export KUBECONFIG ?= $(CACHE)/kubeconfig
@@ -27,11 +28,14 @@ NGINX_IMAGE ?= archop-offline/nginx:1.22
 endif
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: help venv lint chart-tools test cluster cluster-down cluster-smoke images install uninstall demo e2e \
+.PHONY: help deps venv lint chart-tools test cluster cluster-down cluster-smoke images install uninstall demo e2e \
         bench-failover bench-app sync-crds
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+deps: ## Debian packages for the cluster and the local tests (idempotent)
+	scripts/install-deps.sh
 
 venv: $(VENV)/.installed ## the Python virtualenv (outside the repo) with the project and its dev tools
 $(VENV)/.installed: pyproject.toml
@@ -41,16 +45,16 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 lint: venv ## ruff and mypy
-	$(VENV)/bin/ruff check operator app testsupport bench e2e
+	$(VENV)/bin/ruff check operator app testsupport bench e2e scripts
 	$(VENV)/bin/mypy operator/archop app/demoapp
 
 chart-tools: ## helm and kubeconform (cached), needed by the chart checks in make test
 	e2e/cluster/build-tools.sh --chart-tools
 
-test: venv lint chart-tools ## unit and local integration tests (real Postgres, Redis, nginx on loopback), chart checks
+test: deps venv lint chart-tools ## unit and local integration tests (real Postgres, Redis, nginx on loopback), chart checks
 	ARCHOP_REQUIRE_CHART_TOOLS=1 $(PYTEST) -q operator/tests app/tests
 
-cluster: ## build (cached) and start the offline kind cluster: 1 control plane + 3 workers
+cluster: deps ## build (cached) and start the offline kind cluster: 1 control plane + 3 workers
 	e2e/cluster/cluster.sh up
 
 cluster-down: ## delete the cluster
