@@ -1,0 +1,87 @@
+"""The request path a user sees, through the ingress controller on kind: the app writes to the leader,
+reads come back through the CDN sidecar (X-Cache-Status MISS then HIT) and the Redis cache, and
+`X-Consistency: strong` reads see one's own writes at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+from conftest import apply_manifest, architecture, kubectl, wait_for
+
+NAME = "path"
+
+
+@pytest.fixture(scope="module")
+def site(namespace: str) -> tuple[str, str]:
+    host = f"{namespace}.archop.test"
+    spec = {"ingress": {"host": host}, "database": {"followers": 1}, "cdn": {"ttlSeconds": 60}}
+    apply_manifest(architecture(NAME, spec), "-n", namespace)
+    kubectl("wait", "--for=condition=Ready", f"architectures.archop.io/{NAME}", "-n", namespace,
+            "--timeout=300s", timeout=330)
+    base = os.environ.get("E2E_INGRESS_URL")
+    assert base, "set E2E_INGRESS_URL to the ingress controller's address"
+    return base.rstrip("/"), host
+
+
+def call(site: tuple[str, str], method: str, path: str, body: dict[str, Any] | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
+    base, host = site
+    data = json.dumps(body).encode() if body is not None else None
+    all_headers = {"Host": host, "Content-Type": "application/json", **(headers or {})}
+    request = urllib.request.Request(f"{base}{path}", data=data, method=method, headers=all_headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), json.loads(exc.read() or b"null")
+
+
+def test_a_write_goes_through_and_reads_back_strongly(site: tuple[str, str]) -> None:
+    def create() -> tuple[int, dict[str, str], Any] | None:
+        answer = call(site, "POST", "/users", {"name": "alice"})
+        return answer if answer[0] == 201 else None
+
+    status, _, alice = wait_for(create, 60, "POST /users through the ingress")
+    assert alice["name"] == "alice"
+    status, headers, same = call(site, "GET", f"/users/{alice['id']}", headers={"X-Consistency": "strong"})
+    assert status == 200 and same["id"] == alice["id"]
+    assert headers.get("X-DB-Pool") == "rw"  # a strong read goes to the leader
+    assert "no-store" in headers.get("Cache-Control", "")
+
+
+def test_the_cdn_answers_miss_then_hit(site: tuple[str, str]) -> None:
+    _, _, bob = call(site, "POST", "/users", {"name": "bob"})
+    seen = []
+    for _ in range(12):  # two app pods, each with its own CDN cache: a HIT follows within a few requests
+        status, headers, body = call(site, "GET", f"/users/{bob['id']}")
+        assert status == 200 and body["name"] == "bob"
+        seen.append(headers.get("X-Cache-Status"))
+        if seen[-1] == "HIT":
+            break
+    assert seen[0] == "MISS", seen
+    assert "HIT" in seen, seen
+
+
+def test_follow_updates_both_users_and_the_lists(site: tuple[str, str]) -> None:
+    _, _, carol = call(site, "POST", "/users", {"name": "carol"})
+    _, _, dave = call(site, "POST", "/users", {"name": "dave"})
+    status, _, result = call(site, "POST", f"/users/{carol['id']}/follow", {"target": dave["id"]},
+                             headers={"Idempotency-Key": f"follow-{carol['id']}-{dave['id']}"})
+    assert status == 200 and result["changed"] is True
+    again = call(site, "POST", f"/users/{carol['id']}/follow", {"target": dave["id"]},
+                 headers={"Idempotency-Key": f"follow-{carol['id']}-{dave['id']}"})
+    assert again[0] == 200 and again[1].get("Idempotent-Replayed") == "true"
+    _, _, followers = call(site, "GET", f"/users/{dave['id']}/followers?consistency=strong")
+    assert followers["followers"] == [carol["id"]] and followers["count"] == 1
+
+
+def test_bad_input_gets_a_json_4xx(site: tuple[str, str]) -> None:
+    status, _, body = call(site, "GET", "/users/999999999")
+    assert status == 404 and body["error"]
+    status, _, body = call(site, "POST", "/users", {"nom": "x"})
+    assert status == 400 and body["error"]
