@@ -46,7 +46,9 @@ def test_a_write_goes_through_and_reads_back_strongly(site: tuple[str, str]) -> 
         answer = call(site, "POST", "/users", {"name": "alice"})
         return answer if answer[0] == 201 else None
 
-    status, _, alice = wait_for(create, 60, "POST /users through the ingress")
+    answer = wait_for(create, 60, "POST /users through the ingress")
+    assert answer is not None
+    _, _, alice = answer
     assert alice["name"] == "alice"
     status, headers, same = call(site, "GET", f"/users/{alice['id']}", headers={"X-Consistency": "strong"})
     assert status == 200 and same["id"] == alice["id"]
