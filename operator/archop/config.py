@@ -76,8 +76,9 @@ class Settings:
     kopf_liveness_port: int = 8099
     leader_election: bool = True
     lease_name: str = names.LEASE_NAME
-    lease_duration_seconds: int = 15
-    renew_deadline_seconds: int = 10
+    # A standby takes over at most lease + retry = 12 s after the holder dies (at once on a clean stop).
+    lease_duration_seconds: int = 10
+    renew_deadline_seconds: int = 7
     retry_period_seconds: int = 2
     # Lease holder identity: the pod name (the Deployment passes it through the downward API).
     identity: str = "archop"
