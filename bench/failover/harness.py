@@ -34,7 +34,9 @@ echo "ready $(date +%s.%N)"
 i=0
 while true; do
   i=$((i + 1))
-  if psql "$conn" -XAtqc "set statement_timeout = 5000; insert into bench values ('$RUN', $i)" >/dev/null 2>&1
+  # The client-side timeout bounds a connection to a frozen or partitioned server (no TCP reset ever comes);
+  # a killed psql is an unknown outcome, logged as err, never as ack.
+  if timeout -s KILL 5 psql "$conn" -XAtqc "insert into bench values ('$RUN', $i)" >/dev/null 2>&1
   then echo "ack $i $(date +%s.%N)"
   else echo "err $i $(date +%s.%N)"; sleep 0.05
   fi
@@ -102,12 +104,12 @@ class Arch:
             "spec": {
                 "database": {
                     "followers": self.followers,
-                    "synchronous": self.synchronous,
-                    "syncReplicas": 1,
-                    "storageSize": "256Mi",
+                    "replication": {"mode": "sync" if self.synchronous else "async", "syncReplicas": 1},
+                    "storage": {"size": "256Mi"},
                     "failover": {"leaderTimeoutSeconds": 3},
                 },
                 "cache": {"enabled": False},
+                "cdn": {"enabled": False},
                 "ingress": {"enabled": False},
                 "app": {"replicas": 1},
             },
@@ -177,7 +179,12 @@ def _client_pod(
         "metadata": {
             "name": name,
             "namespace": arch.namespace,
-            "labels": {"app.kubernetes.io/name": "archop-bench"},
+            # The app's selector labels: the N-db NetworkPolicy admits the app tier (and the operator) only.
+            "labels": {
+                "app.kubernetes.io/name": "archop-bench",
+                "archop.io/architecture": arch.name,
+                "app.kubernetes.io/component": "app",
+            },
         },
         "spec": {
             "restartPolicy": "Never",
@@ -308,14 +315,33 @@ class Traffic:
         return {int(x) for x in out.split()}
 
 
+OUTAGE_GAP_S = 1.0  # the writer acknowledges every ~0.1 s; a longer silence than this is an outage
+
+
 def rto(acks: list[tuple[int, float]], errors: list[tuple[int, float]], fault_at: float) -> float:
-    """Fault -> first acknowledged write after the first failed write that followed the fault (0 when no
-    write failed at all)."""
-    first_err = min((t for _, t in errors if t >= fault_at), default=None)
-    if first_err is None:
+    """Fault -> the first acknowledged write after the write outage the fault caused.
+
+    The outage is the longest stretch without an acknowledgement that starts at or after the last ack before
+    the fault: failed writes and writes that hang (a frozen or partitioned leader never answers) both count,
+    so the RTO is 0 only when the writer was never held up for more than OUTAGE_GAP_S."""
+    times = sorted(t for _, t in acks)
+    before = [t for t in times if t <= fault_at]
+    prev = before[-1] if before else fault_at
+    best_gap, best_end = 0.0, None
+    for t in (t for t in times if t > fault_at):
+        if t - prev > best_gap:
+            best_gap, best_end = t - prev, t
+        prev = t
+    failed_after = any(t >= fault_at for _, t in errors)
+    if best_end is None:
+        return float("inf") if failed_after or not times else 0.0
+    if best_gap <= OUTAGE_GAP_S and not failed_after:
         return 0.0
-    after = [t for _, t in acks if t > first_err]
-    return (min(after) - fault_at) if after else float("inf")
+    if best_gap <= OUTAGE_GAP_S:
+        # Only short blips: the first ack after the first failure.
+        first_err = min(t for _, t in errors if t >= fault_at)
+        return max(0.0, min((t for t in times if t > first_err), default=float("inf")) - fault_at)
+    return max(0.0, best_end - fault_at)
 
 
 def split_brain(samples: list[list[str]], label_history: list[tuple[float, dict[str, str]]]) -> bool:
@@ -465,9 +491,32 @@ def old_leader_back(arch: Arch, old: str) -> bool:
     return arch.healthy() and (bool(row.get("streaming")) or st.get("currentLeader") == old)
 
 
+def _disrupted(acks: list[tuple[int, float]], errors: list[tuple[int, float]], fault_at: float,
+               now: float) -> bool:
+    """The writer has felt the fault: a failed write, or no ack for longer than OUTAGE_GAP_S."""
+    if any(t >= fault_at for _, t in errors):
+        return True
+    last = max((t for _, t in acks), default=fault_at)
+    times = sorted(t for _, t in acks if t >= fault_at - OUTAGE_GAP_S)
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    return now - max(last, fault_at) > OUTAGE_GAP_S + 1.0 or any(g > OUTAGE_GAP_S for g in gaps)
+
+
+def _writes_flow(acks: list[tuple[int, float]], errors: list[tuple[int, float]], clean_s: float = 2.0
+                 ) -> bool:
+    """The writer acknowledges again, with no failure for the last `clean_s` seconds of acks."""
+    last_err = max((t for _, t in errors), default=0.0)
+    after = [t for _, t in acks if t > last_err]
+    return bool(after) and max(after) - min(after) >= clean_s
+
+
 def run_once(arch: Arch, scenario: str, hold_s: float = 20.0, timeout: float = 300.0) -> RunResult:
     """One fault with traffic running. Faults that can be undone are held `hold_s` seconds. Rejoin time is
-    measured from the moment the old leader could come back (the undo, or the fault itself)."""
+    measured from the moment the old leader could come back (the undo, or the fault itself) until it streams
+    again (or leads again after a restart quick enough that nobody failed over).
+
+    Nothing counts as recovered before the fault has been felt (a failed or stalled write, another leader,
+    or an unhealthy status): right after the fault the status still says "healthy"."""
     arch.wait_healthy()
     traffic = Traffic(arch)
     traffic.start()
@@ -477,6 +526,7 @@ def run_once(arch: Arch, scenario: str, hold_s: float = 20.0, timeout: float = 3
     fault_at, state = inject(scenario, arch, leader)
     back_from = fault_at
     undone = scenario not in UNDOABLE
+    disrupted = status_moved = False
     rejoined_at = None
     try:
         deadline = time.monotonic() + hold_s + timeout
@@ -484,8 +534,15 @@ def run_once(arch: Arch, scenario: str, hold_s: float = 20.0, timeout: float = 3
             now = time.time()
             try:
                 labels.append((now, arch.labels()))
-                if undone and old_leader_back(arch, leader):
+                if not status_moved:
+                    # The status lags the fault by up to a tick: "healthy" right after it means nothing yet.
+                    status_moved = arch.leader() != leader or not arch.healthy() or now - fault_at > 10
+                if not disrupted:
+                    acks, errors = traffic.acks(), traffic.errors()
+                    disrupted = _disrupted(acks, errors, fault_at, now) or status_moved or now - fault_at > 20
+                elif undone and status_moved and rejoined_at is None and old_leader_back(arch, leader):
                     rejoined_at = now
+                if rejoined_at is not None and _writes_flow(traffic.acks(), traffic.errors()):
                     break
             except (RuntimeError, subprocess.TimeoutExpired):
                 pass
@@ -495,8 +552,9 @@ def run_once(arch: Arch, scenario: str, hold_s: float = 20.0, timeout: float = 3
             time.sleep(0.5)
         if rejoined_at is None:
             raise TimeoutError(f"{scenario}: {leader} did not rejoin: {arch.status()}")
-        time.sleep(2)  # let the writer record a few acks on the final topology
         acks, errors = traffic.acks(), traffic.errors()
+        if not _writes_flow(acks, errors):
+            raise TimeoutError(f"{scenario}: writes did not resume: {len(acks)} acks, {len(errors)} errors")
         lost = len({i for i, _ in acks} - traffic.stored_ids())
         samples = traffic.log(traffic.sampler)
         return RunResult(

@@ -86,7 +86,11 @@ async def promote(target: Target, wait_seconds: int = 30) -> bool:
 
 def follower_conninfo(host: str, port: int, user: str, application_name: str, passfile: str | None) -> str:
     """primary_conninfo for a follower. The password stays in the passfile the start script writes."""
-    parts = [f"host={host}", f"port={port}", f"user={user}", f"application_name={application_name}"]
+    # A vanished leader's IP is black-holed. The WAL receiver connects asynchronously and ignores
+    # connect_timeout; tcp_user_timeout bounds the SYN retries too, so it gives up and resolves the name
+    # again instead of hanging in connect() for minutes (start.sh writes the same).
+    parts = [f"host={host}", f"port={port}", f"user={user}", f"application_name={application_name}",
+             "connect_timeout=2", "tcp_user_timeout=4000"]
     if passfile:
         parts.append(f"passfile={passfile}")
     return " ".join(parts)

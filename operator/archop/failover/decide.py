@@ -363,7 +363,10 @@ def _steady(obs: DbObservation, state: State, spec: DatabaseSpec, now: float, me
         actions.append(Unfence(leader_name))
         notes.append(Note(reasons.LEADER_UNFENCED, f"leader {leader_name} was read-only (fenced); lifted"))
     leader_host = obs.host(leader_name)
-    streaming_here = {r.name for r in leader.probe.replicas if r.state == "streaming"}
+    # Only our instances: pg_basebackup's WAL sender (application_name "pg_basebackup") streams too, and
+    # naming it in synchronous_standby_names would hang every commit once the clone finishes.
+    streaming_here = {r.name for r in leader.probe.replicas
+                      if r.state == "streaming" and r.name in obs.instances}
     stuck = dict(memory.stuck_since)
     seen = set(memory.seen_markers)
     for inst in sorted(obs.instances.values(), key=lambda i: i.name):
@@ -535,7 +538,8 @@ def _rewiring(record: FailoverRecord, obs: DbObservation, spec: DatabaseSpec) ->
     if spec.synchronous:
         # Right after promotion nobody streams from the new leader yet: '' keeps writes from hanging; the
         # steady state names the followers as soon as they stream.
-        streaming = [r.name for r in (new.probe.replicas if new else ()) if r.state == "streaming"]
+        streaming = [r.name for r in (new.probe.replicas if new else ())
+                     if r.state == "streaming" and r.name in obs.instances]
         actions.append(SetSyncStandbys(record.to, sync_standby_names(streaming, spec)))
     notes = (
         Note(reasons.SERVICES_REWIRED, f"{names.LEADER} label moved {record.from_} -> {record.to}"),

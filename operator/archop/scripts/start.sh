@@ -33,6 +33,8 @@ LISTEN=${ARCHOP_LISTEN:-*}
 EXTRA_OPTS=${ARCHOP_EXTRA_OPTS:-}
 WAIT_PRIMARY=${ARCHOP_WAIT_PRIMARY_SECONDS:-0}   # 0: wait for a primary forever
 MARKER=archop-rejoin                            # read by the operator with pg_read_file
+CONN_TIMEOUTS="connect_timeout=2 tcp_user_timeout=4000"  # in primary_conninfo (act.py writes the same)
+LOCK_WAIT=${ARCHOP_LOCK_WAIT_SECONDS:-120}
 
 log() { echo "archop-start: $*" >&2; }
 
@@ -85,8 +87,11 @@ configure_follower() {
   local auto="$PGDATA/postgresql.auto.conf"
   touch "$auto"
   sed -i -E '/^[[:space:]]*(primary_conninfo|primary_slot_name|recovery_target_timeline|default_transaction_read_only|synchronous_standby_names)[[:space:]]*=/d' "$auto"
-  printf "primary_conninfo = 'host=%s port=%s user=%s passfile=%s application_name=%s'\n" \
-    "$ARCHOP_PRIMARY_HOST" "$PRIMARY_PORT" "$REPL_USER" "$(passfile)" "$POD_NAME" >>"$auto"
+  # A leader that vanished (pod deleted, node gone) leaves its IP black-holed. The WAL receiver connects
+  # asynchronously and ignores connect_timeout, so without tcp_user_timeout (which bounds the SYN retries
+  # too) it hangs in connect() for minutes instead of resolving the name again.
+  printf "primary_conninfo = 'host=%s port=%s user=%s passfile=%s application_name=%s %s'\n" \
+    "$ARCHOP_PRIMARY_HOST" "$PRIMARY_PORT" "$REPL_USER" "$(passfile)" "$POD_NAME" "$CONN_TIMEOUTS" >>"$auto"
   echo "recovery_target_timeline = 'latest'" >>"$auto"
   touch "$PGDATA/standby.signal"
 }
@@ -221,7 +226,22 @@ run_postgres() {
     $EXTRA_OPTS
 }
 
+# One postmaster per volume. A force-deleted pod's containers may still run while its replacement starts on
+# the same node and volume (seen on kind: 1.2 s of overlap, two postmasters on one PGDATA; postmaster.pid
+# cannot tell, the old one is in another PID namespace). fd 9 stays open through `exec postgres` and is
+# inherited by every backend, so the lock is held until the last process of this instance is gone.
+lock_volume() {
+  local f
+  f="$(dirname "$PGDATA")/archop.lock"
+  exec 9>>"$f"
+  if ! flock -n 9; then
+    log "another instance still runs on this volume; waiting up to ${LOCK_WAIT}s for it to exit"
+    flock -w "$LOCK_WAIT" 9 || { log "the volume is still locked; giving up (the pod restarts)"; exit 1; }
+  fi
+}
+
 main() {
+  lock_volume
   prepare
   local mode
   mode=$(prepare_pgdata)
