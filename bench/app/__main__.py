@@ -42,7 +42,7 @@ async def wait_for_setup(base: str, host: str | None, uid: int, cdn: bool, cache
                     seen_cdn = "X-Cache-Status" in r.headers
                     seen_cache = r.headers.get("X-App-Cache") != "OFF"
                     good = good + 1 if r.status == 200 and (seen_cdn, seen_cache) == (cdn, cache) else 0
-            except (aiohttp.ClientError, asyncio.TimeoutError):  # pods roll over while we wait
+            except (aiohttp.ClientError, TimeoutError):  # pods roll over while we wait
                 good = 0
             await asyncio.sleep(0.1)
 
