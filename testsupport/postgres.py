@@ -243,6 +243,7 @@ def script_env(base: Path, name: str, port: int, primary_port: int, **extra: str
         "ARCHOP_LISTEN": "127.0.0.1",
         "ARCHOP_EXTRA_OPTS": "-c fsync=off -c shared_buffers=32MB",
         "ARCHOP_PASSFILE": str(base / f"{name}.pgpass"),
+        "ARCHOP_LOCKFILE": str(base / f"{name}.lock"),  # one lock per instance, as one volume per pod
         "ARCHOP_WAIT_PRIMARY_SECONDS": "15",
         "POSTGRES_USER": "postgres",
         "REPLICATION_USER": "postgres",

@@ -380,28 +380,28 @@ _SIGNAL_POSTGRES = (
 )
 
 
+def _failovers_started(ns: str) -> int:
+    """How many FailoverStarted events the namespace has seen (repeats are folded into `count`)."""
+    out = kubectl("get", "events", "-n", ns, "--field-selector", "reason=FailoverStarted", "-o", "json",
+                  check=False)
+    try:
+        items = json.loads(out)["items"]
+    except (ValueError, KeyError):
+        return 0
+    return sum(int(e.get("count") or (e.get("series") or {}).get("count") or 1) for e in items)
+
+
 def inject(scenario: str, arch: Arch, leader: str) -> tuple[float, Any]:
     """Start the fault; returns (time, undo-state)."""
     ns = arch.namespace
     if scenario in ("pod-delete", "operator-kill"):
+        started_before = _failovers_started(ns)
         at = time.time()
         kubectl("delete", "pod", leader, "-n", ns, "--grace-period=0", "--force", "--wait=false")
         if scenario == "operator-kill":
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:  # right after FailoverStarted
-                ev = kubectl(
-                    "get",
-                    "events",
-                    "-n",
-                    ns,
-                    "--field-selector",
-                    "reason=FailoverStarted",
-                    "-o",
-                    "name",
-                    check=False,
-                )
-                if ev.strip():
-                    break
+            # Right after THIS run's FailoverStarted (earlier runs left theirs in the namespace).
+            while time.monotonic() < deadline and _failovers_started(ns) <= started_before:
                 time.sleep(0.2)
             kubectl(
                 "delete",

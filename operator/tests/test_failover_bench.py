@@ -10,11 +10,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, h
 from bench.failover.harness import rto, split_brain  # noqa: E402
 
 
-def test_rto_from_fault_to_first_ack_after_the_first_error():
+def test_rto_from_fault_to_first_ack_after_the_outage():
     acks = [(1, 9.9), (2, 10.05), (5, 12.5), (6, 12.6)]
     errors = [(3, 10.2), (4, 11.0)]
     assert rto(acks, errors, fault_at=10.0) == 2.5
-    assert rto(acks, [], fault_at=10.0) == 0.0
+    # Writes that hang (a frozen or partitioned leader never answers) are an outage too, errors or not.
+    assert rto(acks, [], fault_at=10.0) == 2.5
+    # No write held up for more than a second: no outage.
+    steady = [(i, 9.0 + 0.1 * i) for i in range(40)]
+    assert rto(steady, [], fault_at=10.0) == 0.0
     assert rto([(1, 9.0)], [(2, 10.5)], fault_at=10.0) == float("inf")
 
 

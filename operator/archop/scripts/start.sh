@@ -232,7 +232,7 @@ run_postgres() {
 # inherited by every backend, so the lock is held until the last process of this instance is gone.
 lock_volume() {
   local f
-  f="$(dirname "$PGDATA")/archop.lock"
+  f=${ARCHOP_LOCKFILE:-$(dirname "$PGDATA")/archop.lock}
   exec 9>>"$f"
   if ! flock -n 9; then
     log "another instance still runs on this volume; waiting up to ${LOCK_WAIT}s for it to exit"
