@@ -394,13 +394,21 @@ def _failovers_started(ns: str) -> int:
 def inject(scenario: str, arch: Arch, leader: str) -> tuple[float, Any]:
     """Start the fault; returns (time, undo-state)."""
     ns = arch.namespace
-    if scenario in ("pod-delete", "operator-kill"):
-        started_before = _failovers_started(ns)
+    if scenario == "pod-delete":
         at = time.time()
         kubectl("delete", "pod", leader, "-n", ns, "--grace-period=0", "--force", "--wait=false")
+        return at, None
+    if scenario in ("leader-freeze", "operator-kill"):
+        started_before = _failovers_started(ns)
+        at = time.time()
+        kubectl(
+            "exec", leader, "-n", ns, "-c", "fence", "--", "bash", "-c", _SIGNAL_POSTGRES.format(sig="STOP")
+        )
         if scenario == "operator-kill":
-            deadline = time.monotonic() + 60
-            # Right after THIS run's FailoverStarted (earlier runs left theirs in the namespace).
+            # A frozen leader does not come back by itself (a deleted pod often restarts before the leader
+            # timeout, and then no failover starts at all). Kill the operator's Lease holder right after THIS
+            # run's FailoverStarted (earlier runs left theirs in the namespace).
+            deadline = time.monotonic() + 30
             while time.monotonic() < deadline and _failovers_started(ns) <= started_before:
                 time.sleep(0.2)
             kubectl(
@@ -414,7 +422,7 @@ def inject(scenario: str, arch: Arch, leader: str) -> tuple[float, Any]:
                 "--wait=false",
                 check=False,
             )
-        return at, None
+        return at, leader
     if scenario == "kill-postmaster":
         at = time.time()
         kubectl(
@@ -431,12 +439,6 @@ def inject(scenario: str, arch: Arch, leader: str) -> tuple[float, Any]:
             check=False,
         )
         return at, None
-    if scenario == "leader-freeze":
-        at = time.time()
-        kubectl(
-            "exec", leader, "-n", ns, "-c", "fence", "--", "bash", "-c", _SIGNAL_POSTGRES.format(sig="STOP")
-        )
-        return at, leader
     node = node_of(arch, leader)
     if scenario == "node-stop":
         at = time.time()
@@ -450,7 +452,7 @@ def inject(scenario: str, arch: Arch, leader: str) -> tuple[float, Any]:
 
 
 def undo(scenario: str, arch: Arch, state: Any) -> None:
-    if scenario == "leader-freeze" and state:
+    if scenario in ("leader-freeze", "operator-kill") and state:
         kubectl(
             "exec",
             state,
@@ -481,7 +483,7 @@ class RunResult:
     new_leader: str
 
 
-UNDOABLE = ("node-stop", "node-partition", "leader-freeze")
+UNDOABLE = ("node-stop", "node-partition", "leader-freeze", "operator-kill")
 
 
 def old_leader_back(arch: Arch, old: str) -> bool:
