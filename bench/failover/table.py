@@ -1,4 +1,7 @@
-"""python -m bench.failover.table [results/failover.json] -> the Markdown table of docs/failover.md."""
+"""python -m bench.failover.table [--merge-into results/failover.json] [file.json ...]
+
+Prints the Markdown table of docs/failover.md from the benchmark's result lists (default:
+results/failover.json). With --merge-into, the given lists are first concatenated into that file."""
 
 from __future__ import annotations
 
@@ -27,5 +30,16 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def main(argv: list[str]) -> int:
+    out = None
+    if argv[:1] == ["--merge-into"]:
+        out, argv = Path(argv[1]), argv[2:]
+    rows = [row for f in (argv or [str(DEFAULT)]) for row in json.loads(Path(f).read_text())]
+    if out is not None:
+        out.write_text(json.dumps(rows, indent=2) + "\n")
+    print(table(rows))
+    return 0
+
+
 if __name__ == "__main__":
-    print(table(json.loads(Path(sys.argv[1] if len(sys.argv) > 1 else DEFAULT).read_text())))
+    sys.exit(main(sys.argv[1:]))
