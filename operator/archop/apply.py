@@ -8,6 +8,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -202,6 +203,31 @@ def delete_volumes(client: pykube.HTTPClient, name: str, namespace: str) -> list
         if delete(client, ref):
             deleted.append(pvc["metadata"]["name"])
     return deleted
+
+
+def grow_volumes(client: pykube.HTTPClient, name: str, namespace: str, size: str,
+                 smaller_than: Callable[[str, str], bool]) -> tuple[list[str], list[str]]:
+    """Ask for `size` on every database volume still below it: (grown, refusals with the API's reason).
+
+    A StatefulSet's volume template is immutable, so a bigger size is requested on each PVC; the
+    StorageClass must allow expansion, and the API server says so when it does not."""
+    grown, refused = [], []
+    selector = names.selector(name, names.DATABASE)
+    for pvc in list_objects(client, "v1", "PersistentVolumeClaim", namespace, selector):
+        pvc_name = pvc["metadata"]["name"]
+        current = pvc["spec"]["resources"]["requests"]["storage"]
+        if not smaller_than(current, size):
+            continue
+        response = _request(
+            client, "PATCH", f"PersistentVolumeClaim {namespace}/{pvc_name}", "resizing",
+            url=f"persistentvolumeclaims/{pvc_name}", version="v1", namespace=namespace,
+            data=json.dumps({"spec": {"resources": {"requests": {"storage": size}}}}), headers=MERGE,
+        )
+        if response.ok:
+            grown.append(pvc_name)
+        else:
+            refused.append(f"{pvc_name}: {response.json().get('message', response.status_code)}")
+    return grown, refused
 
 
 def release(client: pykube.HTTPClient, api_version: str, kind: str, namespace: str, name: str) -> bool:

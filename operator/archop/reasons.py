@@ -29,6 +29,8 @@ RECONCILE_FAILED = "ReconcileFailed"
 SECRETS_CREATED = "SecretsCreated"
 FOLLOWERS_SCALED = "FollowersScaled"
 UNSAFE_CHANGE_REFUSED = "UnsafeChangeRefused"
+VOLUMES_GROWN = "VolumesGrown"
+VOLUME_GROWTH_REFUSED = "VolumeGrowthRefused"
 DELETING = "Deleting"
 
 # Event reasons: database health and failover.

@@ -62,3 +62,26 @@ def test_events_outside_kopf_go_to_the_log(caplog: pytest.LogCaptureFixture) -> 
         events.emit(events.object_ref("shop", "demo"), reasons.RECONCILE_FAILED, "boom", warning=True)
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
         ("INFO", "FollowersScaled: Followers scaled from 2 to 3"), ("WARNING", "ReconcileFailed: boom")]
+
+
+def test_deployed_storage_reads_the_volume_template() -> None:
+    from archop.handlers.reconcile import deployed_storage
+
+    assert deployed_storage(None) is None
+    assert deployed_storage({"spec": {}}) is None
+    sts = {"spec": {"volumeClaimTemplates": [{"spec": {"resources": {"requests": {"storage": "2Gi"}},
+                                                       "storageClassName": "fast"}}]}}
+    assert deployed_storage(sts) == ("2Gi", "fast")
+
+
+def test_the_volume_template_keeps_the_deployed_size() -> None:
+    from archop.build import build_all
+    from archop.config import Settings
+    from archop.handlers.reconcile import keep_volume_template
+    from archop.spec import ArchitectureSpec
+
+    spec = ArchitectureSpec.parse({"database": {"storage": {"size": "5Gi"}}})
+    manifests = build_all("shop", "ns", spec, Settings(), "conf")
+    keep_volume_template(manifests, "shop-db", "1Gi")
+    sts = next(m for m in manifests if m["kind"] == "StatefulSet")
+    assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "1Gi"

@@ -8,6 +8,7 @@ import logging
 import re
 import time
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import kopf
@@ -41,6 +42,32 @@ def unsafe_changes(old: ArchitectureSpec, new: ArchitectureSpec) -> list[str]:
         problems.append("database.storage.storageClassName is immutable; set it back to "
                         f"{old.database.storage_class or '(unset)'}")
     return problems
+
+
+def deployed_storage(statefulset: dict[str, Any] | None) -> tuple[str, str | None] | None:
+    """(size, storage class) of the database's volume template as deployed, or None before the first apply."""
+    templates = ((statefulset or {}).get("spec") or {}).get("volumeClaimTemplates") or []
+    if not templates:
+        return None
+    pvc = templates[0].get("spec") or {}
+    return str(pvc["resources"]["requests"]["storage"]), pvc.get("storageClassName")
+
+
+def keep_volume_template(manifests: list[dict[str, Any]], statefulset: str, size: str) -> None:
+    """A StatefulSet's volume template is immutable: keep the deployed size (growth goes to the PVCs)."""
+    for m in manifests:
+        if m["kind"] == "StatefulSet" and m["metadata"]["name"] == statefulset:
+            for template in m["spec"].get("volumeClaimTemplates") or []:
+                template["spec"]["resources"]["requests"]["storage"] = size
+
+
+def _grow_volumes(client: Any, body: dict[str, Any], name: str, namespace: str, size: str) -> None:
+    grown, refused = apply.grow_volumes(client, name, namespace, size,
+                                        lambda a, b: quantity_bytes(a) < quantity_bytes(b))
+    if grown:
+        events.emit(body, reasons.VOLUMES_GROWN, f"Asked for {size} on {', '.join(grown)}")
+    if refused:
+        events.emit(body, reasons.VOLUME_GROWTH_REFUSED, "; ".join(refused), warning=True)
 
 
 def summary(manifests: list[dict[str, Any]], pruned: list[dict[str, Any]]) -> str:
@@ -124,8 +151,13 @@ def _reconcile(
         spec = ArchitectureSpec.parse(raw_spec)
     except (TypeError, ValueError) as exc:
         raise kopf.PermanentError(f"spec cannot be read: {exc}") from exc
-    if old and old.get("spec") is not None:
-        problems = unsafe_changes(ArchitectureSpec.parse(old["spec"]), spec)
+    client = apply.api()
+    # What is deployed is the truth to compare with (kopf's last-handled copy may predate defaults).
+    deployed = deployed_storage(apply.get(client, "apps/v1", "StatefulSet", namespace, names.db(name)))
+    if deployed is not None:
+        size, storage_class = deployed
+        was = replace(spec, database=replace(spec.database, storage_size=size, storage_class=storage_class))
+        problems = unsafe_changes(was, spec)
         if problems:
             message = "; ".join(problems)
             events.emit(body, reasons.UNSAFE_CHANGE_REFUSED, message, warning=True)
@@ -134,7 +166,10 @@ def _reconcile(
     conf = cdn.nginx_conf(spec) if spec.cdn.enabled else ""
     manifests = build_all(name, namespace, spec, settings, conf,
                           current_leader=current_status.get("currentLeader"))
-    client = apply.api()
+    if deployed is not None:
+        keep_volume_template(manifests, names.db(name), deployed[0])
+        if quantity_bytes(deployed[0]) < quantity_bytes(spec.database.storage_size):
+            _grow_volumes(client, body, name, namespace, spec.database.storage_size)
 
     created = [s["metadata"]["name"] for s in secrets.build_secrets(name, namespace)
                if apply.create_if_absent(client, s, owner=body)]
