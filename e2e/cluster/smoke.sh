@@ -58,11 +58,16 @@ spec:
       http:
         paths: [{path: /, pathType: Prefix, backend: {service: {name: echo, port: {number: 80}}}}]
 YAML
-kubectl -n "$ns" rollout status ds/echo --timeout=120s >/dev/null || fail "echo DaemonSet not ready"
-for w in $workers; do
+# A brand-new DaemonSet can report "rolled out" before its controller has created any pod: poll instead.
+running_on() {
   kubectl -n "$ns" get pods -l app=echo -o jsonpath='{range .items[*]}{.spec.nodeName} {.status.phase}{"\n"}{end}' \
-    | grep -q "^$w Running$" || fail "no running pod on $w"
+    | grep -q "^$1 Running$"
+}
+for w in $workers; do
+  for _ in $(seq 1 120); do running_on "$w" && break; sleep 1; done
+  running_on "$w" || fail "no running pod on $w"
 done
+kubectl -n "$ns" rollout status ds/echo --timeout=120s >/dev/null || fail "echo DaemonSet not ready"
 pass "a pod runs on each of the $n_workers workers"
 
 first=$(kubectl -n "$ns" get pods -l app=echo -o jsonpath='{.items[0].metadata.name}')
