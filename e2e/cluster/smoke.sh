@@ -60,8 +60,9 @@ spec:
 YAML
 # A brand-new DaemonSet can report "rolled out" before its controller has created any pod: poll instead.
 running_on() {
-  kubectl -n "$ns" get pods -l app=echo -o jsonpath='{range .items[*]}{.spec.nodeName} {.status.phase}{"\n"}{end}' \
-    | grep -q "^$1 Running$"
+  local pods  # captured first: `kubectl | grep -q` can fail on SIGPIPE under pipefail
+  pods=$(kubectl -n "$ns" get pods -l app=echo -o jsonpath='{range .items[*]}{.spec.nodeName} {.status.phase}{"\n"}{end}')
+  grep -qx "$1 Running" <<<"$pods"
 }
 for w in $workers; do
   for _ in $(seq 1 120); do running_on "$w" && break; sleep 1; done
