@@ -5,10 +5,12 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 KUBECONFIG_PATH=${KUBECONFIG_PATH:-$ARCHOP_CACHE/kubeconfig}
 
-cluster_exists() { kind get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME"; }
+# Outputs are captured before grep: `cmd | grep -q` can fail on SIGPIPE under pipefail.
+cluster_exists() { local c; c=$(kind get clusters 2>/dev/null); grep -qx "$CLUSTER_NAME" <<<"$c"; }
 cluster_healthy() {
-  cluster_exists && kubectl --kubeconfig "$KUBECONFIG_PATH" get nodes >/dev/null 2>&1 \
-    && ! kubectl --kubeconfig "$KUBECONFIG_PATH" get nodes --no-headers | grep -qv ' Ready '
+  local nodes
+  cluster_exists && nodes=$(kubectl --kubeconfig "$KUBECONFIG_PATH" get nodes --no-headers 2>/dev/null) \
+    && [ -n "$nodes" ] && ! grep -qv ' Ready ' <<<"$nodes"
 }
 
 up() {
