@@ -124,7 +124,8 @@ class Arch:
         st = self.status()
         rows = st.get("instances") or []
         streaming = [r for r in rows if r.get("streaming")]
-        ready = next((c for c in st.get("conditions") or [] if c["type"] == "DatabaseReady"), {})
+        conditions = st.get("conditions") or []
+        ready: dict[str, Any] = next((c for c in conditions if c["type"] == "DatabaseReady"), {})
         return (
             bool(st.get("currentLeader"))
             and not st.get("failover")
@@ -489,7 +490,7 @@ UNDOABLE = ("node-stop", "node-partition", "leader-freeze", "operator-kill")
 def old_leader_back(arch: Arch, old: str) -> bool:
     """The old leader streams as a follower again (or, after a quick restart, leads again), all healthy."""
     st = arch.status()
-    row = next((r for r in st.get("instances") or [] if r.get("name") == old), {})
+    row: dict[str, Any] = next((r for r in st.get("instances") or [] if r.get("name") == old), {})
     return arch.healthy() and (bool(row.get("streaming")) or st.get("currentLeader") == old)
 
 

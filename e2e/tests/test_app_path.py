@@ -36,9 +36,14 @@ def call(site: tuple[str, str], method: str, path: str, body: dict[str, Any] | N
     request = urllib.request.Request(f"{base}{path}", data=data, method=method, headers=all_headers)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), json.loads(response.read() or b"null")
+            return response.status, lower(response.headers.items()), json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), json.loads(exc.read() or b"null")
+        return exc.code, lower(exc.headers.items()), json.loads(exc.read() or b"null")
+
+
+def lower(items: Any) -> dict[str, str]:
+    """Header names are case-insensitive (the ingress controller, in Go, rewrites X-DB-Pool as X-Db-Pool)."""
+    return {k.lower(): v for k, v in items}
 
 
 def test_a_write_goes_through_and_reads_back_strongly(site: tuple[str, str]) -> None:
@@ -52,8 +57,8 @@ def test_a_write_goes_through_and_reads_back_strongly(site: tuple[str, str]) -> 
     assert alice["name"] == "alice"
     status, headers, same = call(site, "GET", f"/users/{alice['id']}", headers={"X-Consistency": "strong"})
     assert status == 200 and same["id"] == alice["id"]
-    assert headers.get("X-DB-Pool") == "rw"  # a strong read goes to the leader
-    assert "no-store" in headers.get("Cache-Control", "")
+    assert headers.get("x-db-pool") == "rw"  # a strong read goes to the leader
+    assert "no-store" in headers.get("cache-control", "")
 
 
 def test_the_cdn_answers_miss_then_hit(site: tuple[str, str]) -> None:
@@ -62,7 +67,7 @@ def test_the_cdn_answers_miss_then_hit(site: tuple[str, str]) -> None:
     for _ in range(12):  # two app pods, each with its own CDN cache: a HIT follows within a few requests
         status, headers, body = call(site, "GET", f"/users/{bob['id']}")
         assert status == 200 and body["name"] == "bob"
-        seen.append(headers.get("X-Cache-Status"))
+        seen.append(headers.get("x-cache-status"))
         if seen[-1] == "HIT":
             break
     assert seen[0] == "MISS", seen
@@ -77,7 +82,7 @@ def test_follow_updates_both_users_and_the_lists(site: tuple[str, str]) -> None:
     assert status == 200 and result["changed"] is True
     again = call(site, "POST", f"/users/{carol['id']}/follow", {"target": dave["id"]},
                  headers={"Idempotency-Key": f"follow-{carol['id']}-{dave['id']}"})
-    assert again[0] == 200 and again[1].get("Idempotent-Replayed") == "true"
+    assert again[0] == 200 and again[1].get("idempotent-replayed") == "true"
     _, _, followers = call(site, "GET", f"/users/{dave['id']}/followers?consistency=strong")
     assert followers["followers"] == [carol["id"]] and followers["count"] == 1
 

@@ -80,7 +80,8 @@ class Watch:
 
 def operator_pods() -> list[dict[str, Any]]:
     pods = get_json("pods", "-l", "app.kubernetes.io/name=archop", namespace=OPERATOR_NAMESPACE)["items"]
-    return [p for p in pods if p["metadata"].get("ownerReferences", [{}])[0].get("kind") == "ReplicaSet"]
+    return [p for p in pods if p["metadata"].get("ownerReferences", [{}])[0].get("kind") == "ReplicaSet"
+            and not p["metadata"].get("deletionTimestamp")]
 
 
 @pytest.fixture(scope="module")
@@ -99,19 +100,25 @@ def original_values() -> Iterator[Path]:
     path = Path(os.environ.get("TMPDIR", "/tmp")) / f"archop-values-{os.getpid()}.yaml"
     path.write_text(helm("get", "values", RELEASE, "-o", "yaml"))
     yield path
+    # Whatever happened above, leave the operator installed as it was found.
+    helm("upgrade", "--install", RELEASE, str(ROOT / "charts" / "archop"), "-f", str(path), "--wait",
+         "--timeout", "5m")
     path.unlink(missing_ok=True)
 
 
 def test_upgrade_to_a_changed_value_keeps_the_stack_up(stack: str, namespace: str,
                                                        original_values: Path) -> None:
     before = {p["metadata"]["name"] for p in operator_pods()}
+    values = yaml.safe_load(original_values.read_text()) or {}
+    current = values.get("operator", {}).get("monitorIntervalSeconds")
+    changed = "0.75" if current == 0.5 else "0.5"
     with Watch(namespace, stack) as watch:
         helm("upgrade", RELEASE, str(ROOT / "charts" / "archop"), "--reuse-values",
-             "--set", "operator.monitorIntervalSeconds=0.5", "--wait", "--timeout", "5m")
+             "--set-json", f"operator.monitorIntervalSeconds={changed}", "--wait", "--timeout", "5m")
         after = {p["metadata"]["name"] for p in operator_pods()}
         assert before.isdisjoint(after), "the changed value should have rolled the operator pods"
         env = operator_pods()[0]["spec"]["containers"][0]["env"]
-        assert {"name": "ARCHOP_MONITOR_INTERVAL_SECONDS", "value": "0.5"} in env
+        assert {"name": "ARCHOP_MONITOR_INTERVAL_SECONDS", "value": changed} in env
         time.sleep(10)  # the new leader has taken the Lease and watches again
     assert watch.samples > 10
     assert watch.not_ready == [], f"the Architecture left Ready during the upgrade: {watch.not_ready}"
