@@ -16,7 +16,7 @@ from archop.failover.act import Executor, follower_conninfo
 from archop.health.model import DbObservation, Instance, PodState
 from archop.health.probe import Target, probe_all
 
-from testsupport.postgres import PgInstance
+from testsupport.postgres import PgInstance, clone_follower, init_leader
 
 
 @dataclass
@@ -105,3 +105,12 @@ def streaming_from(leader: PgInstance, name: str) -> bool:
     except psycopg.Error:
         return False
     return bool(rows) and rows[0][0] == "streaming"
+
+
+async def three_streaming(pg) -> tuple[PgInstance, PgInstance, PgInstance, Loopback, d.State]:
+    """db-0 leading, db-1 and db-2 streaming from it, wired to the loop with db-0 as current leader."""
+    leader = pg.add(init_leader(pg.base, "db-0"))
+    f1 = pg.add(clone_follower(leader, pg.base, "db-1"))
+    f2 = pg.add(clone_follower(leader, pg.base, "db-2"))
+    await wait_for(lambda: all(streaming_from(leader, f) for f in ("db-1", "db-2")), what="streaming")
+    return leader, f1, f2, Loopback({"db-0": leader, "db-1": f1, "db-2": f2}), d.State(current_leader="db-0")

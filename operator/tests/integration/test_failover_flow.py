@@ -8,23 +8,16 @@ from archop import names, reasons
 from archop.failover import decide as d
 from archop.spec import DatabaseSpec, FailoverSpec
 
-from testsupport.postgres import clone_follower, init_leader, start_by_script
+from testsupport.postgres import start_by_script
 
-from .loopback import Loopback, sql, streaming_from, try_sql, wait_for
+from .loopback import Loopback, sql, streaming_from, three_streaming, try_sql, wait_for
 
 pytestmark = pytest.mark.integration
 SPEC = DatabaseSpec(followers=2, failover=FailoverSpec(leader_timeout_seconds=1.0))
 
 
 async def test_promote_most_advanced_repoint_and_rewind_old_leader(pg):
-    leader = pg.add(init_leader(pg.base, "db-0"))
-    f1 = pg.add(clone_follower(leader, pg.base, "db-1"))
-    f2 = pg.add(clone_follower(leader, pg.base, "db-2"))
-    lb = Loopback({"db-0": leader, "db-1": f1, "db-2": f2})
-    state = d.State(current_leader="db-0")
-    await wait_for(
-        lambda: streaming_from(leader, "db-1") and streaming_from(leader, "db-2"), what="streaming"
-    )
+    leader, f1, f2, lb, state = await three_streaming(pg)
     step = await lb.steady(state, SPEC)
     assert lb.labels == {"db-0": names.LEADER, "db-1": names.FOLLOWER, "db-2": names.FOLLOWER}
     # Both already follow the leader's address: nothing to re-point.

@@ -14,9 +14,7 @@ from archop.failover import decide as d
 from archop.failover import report
 from archop.spec import DatabaseSpec, FailoverSpec
 
-from testsupport.postgres import clone_follower, init_leader
-
-from .loopback import Loopback, sql, streaming_from, wait_for
+from .loopback import sql, streaming_from, three_streaming, wait_for
 
 pytestmark = pytest.mark.integration
 SPEC = DatabaseSpec(
@@ -51,14 +49,7 @@ def insert_in_thread(inst, value: int) -> threading.Thread:
 
 
 async def test_sync_failover_loses_no_acknowledged_write(pg):
-    leader = pg.add(init_leader(pg.base, "db-0"))
-    f1 = pg.add(clone_follower(leader, pg.base, "db-1"))
-    f2 = pg.add(clone_follower(leader, pg.base, "db-2"))
-    lb = Loopback({"db-0": leader, "db-1": f1, "db-2": f2})
-    state = d.State(current_leader="db-0")
-    await wait_for(
-        lambda: streaming_from(leader, "db-1") and streaming_from(leader, "db-2"), what="streaming"
-    )
+    leader, f1, f2, lb, state = await three_streaming(pg)
     await lb.steady(state, SPEC)
     assert sql(leader, "show synchronous_standby_names") == [('ANY 1 ("db-1", "db-2")',)]
     await wait_for(
