@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from testsupport.postgres import free_port
+
 NGINX = os.environ.get("ARCHOP_NGINX", "/usr/sbin/nginx")
 
 
@@ -71,3 +73,15 @@ def start_nginx(conf_text: str, port: int, workdir: Path) -> Nginx:
     ngx = Nginx(conf=conf, port=port)
     ngx.start()
     return ngx
+
+
+def start_cdn(upstream_port: int, workdir: Path) -> tuple[Nginx, str]:
+    """The CDN sidecar's own rendered config in front of a local upstream: (nginx, its base URL)."""
+    from archop.build.nginx_conf import render_nginx_conf
+
+    port = free_port()
+    for d in ("cache", "tmp"):
+        (workdir / d).mkdir(exist_ok=True)
+    conf = render_nginx_conf(port, upstream_port, "10m", 60, cache_dir=str(workdir / "cache"),
+                             temp_dir=str(workdir / "tmp"), user="root")
+    return start_nginx(conf, port, workdir), f"http://127.0.0.1:{port}"

@@ -7,13 +7,11 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient
-from archop.build.nginx_conf import render_nginx_conf
 
 from bench.app.__main__ import ratios
 from bench.app.kube import current_flags, ingress_host
 from bench.app.load import Stats, check_url, percentile, run_load, seed_users
-from testsupport.nginx import start_nginx
-from testsupport.postgres import free_port
+from testsupport.nginx import start_cdn
 
 
 def test_percentile_and_summary() -> None:
@@ -48,13 +46,7 @@ def test_url_and_spec_helpers() -> None:
 
 @pytest.mark.integration
 async def test_load_through_the_cdn(client: TestClient, tmp_path: Path) -> None:
-    port = free_port()
-    for d in ("cache", "tmp"):
-        (tmp_path / d).mkdir()
-    conf = render_nginx_conf(port, client.server.port or 0, "10m", 60, cache_dir=str(tmp_path / "cache"),
-                             temp_dir=str(tmp_path / "tmp"), user="root")
-    ngx = await asyncio.to_thread(start_nginx, conf, port, tmp_path)
-    base = f"http://127.0.0.1:{port}"
+    ngx, base = await asyncio.to_thread(start_cdn, client.server.port or 0, tmp_path)
     try:
         ids = await seed_users(base, "bench.local", 20, follows_each=3)
         assert len(ids) == 20

@@ -8,24 +8,16 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
-from archop.build.nginx_conf import render_nginx_conf
 from test_api import new_user
 
-from testsupport.nginx import start_nginx
-from testsupport.postgres import free_port
+from testsupport.nginx import start_cdn
 
 pytestmark = pytest.mark.integration
 
 
 async def test_cdn_in_front_of_the_app(client: TestClient, tmp_path: Path) -> None:
     u = await new_user(client)
-    port = free_port()
-    for d in ("cache", "tmp"):
-        (tmp_path / d).mkdir()
-    conf = render_nginx_conf(port, client.server.port or 0, "10m", 60, cache_dir=str(tmp_path / "cache"),
-                             temp_dir=str(tmp_path / "tmp"), user="root")
-    ngx = await asyncio.to_thread(start_nginx, conf, port, tmp_path)
-    base = f"http://127.0.0.1:{port}"
+    ngx, base = await asyncio.to_thread(start_cdn, client.server.port or 0, tmp_path)
     try:
         async with aiohttp.ClientSession() as s:
 
