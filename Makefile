@@ -52,7 +52,7 @@ chart-tools: ## helm and kubeconform (cached), needed by the chart checks in mak
 	e2e/cluster/build-tools.sh --chart-tools
 
 test: deps venv lint chart-tools ## unit and local integration tests (real Postgres, Redis, nginx on loopback), chart checks
-	ARCHOP_REQUIRE_CHART_TOOLS=1 $(PYTEST) -q operator/tests app/tests
+	$(PYTEST) -q operator/tests app/tests
 
 cluster: deps ## build (cached) and start the offline kind cluster: 1 control plane + 3 workers
 	e2e/cluster/cluster.sh up

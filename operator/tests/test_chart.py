@@ -8,7 +8,7 @@
 - values.schema.json must reject bad values with a clear message.
 
 Tools: HELM and KUBECONFORM from the environment, defaulting to /var/cache/archop/bin/{helm,kubeconform}, then
-PATH. A missing tool skips the tests that need it, unless ARCHOP_REQUIRE_CHART_TOOLS=1 (CI), where it fails.
+PATH. A missing tool fails the tests that need it (`make test` installs both first).
 """
 
 from __future__ import annotations
@@ -72,10 +72,7 @@ def _tool(env_name: str, binary: str) -> str:
     for candidate in candidates:
         if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
-    message = f"{binary} not found (set {env_name}, or install it at /var/cache/archop/bin/{binary})"
-    if os.environ.get("ARCHOP_REQUIRE_CHART_TOOLS") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
+    pytest.fail(f"{binary} not found (`make chart-tools` installs it; or set {env_name})")
 
 
 @pytest.fixture(scope="module")
