@@ -69,7 +69,7 @@ def test_database_condition_and_counts():
     o = _obs()
     assert report.followers_ready(o, "a-db-0") == 1
     ok, reason, msg = report.database_condition(o, "a-db-0", False, "")
-    assert ok and reason == reasons.TIER_READY and "1/2" in msg
+    assert not ok and reason == reasons.TIER_PROGRESSING and "1/2" in msg  # a follower short: not Ready
     assert report.database_condition(o, "a-db-0", True, "Promoting")[:2] == (False, reasons.TIER_PROGRESSING)
     assert report.database_condition(o, "a-db-2", False, "gone")[:2] == (False, reasons.TIER_DEGRADED)
     assert report.role_counts(o) == {"leader": 1, "follower": 1, "fenced": 0}

@@ -61,7 +61,11 @@ def database_condition(obs: DbObservation, leader: str | None, in_failover: bool
         return False, reasons.TIER_DEGRADED, f"leader {leader} is fenced (read-only)"
     ready = followers_ready(obs, leader)
     want = max(0, obs.desired - 1)
-    return True, reasons.TIER_READY, f"leader {leader} writable; {ready}/{want} followers streaming"
+    text = f"leader {leader} writable; {ready}/{want} followers streaming"
+    # Ready means the tier as specified: `kubectl wait --for=condition=Ready` must not return mid-clone.
+    if ready < want:
+        return False, reasons.TIER_PROGRESSING, text
+    return True, reasons.TIER_READY, text
 
 
 def role_counts(obs: DbObservation) -> dict[str, int]:
