@@ -76,10 +76,11 @@ class Settings:
     kopf_liveness_port: int = 8099
     leader_election: bool = True
     lease_name: str = names.LEASE_NAME
-    # A standby takes over at most lease + retry = 12 s after the holder dies (at once on a clean stop).
-    lease_duration_seconds: int = 10
-    renew_deadline_seconds: int = 7
-    retry_period_seconds: int = 2
+    # A standby takes over at most lease + retry = 9 s after the holder dies (at once on a clean stop). That
+    # term adds to a failover when the holder's node dies together with the database leader.
+    lease_duration_seconds: int = 8
+    renew_deadline_seconds: int = 6
+    retry_period_seconds: int = 1
     # Lease holder identity: the pod name (the Deployment passes it through the downward API).
     identity: str = "archop"
     # How often (seconds) the monitor daemon of each Architecture looks at its children.

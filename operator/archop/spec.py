@@ -36,6 +36,9 @@ class FailoverSpec:
     enabled: bool = True
     # The leader is declared failed once it has been unreachable this long (and a witness agrees).
     leader_timeout_seconds: float = 3.0
+    # ... or this long when its pod is certainly down (deleted, replaced, not running, container restarted,
+    # node NotReady): the kubelet or the API server is then the witness, so there is nothing to wait out.
+    pod_lost_timeout_seconds: float = 0.0
     # A follower further behind than this is never promoted, unless allow_data_loss is set.
     max_lag_bytes: int = 16 * 1024 * 1024
     allow_data_loss: bool = False
@@ -46,6 +49,7 @@ class FailoverSpec:
         return cls(
             enabled=bool(raw.get("enabled", d.enabled)),
             leader_timeout_seconds=float(raw.get("leaderTimeoutSeconds", d.leader_timeout_seconds)),
+            pod_lost_timeout_seconds=float(raw.get("podLostTimeoutSeconds", d.pod_lost_timeout_seconds)),
             max_lag_bytes=int(raw.get("maxLagBytes", d.max_lag_bytes)),
             allow_data_loss=bool(raw.get("allowDataLoss", d.allow_data_loss)),
         )

@@ -14,7 +14,7 @@ def test_defaults_from_an_empty_environment() -> None:
         "postgres:15", "redis:7", "nginx:1.27", "archop/demoapp:0.1.0")
     assert (s.namespace, s.identity, s.metrics_port, s.health_port) == ("ops", "archop-0", 9090, 8080)
     assert s.leader_election is True
-    assert (s.lease_duration_seconds, s.renew_deadline_seconds, s.retry_period_seconds) == (10, 7, 2)
+    assert (s.lease_duration_seconds, s.renew_deadline_seconds, s.retry_period_seconds) == (8, 6, 1)
 
 
 def test_environment_overrides() -> None:
@@ -34,7 +34,7 @@ def test_environment_overrides() -> None:
         ({"ARCHOP_LEADER_ELECTION": "maybe"}, "is not a boolean"),
         ({"ARCHOP_METRICS_PORT": "http"}, "is not an integer"),
         ({"ARCHOP_HEALTH_PORT": "70000"}, "out of range"),
-        ({"ARCHOP_LEASE_DURATION_SECONDS": "7"}, "must be greater than ARCHOP_RENEW_DEADLINE_SECONDS"),
+        ({"ARCHOP_LEASE_DURATION_SECONDS": "6"}, "must be greater than ARCHOP_RENEW_DEADLINE_SECONDS"),
         ({"ARCHOP_RETRY_PERIOD_SECONDS": "9"}, "must exceed 1.2 x"),
     ],
 )

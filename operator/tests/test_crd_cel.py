@@ -37,6 +37,10 @@ def test_examples_pass_every_rule(path) -> None:
         ({"database": {"followers": 2, "switchoverTo": "shop-db-3"}}, "shop", "switchoverTo must name"),
         ({"database": {"switchoverTo": "other-db-1"}}, "shop", "switchoverTo must name"),
         ({"database": {"switchoverTo": "shopx-db-1"}}, "shop", "switchoverTo must name"),
+        ({"database": {"failover": {"leaderTimeoutSeconds": 2, "podLostTimeoutSeconds": 5}}}, "shop",
+         "podLostTimeoutSeconds must not exceed leaderTimeoutSeconds"),
+        ({"database": {"failover": {"podLostTimeoutSeconds": 4}}}, "shop",
+         "podLostTimeoutSeconds must not exceed leaderTimeoutSeconds"),
         ({}, "a" * 41, "metadata.name must be a DNS label of at most 40"),
         ({}, "9lives", "metadata.name must be a DNS label"),
     ],
@@ -55,6 +59,7 @@ def test_cross_field_rules_refuse(spec, name, fragment) -> None:
         {"database": {"followers": 2, "switchoverTo": "shop-db-0"}},
         {"ingress": {"host": "shop.example.com", "tlsSecretName": "cert"}},
         {"cdn": {"enabled": False, "port": 8080}},
+        {"database": {"failover": {"leaderTimeoutSeconds": 5, "podLostTimeoutSeconds": 5}}},
         {"app": {"autoscaling": {"minReplicas": 3, "maxReplicas": 3}}},
     ],
 )

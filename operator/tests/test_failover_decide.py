@@ -14,7 +14,7 @@ NOW = 1_000_000.0
 
 
 def pod(name: str, role: str | None = None, **kw) -> PodState:
-    return PodState(name=name, ip="10.0.0.1", role=role, **kw)
+    return PodState(**{"name": name, "ip": "10.0.0.1", "role": role, **kw})
 
 
 def leader(
@@ -147,6 +147,66 @@ def test_leader_pod_gone_is_a_witness():
     step = d.decide(o, STATE, SPEC, NOW, lost(3))
     assert step.kind == "failover" and step.record is not None
     assert step.record.reason == reasons.LEADER_POD_LOST
+
+
+# A leader pod that is certainly down fails over at once (podLostTimeoutSeconds, default 0), even while the
+# followers have not noticed yet; one that merely does not answer waits for leaderTimeoutSeconds.
+SEEN = d.Memory(leader_pod=(L, "uid-1", 0))
+
+
+def _fails_at_once(leader_inst: Instance, memory: d.Memory = SEEN) -> d.Step:
+    o = obs(leader_inst, follower(F1, age=0.1), follower(F2, recv=1200, age=0.1))
+    step = d.decide(o, STATE, SPEC, NOW, memory)
+    assert step.kind == "failover" and step.record is not None, step.message
+    assert (step.record.reason, step.record.to) == (reasons.LEADER_POD_LOST, F2)
+    return step
+
+
+def test_deleted_leader_pod_fails_over_at_once():
+    step = _fails_at_once(down(L, names.LEADER, deleting=True), d.Memory())
+    assert "being deleted" in step.message
+
+
+def test_replaced_leader_pod_fails_over_at_once():
+    step = _fails_at_once(down(L, None, uid="uid-2", phase="Pending"))
+    assert "Pending" in step.message
+    step = _fails_at_once(down(L, None, uid="uid-2"))  # already Running again, but not answering
+    assert "replaced" in step.message
+
+
+def test_restarted_leader_container_fails_over_at_once():
+    step = _fails_at_once(down(L, names.LEADER, uid="uid-1", restarts=1))
+    assert "restarted" in step.message
+    step = _fails_at_once(down(L, names.LEADER, uid="uid-1", running=False))
+    assert "not running" in step.message
+
+
+def test_pod_lost_timeout_is_honoured():
+    spec = replace(SPEC, failover=replace(SPEC.failover, pod_lost_timeout_seconds=1.0))
+    o = obs(down(L, names.LEADER, deleting=True), follower(F1, age=0.1), follower(F2, age=0.1))
+    step = d.decide(o, STATE, spec, NOW, d.Memory())
+    assert step.kind == "waiting"
+    assert d.decide(o, STATE, spec, NOW + 1.0, step.memory).kind == "failover"
+
+
+def test_unready_but_running_leader_is_no_certain_loss():
+    """pg_isready failing is what a frozen postmaster looks like too: wait for the timeout and a witness."""
+    o = obs(down(L, names.LEADER, uid="uid-1", ready=False), follower(F1, age=0.1), follower(F2, age=0.1))
+    step = d.decide(o, STATE, SPEC, NOW, SEEN)
+    assert step.kind == "waiting"
+    assert d.decide(o, STATE, SPEC, NOW + 5, step.memory).kind == "waiting"  # followers still stream
+
+
+def test_restarts_only_count_for_the_pod_seen_healthy():
+    # Another leader's history, or an operator that never saw the leader healthy: no restart evidence.
+    o = obs(down(L, names.LEADER, uid="uid-1", restarts=3), follower(F1, age=0.1), follower(F2, age=0.1))
+    assert d.decide(o, STATE, SPEC, NOW, d.Memory(leader_pod=(F1, "uid-1", 0))).kind == "waiting"
+    assert d.decide(o, STATE, SPEC, NOW, d.Memory()).kind == "waiting"
+
+
+def test_healthy_leader_pod_is_remembered():
+    o = obs(leader(uid="uid-7", restarts=2), follower(F1), follower(F2))
+    assert d.decide(o, STATE, SPEC, NOW, d.Memory()).memory.leader_pod == (L, "uid-7", 2)
 
 
 def test_leader_node_not_ready_is_a_witness():
@@ -373,6 +433,26 @@ def test_old_leader_back_as_primary_is_fenced_and_restarted():
 def test_follower_with_wrong_upstream_is_repointed():
     o = obs(leader(streaming=(F2,)), follower(F1, upstream="a-db-9", status=None), follower(F2))
     assert d.Repoint(F1, L) in d.decide(o, STATE, SPEC, NOW, d.Memory()).actions
+
+
+def _with_addr(inst: Instance, hostaddr: str | None) -> Instance:
+    return replace(inst, probe=replace(inst.probe, primary_hostaddr=hostaddr))
+
+
+def test_follower_pinned_to_a_stale_leader_ip_is_repointed():
+    """The leader restarted under a new IP: cluster DNS may serve the old one for a minute, so the operator
+    re-pins hostaddr instead of waiting for it."""
+    o = obs(leader(ip="10.0.0.9", streaming=(F2,)),
+            _with_addr(follower(F1, status=None), "10.0.0.1"), _with_addr(follower(F2), "10.0.0.9"))
+    actions = d.decide(o, STATE, SPEC, NOW, d.Memory()).actions
+    assert d.Repoint(F1, L) in actions and d.Repoint(F2, L) not in actions
+
+
+def test_unpinned_follower_is_repointed_only_when_it_does_not_stream():
+    # start.sh writes host= only; a streaming follower keeps it (a re-point restarts its WAL receiver).
+    o = obs(leader(streaming=(F2,)), follower(F1, status=None), follower(F2))
+    actions = d.decide(o, STATE, SPEC, NOW, d.Memory()).actions
+    assert d.Repoint(F1, L) in actions and d.Repoint(F2, L) not in actions
 
 
 def test_sync_names_follow_streaming_followers():

@@ -102,5 +102,27 @@ def test_pod_state_parsing():
         False,
     )
     assert s.deleting and s.gone
+    assert s.running and s.uid is None
+
+
+def test_pod_state_container_and_uid():
+    pod = {
+        "metadata": {"name": "a-db-0", "uid": "u-1"},
+        "spec": {"nodeName": "w1"},
+        "status": {
+            "phase": "Running",
+            "containerStatuses": [
+                {"name": "postgres", "ready": False, "restartCount": 1,
+                 "state": {"waiting": {"reason": "CrashLoopBackOff"}}},
+            ],
+        },
+    }
+    s = pod_state(pod, {"w1": True}, None)
+    assert (s.uid, s.running, s.restarts, s.ready) == ("u-1", False, 1, False)
+    assert not s.gone  # the pod itself still runs; decide.pod_lost reads `running`
+    pod["status"]["containerStatuses"][0]["state"] = {"running": {"startedAt": "2026-11-29T00:00:00Z"}}
+    assert pod_state(pod, {"w1": True}, None).running
+    pod["status"]["containerStatuses"] = []  # not reported yet: no evidence either way
+    assert pod_state(pod, {"w1": True}, None).running
     assert node_ready({"status": {"conditions": [{"type": "Ready", "status": "True"}]}}) is True
     assert node_ready({}) is None

@@ -84,13 +84,16 @@ async def promote(target: Target, wait_seconds: int = 30) -> bool:
     return True
 
 
-def follower_conninfo(host: str, port: int, user: str, application_name: str, passfile: str | None) -> str:
-    """primary_conninfo for a follower. The password stays in the passfile the start script writes."""
+def follower_conninfo(host: str, port: int, user: str, application_name: str, passfile: str | None,
+                      hostaddr: str | None = None) -> str:
+    """primary_conninfo for a follower. The password stays in the passfile the start script writes.
+    hostaddr (the leader's pod IP) skips DNS, which serves a restarted pod's old IP for a while; host stays
+    for the passfile and for reading."""
     # A vanished leader's IP is black-holed. The WAL receiver connects asynchronously and ignores
     # connect_timeout; tcp_user_timeout bounds the SYN retries too, so it gives up and resolves the name
     # again instead of hanging in connect() for minutes (start.sh writes the same).
-    parts = [f"host={host}", f"port={port}", f"user={user}", f"application_name={application_name}",
-             "connect_timeout=2", "tcp_user_timeout=4000"]
+    parts = [f"host={host}", *([f"hostaddr={hostaddr}"] if hostaddr else []), f"port={port}", f"user={user}",
+             f"application_name={application_name}", "connect_timeout=2", "tcp_user_timeout=4000"]
     if passfile:
         parts.append(f"passfile={passfile}")
     return " ".join(parts)

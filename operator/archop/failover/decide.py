@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from archop import names, reasons
-from archop.health.model import UNREACHABLE, DbObservation, Instance
+from archop.health.model import UNREACHABLE, DbObservation, Instance, Probe
 from archop.spec import DatabaseSpec
 
 # Phases of status.failover.phase.
@@ -103,6 +103,9 @@ class Memory:
     """In-process timers. Losing them (operator restart) only restarts the waits, which is safe."""
 
     leader_lost_since: float | None = None
+    # The leader's pod as last seen healthy: (name, uid, postgres restarts). A new uid or more restarts
+    # since then means its postmaster died, whatever the pod looks like now.
+    leader_pod: tuple[str, str | None, int] | None = None
     stuck_since: dict[str, float] = field(default_factory=dict)
     seen_markers: frozenset[str] = frozenset()
 
@@ -183,16 +186,39 @@ class Verdict:
     message: str
 
 
+def pod_lost(inst: Instance | None, seen: tuple[str, str | None, int] | None) -> str | None:
+    """Why the kubelet or the API server says this instance's postmaster is certainly down, or None.
+    A readiness failure is not enough: a frozen postmaster fails pg_isready while its sessions may live on."""
+    pod = inst.pod if inst else None
+    if inst is None or pod is None:
+        return "its pod is gone"
+    if pod.deleting:
+        return "its pod is being deleted"
+    if pod.node_ready is False:
+        return f"its node {pod.node} is NotReady"
+    if pod.phase != "Running":
+        return f"its pod is {pod.phase or 'not running'}"
+    if not pod.running:
+        return "its postgres container is not running"
+    if seen is not None and seen[0] == inst.name:
+        if seen[1] and pod.uid and pod.uid != seen[1]:
+            return "its pod was replaced"
+        if pod.restarts > seen[2]:
+            return "its postgres container restarted"
+    return None
+
+
 def leader_verdict(obs: DbObservation, leader: str, timeout: float, now: float,
-                   lost_since: float | None) -> Verdict:
-    """Is the leader FAILED? Only when it has been unreachable (or not a primary) for >= timeout AND a
-    witness agrees: its pod is gone / its node NotReady, it reports recovery itself, or a reachable follower
-    of it has lost its WAL stream."""
+                   lost_since: float | None, pod_lost_timeout: float | None = None,
+                   seen: tuple[str, str | None, int] | None = None) -> Verdict:
+    """Is the leader FAILED? When it has been unreachable (or not a primary) and a witness agrees:
+    - its pod is certainly down (pod_lost): after pod_lost_timeout (default: timeout);
+    - otherwise after timeout, when it reports recovery itself or a reachable follower of it has lost its
+      WAL stream."""
     inst = obs.get(leader)
     probe = inst.probe if inst else UNREACHABLE
     if probe.is_primary:
         return Verdict(True, False, None, reasons.TIER_READY, f"leader {leader} is a reachable primary")
-    pod_gone = inst is None or inst.pod is None or inst.pod.gone
     if not obs.reachable:
         # We cannot tell a dead leader from our own isolation: never act on that.
         return Verdict(False, False, None, reasons.OPERATOR_CUT_OFF,
@@ -201,13 +227,16 @@ def leader_verdict(obs: DbObservation, leader: str, timeout: float, now: float,
     waited = now - since
     what = "unreachable" if not probe.reachable else "answering but in recovery"
     reason = reasons.LEADER_NOT_PRIMARY if probe.reachable else reasons.LEADER_UNREACHABLE
+    down = pod_lost(inst, seen)
+    if down is not None:
+        limit = timeout if pod_lost_timeout is None else min(timeout, pod_lost_timeout)
+        if waited >= limit:
+            return Verdict(False, True, since, reasons.LEADER_POD_LOST,
+                           f"leader {leader} {what} for {waited:.1f}s and {down}")
     if waited < timeout:
         return Verdict(False, False, since, reason, f"leader {leader} {what} for {waited:.1f}s")
     witness = None
-    if pod_gone:
-        witness = "its pod is gone or its node is NotReady"
-        reason = reasons.LEADER_POD_LOST
-    elif probe.reachable:
+    if probe.reachable:
         witness = "it reports being in recovery"
     else:
         for f in _followers_of(obs, leader):
@@ -306,9 +335,13 @@ def decide(obs: DbObservation, state: State, spec: DatabaseSpec, now: float, mem
     if not state.current_leader:
         return _bootstrap(obs, memory)
     leader = state.current_leader
-    verdict = leader_verdict(obs, leader, spec.failover.leader_timeout_seconds, now, memory.leader_lost_since)
+    verdict = leader_verdict(obs, leader, spec.failover.leader_timeout_seconds, now, memory.leader_lost_since,
+                             spec.failover.pod_lost_timeout_seconds, memory.leader_pod)
     memory = replace(memory, leader_lost_since=verdict.lost_since)
     if verdict.healthy:
+        pod = obs.instances[leader].pod
+        if pod is not None:
+            memory = replace(memory, leader_pod=(leader, pod.uid, pod.restarts))
         return _steady(obs, state, spec, now, memory)
     if verdict.reason == reasons.OPERATOR_CUT_OFF:
         return Step("cutoff", leader, None, memory, verdict.message)
@@ -363,6 +396,7 @@ def _steady(obs: DbObservation, state: State, spec: DatabaseSpec, now: float, me
         actions.append(Unfence(leader_name))
         notes.append(Note(reasons.LEADER_UNFENCED, f"leader {leader_name} was read-only (fenced); lifted"))
     leader_host = obs.host(leader_name)
+    leader_ip = leader.pod.ip if leader.pod is not None else None
     # Only our instances: pg_basebackup's WAL sender (application_name "pg_basebackup") streams too, and
     # naming it in synchronous_standby_names would hang every commit once the clone finishes.
     streaming_here = {r.name for r in leader.probe.replicas
@@ -387,7 +421,7 @@ def _steady(obs: DbObservation, state: State, spec: DatabaseSpec, now: float, me
                                   "it to rejoin as a follower (pg_rewind)", True))
             continue
         is_streaming = p.streaming and inst.name in streaming_here
-        if p.primary_host != leader_host:
+        if p.primary_host != leader_host or _stale_address(p, leader_ip, is_streaming):
             actions.append(Repoint(inst.name, leader_name))
         if is_streaming and inst.pod is not None and inst.pod.role != names.FOLLOWER:
             actions.append(SetRole(inst.name, names.FOLLOWER))
@@ -424,6 +458,17 @@ def _steady(obs: DbObservation, state: State, spec: DatabaseSpec, now: float, me
         notes.append(Note(reasons.POD_UPDATED, f"deleting {planned.pod} to run the new revision"))
     msg = planned if isinstance(planned, str) else f"leader {leader_name} healthy"
     return Step("steady", leader_name, None, memory, msg, tuple(actions), tuple(notes))
+
+
+def _stale_address(p: Probe, leader_ip: str | None, streaming: bool) -> bool:
+    """primary_conninfo pins the leader's pod IP (hostaddr) next to its DNS name, because cluster DNS keeps
+    serving a restarted pod's old IP for up to TTL + cache (60 s on kind). Re-point when the pinned IP is not
+    the leader's, or when a follower without one does not stream."""
+    if leader_ip is None:
+        return False
+    if p.primary_hostaddr is not None:
+        return p.primary_hostaddr != leader_ip
+    return not streaming
 
 
 def _marker(text: str | None, pod: str) -> str | None:

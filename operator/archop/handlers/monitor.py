@@ -88,8 +88,9 @@ class DbMonitor:
         return Target(host=state.ip, port=PORT, user=self.secret[0], password=self.secret[1])
 
     def _upstream(self, follower: str, leader: str) -> str:
+        state = self.pods.get(leader)
         return follower_conninfo(names.db_pod_host(self.name, leader, self.namespace), PORT, self.repl_user,
-                                 follower, PASSFILE)
+                                 follower, PASSFILE, hostaddr=state.ip if state else None)
 
     async def observe(self, spec: ArchitectureSpec, keep: DbObservation | None = None,
                       skip: frozenset[str] = frozenset()) -> DbObservation:

@@ -26,9 +26,11 @@ def format_lsn(value: int | None) -> str | None:
 class PodState:
     name: str
     ip: str | None = None
+    uid: str | None = None  # a pod recreated under the same name has a new uid
     phase: str | None = "Running"
     deleting: bool = False
     ready: bool = True  # the postgres container's readiness (pg_isready)
+    running: bool = True  # the postgres container's state is `running` (the kubelet's view)
     restarts: int = 0
     node: str | None = None
     node_ready: bool | None = True  # None: unknown
@@ -68,6 +70,7 @@ class Probe:
     receiver_status: str | None = None  # pg_stat_wal_receiver.status; None: no WAL receiver
     receiver_msg_age: float | None = None  # seconds since the last message from the leader
     primary_host: str | None = None  # host= of primary_conninfo ('' when detached)
+    primary_hostaddr: str | None = None  # hostaddr= of primary_conninfo (the leader's pod IP), if set
     read_only: bool = False  # default_transaction_read_only (the fence)
     sync_standby_names: str = ""
     replicas: tuple[ReplicaRow, ...] = ()

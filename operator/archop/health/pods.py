@@ -27,9 +27,12 @@ def pod_state(pod: dict[str, Any], nodes: dict[str, bool | None], update_revisio
     return PodState(
         name=meta.get("name", ""),
         ip=status.get("podIP") or None,
+        uid=meta.get("uid") or None,
         phase=status.get("phase"),
         deleting=bool(meta.get("deletionTimestamp")),
         ready=bool(pg.get("ready")),
+        # No status yet counts as running: only the kubelet saying otherwise is evidence of a dead postmaster.
+        running=not pg or "running" in (pg.get("state") or {"running": {}}),
         restarts=int(pg.get("restartCount") or 0),
         node=node,
         node_ready=nodes.get(node) if node else None,

@@ -104,15 +104,18 @@ async def _query(conn: psycopg.AsyncConnection) -> Probe:
             ReplicaRow(name=a or "", state=s or "", sync_state=ss or "", flush_lsn=parse_lsn(f),
                        replay_lsn=parse_lsn(rp), reply_age=age)
             for a, s, ss, f, rp, age in await cur.fetchall())
-    try:
-        host = str(conninfo_to_dict(conninfo or "").get("host", "")) if in_rec else None
-    except psycopg.ProgrammingError:
-        host = ""
+    host = hostaddr = None
+    if in_rec:
+        try:
+            parsed = conninfo_to_dict(conninfo or "")
+        except psycopg.ProgrammingError:
+            parsed = {}
+        host, hostaddr = str(parsed.get("host", "")), str(parsed.get("hostaddr", "")) or None
     timeline = wal_tli if not in_rec else (recv_tli or ckpt_tli)
     return Probe(
         reachable=True, in_recovery=bool(in_rec), timeline=timeline, current_lsn=parse_lsn(cur_lsn),
         received_lsn=parse_lsn(recv), replay_lsn=parse_lsn(replay), receiver_status=status,
-        receiver_msg_age=msg_age, primary_host=host, read_only=read_only == "on",
+        receiver_msg_age=msg_age, primary_host=host, primary_hostaddr=hostaddr, read_only=read_only == "on",
         sync_standby_names=sync_names or "", replicas=replicas, rejoin_marker=(marker or "").strip() or None,
     )
 

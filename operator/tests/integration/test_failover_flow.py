@@ -3,6 +3,8 @@ pods' own start.sh (pg_rewind), and the rejoin event from the marker file."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from archop import names, reasons
 from archop.failover import decide as d
@@ -80,3 +82,24 @@ async def test_promote_most_advanced_repoint_and_rewind_old_leader(pg):
     step = await lb2.steady(d.State(current_leader="db-1"), SPEC)
     assert reasons.FOLLOWER_REJOINED in [n.reason for n in step.notes]
     assert lb2.labels["db-0"] == names.FOLLOWER
+
+
+async def test_pinned_leader_address_bypasses_dns(pg):
+    """Re-pointing pins hostaddr= (the leader's pod IP) next to host=: a follower streams even when the
+    name does not resolve (on kind, DNS serves a restarted leader's old IP for up to a minute)."""
+    from archop.failover.act import follower_conninfo, set_primary_conninfo
+    from archop.health.probe import Target, probe
+
+    leader, f1, _f2, _lb, _state = await three_streaming(pg)
+    target = Target(host="127.0.0.1", port=f1.port)
+    unresolvable = "db-0.archop-test.invalid"
+    await set_primary_conninfo(target, follower_conninfo(unresolvable, leader.port, "postgres", "db-1", None))
+    await wait_for(lambda: not streaming_from(leader, "db-1"), what="db-1 loses the unresolvable leader")
+    await asyncio.sleep(3)  # the receiver retries every 0.5 s: none of them may reach the leader
+    assert not streaming_from(leader, "db-1")
+
+    pinned = follower_conninfo(unresolvable, leader.port, "postgres", "db-1", None, hostaddr="127.0.0.1")
+    await set_primary_conninfo(target, pinned)
+    await wait_for(lambda: streaming_from(leader, "db-1"), what="db-1 streams through hostaddr")
+    p = await probe(target)
+    assert (p.primary_host, p.primary_hostaddr, p.streaming) == (unresolvable, "127.0.0.1", True)
