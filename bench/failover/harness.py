@@ -19,7 +19,8 @@ from typing import Any
 
 KIND_NETWORK = os.environ.get("ARCHOP_KIND_NETWORK", "kind")
 OPERATOR_NAMESPACE = os.environ.get("ARCHOP_OPERATOR_NAMESPACE", "archop-system")
-SCENARIOS = ("pod-delete", "kill-postmaster", "node-stop", "node-partition", "leader-freeze", "operator-kill")
+SCENARIOS = ("pod-delete", "kill-postmaster", "node-stop", "node-partition", "leader-freeze", "operator-kill",
+             "node-stop-with-operator")
 
 # Inserts one id per connection (a fresh connection each time, as an app reconnecting would).
 WRITER = r"""
@@ -392,6 +393,26 @@ def _failovers_started(ns: str) -> int:
     return sum(int(e.get("count") or (e.get("series") or {}).get("count") or 1) for e in items)
 
 
+def colocate_leader_with_operator(arch: Arch, timeout: float = 180) -> str:
+    """The worst node loss: the database leader and the operator's Lease holder on the same node. Moves the
+    leader there by a switchover (the archop.io/switchover-to annotation) when it is elsewhere."""
+    holder = operator_leader()
+    node = str(get("pod", holder, OPERATOR_NAMESPACE)["spec"]["nodeName"])
+    there = [n for n in arch.labels() if node_of(arch, n) == node]
+    if not there:
+        raise RuntimeError(f"no database pod on {node}, the node of the operator's Lease holder {holder}")
+    target = sorted(there)[0]
+    if arch.leader() != target:
+        kubectl("annotate", "architectures.archop.io", arch.name, "-n", arch.namespace, "--overwrite",
+                f"archop.io/switchover-to={target}")
+        deadline = time.monotonic() + timeout
+        while not (arch.leader() == target and arch.healthy()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"switchover to {target} did not finish: {arch.status()}")
+            time.sleep(1)
+    return target
+
+
 def inject(scenario: str, arch: Arch, leader: str) -> tuple[float, Any]:
     """Start the fault; returns (time, undo-state)."""
     ns = arch.namespace
@@ -441,7 +462,7 @@ def inject(scenario: str, arch: Arch, leader: str) -> tuple[float, Any]:
         )
         return at, None
     node = node_of(arch, leader)
-    if scenario == "node-stop":
+    if scenario in ("node-stop", "node-stop-with-operator"):
         at = time.time()
         docker("stop", "-t", "0", node)
         return at, node
@@ -467,7 +488,7 @@ def undo(scenario: str, arch: Arch, state: Any) -> None:
             _SIGNAL_POSTGRES.format(sig="CONT"),
             check=False,
         )
-    elif scenario == "node-stop" and state:
+    elif scenario in ("node-stop", "node-stop-with-operator") and state:
         docker("start", state)
     elif scenario == "node-partition" and state:
         docker("network", "connect", KIND_NETWORK, state)
@@ -484,7 +505,7 @@ class RunResult:
     new_leader: str
 
 
-UNDOABLE = ("node-stop", "node-partition", "leader-freeze", "operator-kill")
+UNDOABLE = ("node-stop", "node-partition", "leader-freeze", "operator-kill", "node-stop-with-operator")
 
 
 def old_leader_back(arch: Arch, old: str) -> bool:
@@ -521,6 +542,8 @@ def run_once(arch: Arch, scenario: str, hold_s: float = 20.0, timeout: float = 3
     Nothing counts as recovered before the fault has been felt (a failed or stalled write, another leader,
     or an unhealthy status): right after the fault the status still says "healthy"."""
     arch.wait_healthy()
+    if scenario == "node-stop-with-operator":
+        colocate_leader_with_operator(arch)
     traffic = Traffic(arch)
     traffic.start()
     labels: list[tuple[float, dict[str, str]]] = []
