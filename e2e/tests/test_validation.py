@@ -64,6 +64,12 @@ INVALID: list[tuple[str, str, dict[str, Any], str]] = [
         "database.replication.syncReplicas must not exceed database.followers in sync mode",
     ),
     (
+        "pod-lost-timeout-above-leader-timeout",
+        "v",
+        {"database": {"failover": {"leaderTimeoutSeconds": 2, "podLostTimeoutSeconds": 2.5}}},
+        "database.failover.podLostTimeoutSeconds must not exceed leaderTimeoutSeconds",
+    ),
+    (
         "switchover-beyond-followers",
         "v",
         {"database": {"followers": 2, "switchoverTo": "v-db-5"}},
