@@ -181,6 +181,13 @@ def test_restarted_leader_container_fails_over_at_once():
     assert "not running" in step.message
 
 
+def test_refused_connection_fails_over_at_once():
+    refused = Instance(L, pod(L, names.LEADER, uid="uid-1"),
+                       Probe(reachable=False, error="Connection refused", refused=True))
+    step = _fails_at_once(refused)
+    assert "connection refused" in step.message
+
+
 def test_pod_lost_timeout_is_honoured():
     spec = replace(SPEC, failover=replace(SPEC.failover, pod_lost_timeout_seconds=1.0))
     o = obs(down(L, names.LEADER, deleting=True), follower(F1, age=0.1), follower(F2, age=0.1))

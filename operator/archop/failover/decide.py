@@ -187,8 +187,9 @@ class Verdict:
 
 
 def pod_lost(inst: Instance | None, seen: tuple[str, str | None, int] | None) -> str | None:
-    """Why the kubelet or the API server says this instance's postmaster is certainly down, or None.
-    A readiness failure is not enough: a frozen postmaster fails pg_isready while its sessions may live on."""
+    """Why this instance's postmaster is certainly down (the API server, the kubelet or the pod's own network
+    stack says so), or None. A readiness failure or a timeout is not enough: a frozen postmaster fails
+    pg_isready and times out while its sessions may live on."""
     pod = inst.pod if inst else None
     if inst is None or pod is None:
         return "its pod is gone"
@@ -200,6 +201,8 @@ def pod_lost(inst: Instance | None, seen: tuple[str, str | None, int] | None) ->
         return f"its pod is {pod.phase or 'not running'}"
     if not pod.running:
         return "its postgres container is not running"
+    if inst.probe.refused:
+        return "nothing listens on its Postgres port (connection refused)"
     if seen is not None and seen[0] == inst.name:
         if seen[1] and pod.uid and pod.uid != seen[1]:
             return "its pod was replaced"

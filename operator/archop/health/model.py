@@ -62,6 +62,9 @@ class Probe:
 
     reachable: bool
     error: str | None = None
+    # The pod's IP answered the connect with a reset: nothing listens on the Postgres port, so the postmaster
+    # is gone (a frozen one still completes handshakes, a partitioned or vanished one times out).
+    refused: bool = False
     in_recovery: bool | None = None
     timeline: int | None = None
     current_lsn: int | None = None  # primaries: pg_current_wal_lsn()

@@ -76,7 +76,7 @@ async def probe(target: Target, timeout: float = 1.0) -> Probe:
     try:
         conn = await connect(target, timeout)
     except (OSError, psycopg.Error, TimeoutError) as exc:
-        return Probe(reachable=False, error=short_error(exc))
+        return Probe(reachable=False, error=short_error(exc), refused="Connection refused" in str(exc))
     try:
         async with conn:
             return await asyncio.wait_for(_query(conn), timeout + 1.0)

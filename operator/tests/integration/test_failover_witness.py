@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from archop import reasons
 from archop.failover import decide as d
 from archop.spec import DatabaseSpec, FailoverSpec
 
@@ -33,7 +34,8 @@ async def test_frozen_leader_fails_over_only_with_a_witness(pg):
     step = None
     while time.time() - frozen < 20:
         obs = await lb.observe()
-        assert not obs.instances["db-0"].probe.reachable  # the probe gives up within its timeout
+        p0 = obs.instances["db-0"].probe
+        assert not p0.reachable and not p0.refused  # a frozen server times out; it never refuses
         step = d.decide(obs, state, SPEC, time.time(), memory)
         memory = step.memory
         seen.append((time.time() - frozen, step.kind, step.message))
@@ -66,3 +68,20 @@ async def test_frozen_postmaster_with_live_wal_senders_is_not_failed(pg):
     finally:
         leader.thaw()
     assert "still stream" in step.message
+
+
+async def test_killed_leader_is_refused_and_failed_over_at_once(pg):
+    """SIGKILL of the postmaster closes its listen socket: the next probe is refused, which is certain
+    evidence (podLostTimeoutSeconds, 0), so no leaderTimeoutSeconds wait and no follower witness needed."""
+    leader = pg.add(init_leader(pg.base, "db-0"))
+    follower = pg.add(clone_follower(leader, pg.base, "db-1"))
+    lb = Loopback({"db-0": leader, "db-1": follower})
+    state = d.State(current_leader="db-0")
+    await wait_for(lambda: streaming_from(leader, "db-1"), what="streaming")
+    leader.kill()
+    obs = await lb.observe()
+    assert obs.instances["db-0"].probe.refused
+    step = d.decide(obs, state, SPEC, time.time(), d.Memory())
+    assert step.kind == "failover" and step.record is not None, step.message
+    assert (step.record.reason, step.record.to) == (reasons.LEADER_POD_LOST, "db-1")
+    assert "connection refused" in step.message
