@@ -63,17 +63,25 @@ cluster-down: ## delete the cluster
 cluster-smoke: ## prove the cluster works: scheduling, Services, DNS, PVCs, ingress, node loss
 	e2e/cluster/smoke.sh
 
+# The images we build are also tagged <tag>-<image id>: a rebuilt image gets a new name, so `make install`
+# changes the pod template and Kubernetes rolls the pods (the same tag would keep the old containers).
+image_id = $$(docker image inspect -f '{{.Id}}' $(1) | cut -c8-19)
+content_tag = $(1)-$(call image_id,$(1))
+
 images: ## build the operator and app images and load them, with the operand images, into the cluster
 	docker build -q --target operator --build-arg BASE_IMAGE=$(BASE_IMAGE) -t $(OPERATOR_IMAGE) . >/dev/null
 	docker build -q --target app --build-arg BASE_IMAGE=$(BASE_IMAGE) -t $(APP_IMAGE) . >/dev/null
-	kind load docker-image --name $(CLUSTER) $(OPERATOR_IMAGE) $(APP_IMAGE) \
+	docker tag $(OPERATOR_IMAGE) $(call content_tag,$(OPERATOR_IMAGE))
+	docker tag $(APP_IMAGE) $(call content_tag,$(APP_IMAGE))
+	kind load docker-image --name $(CLUSTER) $(call content_tag,$(OPERATOR_IMAGE)) $(call content_tag,$(APP_IMAGE)) \
 	  $(if $(filter 1,$(ARCHOP_ONLINE)),,$(POSTGRES_IMAGE) $(REDIS_IMAGE) $(NGINX_IMAGE))
 
 install: ## helm install (or upgrade) the operator into $(NAMESPACE)
 	$(HELM) upgrade --install archop charts/archop --namespace $(NAMESPACE) --create-namespace --wait --timeout 5m \
-	  --set image.repository=$(firstword $(subst :, ,$(OPERATOR_IMAGE))) --set image.tag=$(VERSION) \
+	  --set image.repository=$(firstword $(subst :, ,$(OPERATOR_IMAGE))) \
+	  --set image.tag=$(VERSION)-$(call image_id,$(OPERATOR_IMAGE)) \
 	  --set images.postgres=$(POSTGRES_IMAGE) --set images.redis=$(REDIS_IMAGE) \
-	  --set images.nginx=$(NGINX_IMAGE) --set images.app=$(APP_IMAGE)
+	  --set images.nginx=$(NGINX_IMAGE) --set images.app=$(call content_tag,$(APP_IMAGE))
 
 uninstall: ## helm uninstall the operator (the CRD stays)
 	$(HELM) uninstall archop --namespace $(NAMESPACE)
