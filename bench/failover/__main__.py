@@ -31,6 +31,10 @@ def summarise(scenario: str, sync: bool, results: list[RunResult]) -> dict:
         "split_brain_seen": any(r.split_brain for r in results),
         "sync_mode": sync,
         "leader_changes": sum(1 for r in results if r.old_leader != r.new_leader),
+        # Every run, in order, so a p95 over 5 runs (= the worst run) can be read next to the others.
+        "rto_runs_s": [round(r.rto_s, 3) for r in results],
+        "rejoin_runs_s": [round(r.rejoin_s, 3) for r in results],
+        "lost_runs": [r.lost for r in results],
     }
 
 
