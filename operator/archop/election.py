@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -33,13 +34,38 @@ def load_kube_config() -> None:
         kube_config.load_kube_config()
 
 
+class _Witness:
+    """Wraps the lock to remember the last record held by someone else: after acquiring, it tells a clean
+    handover (released: no holder) from a takeover of an expired Lease, and since when nobody acted."""
+
+    def __init__(self, lock: Any) -> None:
+        self.lock = lock
+        self.foreign: LeaderElectionRecord | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.lock, name)
+
+    def get(self, name: str, namespace: str) -> tuple[bool, Any]:
+        found, record = self.lock.get(name, namespace)
+        mine = self.lock.identity
+        if found and isinstance(record, LeaderElectionRecord) and record.holder_identity != mine:
+            self.foreign = record
+        return found, record
+
+
+# When this process took over an expired Lease: the previous holder's last renewal (epoch seconds), i.e.
+# since when no operator has watched the databases. None: a clean handover, a fresh Lease, or no election.
+unwatched_since: float | None = None
+took_over_at: float | None = None  # when this process acquired the Lease (epoch seconds)
+
+
 class LeaseElection:
     """One candidate. `lock` is anything with LeaseLock's get/create/update (tests use an in-memory one)."""
 
     def __init__(self, settings: Settings, lock: Any = None) -> None:
         self.settings = settings
-        self.lock = lock if lock is not None else LeaseLock(settings.lease_name, settings.namespace,
-                                                            settings.identity)
+        self.lock = _Witness(lock if lock is not None else LeaseLock(settings.lease_name, settings.namespace,
+                                                                     settings.identity))
         self._elector = LeaderElection(Config(
             self.lock,
             lease_duration=settings.lease_duration_seconds,
@@ -66,6 +92,21 @@ class LeaseElection:
         self._elector.acquire()
         metrics.operator_leader.set(1)
         log.info("%s holds Lease %s/%s", self.identity, self.settings.namespace, self.settings.lease_name)
+        global unwatched_since, took_over_at
+        unwatched_since, took_over_at = self.unwatched_since(), time.time()
+        if unwatched_since is not None:
+            log.warning("took over an expired Lease: no operator acted for %.1fs",
+                        max(0.0, time.time() - unwatched_since))
+
+    def unwatched_since(self) -> float | None:
+        """The previous holder's last renewal when it did not release the Lease (it died or was cut off)."""
+        prev = self.lock.foreign
+        if prev is None or not prev.holder_identity or not prev.renew_time:
+            return None
+        try:
+            return datetime.datetime.fromisoformat(str(prev.renew_time)).timestamp()
+        except ValueError:
+            return None
 
     def hold(self, on_lost: Callable[[], None]) -> threading.Thread:
         """Keep renewing in a background thread; call `on_lost` if a renewal misses the renew deadline."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import threading
 import time
@@ -160,3 +161,28 @@ def test_health_grace_while_kopf_starts() -> None:
     assert health.check() == (200, "leading; kopf starting")
     health.leading_since = time.monotonic() - 60
     assert health.check()[0] == 503
+
+
+def test_takeover_of_an_expired_lease_reports_the_blind_interval() -> None:
+    """b takes over after a died without releasing: nobody acted since a's last renewal."""
+    store = LeaseStore()
+    a, b = candidate(store, "a"), candidate(store, "b")
+    assert a.try_acquire() and not b.try_acquire()
+    assert store.record is not None
+    last_renewal = datetime.datetime.fromisoformat(str(store.record.renew_time)).timestamp()
+    deadline = time.monotonic() + 10
+    while not b.try_acquire():  # a is gone: the Lease expires (3 s here)
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert b.unwatched_since() == last_renewal
+
+
+def test_clean_handover_has_no_blind_interval() -> None:
+    store = LeaseStore()
+    a, b = candidate(store, "a"), candidate(store, "b")
+    assert a.try_acquire() and not b.try_acquire()
+    assert a.release()
+    assert b.try_acquire()
+    assert b.unwatched_since() is None
+    c = candidate(LeaseStore(), "c")  # the very first holder of a new Lease
+    assert c.try_acquire() and c.unwatched_since() is None

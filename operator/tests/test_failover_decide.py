@@ -216,6 +216,20 @@ def test_healthy_leader_pod_is_remembered():
     assert d.decide(o, STATE, SPEC, NOW, d.Memory()).memory.leader_pod == (L, "uid-7", 2)
 
 
+def test_blind_interval_after_an_operator_takeover_counts_toward_the_timeout():
+    """The node of the database leader and of the operator's Lease holder died together: the new holder's
+    first look already counts the time nobody watched, but still needs a witness."""
+    o = obs(down(L, names.LEADER), follower(F1, status=None), follower(F2, status=None))
+    blind = d.Memory(unwatched_since=NOW - 9)
+    step = d.decide(o, STATE, SPEC, NOW, blind)
+    assert step.kind == "failover" and "for 9.0s" in step.message
+    streaming = obs(down(L, names.LEADER), follower(F1, age=0.2), follower(F2, age=0.2))
+    assert d.decide(streaming, STATE, SPEC, NOW, blind).kind == "waiting"  # no witness, no failover
+    # Once this operator has seen the leader healthy, only its own timer counts.
+    seen = d.decide(obs(leader(), follower(F1), follower(F2)), STATE, SPEC, NOW, blind).memory
+    assert d.decide(o, STATE, SPEC, NOW + 1, seen).kind == "waiting"
+
+
 def test_leader_node_not_ready_is_a_witness():
     o = obs(down(L, names.LEADER, node_ready=False), follower(F1, age=0.1), follower(F2, age=0.1))
     assert d.decide(o, STATE, SPEC, NOW, lost(3)).kind == "failover"

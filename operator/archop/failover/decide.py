@@ -106,6 +106,10 @@ class Memory:
     # The leader's pod as last seen healthy: (name, uid, postgres restarts). A new uid or more restarts
     # since then means its postmaster died, whatever the pod looks like now.
     leader_pod: tuple[str, str | None, int] | None = None
+    # Set after taking over an expired operator Lease: the previous holder's last renewal. Until this
+    # process has seen the leader healthy, the leader may have been lost at any moment since then, so the
+    # wait for leaderTimeoutSeconds counts from there (the witness rule still applies).
+    unwatched_since: float | None = None
     stuck_since: dict[str, float] = field(default_factory=dict)
     seen_markers: frozenset[str] = frozenset()
 
@@ -338,7 +342,10 @@ def decide(obs: DbObservation, state: State, spec: DatabaseSpec, now: float, mem
     if not state.current_leader:
         return _bootstrap(obs, memory)
     leader = state.current_leader
-    verdict = leader_verdict(obs, leader, spec.failover.leader_timeout_seconds, now, memory.leader_lost_since,
+    lost_since = memory.leader_lost_since
+    if lost_since is None and memory.leader_pod is None and memory.unwatched_since is not None:
+        lost_since = min(now, memory.unwatched_since)
+    verdict = leader_verdict(obs, leader, spec.failover.leader_timeout_seconds, now, lost_since,
                              spec.failover.pod_lost_timeout_seconds, memory.leader_pod)
     memory = replace(memory, leader_lost_since=verdict.lost_since)
     if verdict.healthy:

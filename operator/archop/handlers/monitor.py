@@ -29,6 +29,7 @@ from archop.spec import ArchitectureSpec
 
 PASSFILE = PGDATA.rsplit("/", 1)[0] + "/archop.pgpass"  # written by start.sh next to PGDATA
 WORKLOAD_EVERY = 2.0  # seconds between refreshes of the other tiers' conditions
+TAKEOVER_WINDOW = 60.0  # seconds after a Lease takeover in which a new daemon inherits the blind interval
 EVENT_REPEAT = 30.0  # the same non-step event reason at most this often
 # Events of the failover steps themselves: always emitted.
 _STEP_EVENTS = {reasons.FAILOVER_STARTED, reasons.LEADER_FENCED, reasons.FOLLOWER_PROMOTED,
@@ -46,12 +47,21 @@ def _now_iso() -> str:
     return d.iso(time.time())
 
 
+def _blind_since() -> float | None:
+    """After an unclean operator takeover (the holder died, e.g. with its node), the time nobody watched
+    counts toward the leader timeout. Only for daemons started right after the takeover."""
+    election = _mod("election")
+    if election.took_over_at is None or time.time() - election.took_over_at > TAKEOVER_WINDOW:
+        return None
+    return election.unwatched_since  # type: ignore[no-any-return]
+
+
 class DbMonitor:
     """State of one Architecture's loop. Only in-process timers live here; the truth is in status."""
 
     def __init__(self, name: str, namespace: str, api: Any, logger: logging.Logger | logging.LoggerAdapter):
         self.name, self.namespace, self.api, self.log = name, namespace, api, logger
-        self.memory = d.Memory()
+        self.memory = d.Memory(unwatched_since=_blind_since())
         self.written: dict[str, Any] = {}  # what we patched last: the live `status` view may lag behind it
         self.secret: tuple[str, str] | None = None
         self.repl_user = "replicator"

@@ -35,6 +35,8 @@ WAIT_PRIMARY=${ARCHOP_WAIT_PRIMARY_SECONDS:-0}   # 0: wait for a primary forever
 MARKER=archop-rejoin                            # read by the operator with pg_read_file
 CONN_TIMEOUTS="connect_timeout=2 tcp_user_timeout=4000"  # in primary_conninfo (act.py writes the same)
 LOCK_WAIT=${ARCHOP_LOCK_WAIT_SECONDS:-120}
+# A crashed leader looks this long for a follower the operator promoted meanwhile (see prepare_pgdata).
+RESTART_GRACE=${ARCHOP_RESTART_GRACE_SECONDS:-4}
 
 log() { echo "archop-start: $*" >&2; }
 
@@ -182,7 +184,7 @@ prepare() {
 
 # Decide how to start; prints the mode (bootstrap, clone, follower, rewind, primary).
 prepare_pgdata() {
-  local found name tli
+  local found name tli waited=0
   if [[ ! -s $PGDATA/PG_VERSION ]]; then
     if [[ $POD_NAME == "$BOOTSTRAP_LEADER" ]] && ! primary_on_rw >/dev/null && ! any_peer_alive; then
       bootstrap; echo bootstrap
@@ -202,12 +204,18 @@ prepare_pgdata() {
     fi
     configure_follower_keep_conninfo; echo follower
   else
-    if found=$(primary_on_rw) && name=${found%%|*} && [[ $name != "$POD_NAME" ]]; then
-      rejoin "$name"; echo rewind
-    else
-      log "was the primary and no other primary answers: starting as primary"
-      echo primary
-    fi
+    # The operator fails over within a second or two of a leader's crash, often while this container
+    # restarts. Coming up as a primary then means being fenced and restarted once more before the rewind,
+    # so look for the new primary for a moment first.
+    while :; do
+      if found=$(primary_on_rw) && name=${found%%|*} && [[ $name != "$POD_NAME" ]]; then
+        rejoin "$name"; echo rewind; return
+      fi
+      ((waited >= RESTART_GRACE)) && break
+      sleep 1; waited=$((waited + 1))
+    done
+    log "was the primary and no other primary answers after ${waited}s: starting as primary"
+    echo primary
   fi
 }
 

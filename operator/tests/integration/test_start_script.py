@@ -82,7 +82,8 @@ def test_decide_mode_for_existing_data(pg):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "follower"
     leader.stop()
-    env = script_env(pg.base, "db-0", leader.port, free_port())
+    env = script_env(pg.base, "db-0", leader.port, free_port()) | {"ARCHOP_RESTART_GRACE_SECONDS": "1"}
     r = run_script_function("start.sh", env, "prepare >/dev/null; prepare_pgdata")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "primary"
+    assert "no other primary answers after 1s" in r.stderr  # it looked for a promoted follower first
