@@ -1,6 +1,6 @@
-"""Failover on the kind cluster: the leader's pod force-deleted and the leader's node stopped, with a writer
-running through N-db-rw in synchronous mode. The database must recover, no acknowledged write may be lost,
-the old leader must rejoin as a follower, and the story must be told in status and events."""
+"""Failover on the kind cluster: the leader's pod force-deleted, its postmaster killed and its node stopped,
+with a writer running through N-db-rw in synchronous mode. The database must recover, no acknowledged write
+may be lost, the old leader must rejoin as a follower, and the story must be told in status and events."""
 
 from __future__ import annotations
 
@@ -48,11 +48,20 @@ def check_recovered(arch: Arch, result, *, leader_changed: bool) -> None:
 
 
 def test_leader_pod_force_deleted(arch: Arch):
+    """A replaced pod is certain evidence: the operator fails over at once (LeaderPodLost) instead of
+    waiting for the replacement, which then rejoins by pg_rewind."""
     result = run_once(arch, "pod-delete", hold_s=0)
-    check_recovered(arch, result, leader_changed=result.new_leader != result.old_leader)
-    if result.new_leader != result.old_leader:
-        assert {"LeaderUnreachable", "FailoverStarted", "LeaderFenced", "FollowerPromoted", "ServicesRewired",
-                "FollowersRepointed", "FailoverCompleted"} <= events(arch.namespace)
+    check_recovered(arch, result, leader_changed=True)
+    assert arch.status()["lastFailover"]["reason"] == "LeaderPodLost"
+    assert {"LeaderUnreachable", "FailoverStarted", "LeaderFenced", "FollowerPromoted", "ServicesRewired",
+            "FollowersRepointed", "FailoverCompleted"} <= events(arch.namespace)
+
+
+def test_leader_postmaster_killed(arch: Arch):
+    """kill -9 of the postmaster: the next probe is refused (nothing listens), so it fails over at once."""
+    result = run_once(arch, "kill-postmaster", hold_s=0)
+    check_recovered(arch, result, leader_changed=True)
+    assert arch.status()["lastFailover"]["reason"] == "LeaderPodLost"
 
 
 def test_leader_node_stopped(arch: Arch):
