@@ -125,16 +125,13 @@ def run(settings: Settings, leader_election: bool) -> int:
     return 0
 
 
-class _QuietRenewals(logging.Filter):
-    """Drop the Lease library's per-renewal INFO lines (it logs through the root logger every 2 s)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno < logging.WARNING and "leaderelection" in record.pathname)
+# The Lease library logs every renewal at INFO on its own "leaderelection" logger (once a second with the
+# default retry period); its warnings and errors still come through.
+LEASE_LIBRARY_LOGGER = "leaderelection"
 
 
 def quiet_noisy_loggers() -> None:
-    # On the root logger itself (the library logs through it), so kopf re-configuring handlers keeps it.
-    logging.getLogger().addFilter(_QuietRenewals())
+    logging.getLogger(LEASE_LIBRARY_LOGGER).setLevel(logging.WARNING)
     # kopf's liveness endpoint is probed every few seconds; its access log says nothing useful.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 

@@ -203,6 +203,11 @@ def test_operator_deployment_shape(default_render: str) -> None:
     term = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
     assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
     assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    # ... and hard spreading: one node loss never takes both operators.
+    (spread,) = pod["topologySpreadConstraints"]
+    assert (spread["topologyKey"], spread["maxSkew"], spread["whenUnsatisfiable"]) == (
+        "kubernetes.io/hostname", 1, "DoNotSchedule")
+    assert spread["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
     assert "priorityClassName" not in pod
 
     container = _operator_container(docs)

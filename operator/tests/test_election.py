@@ -186,3 +186,17 @@ def test_clean_handover_has_no_blind_interval() -> None:
     assert b.unwatched_since() is None
     c = candidate(LeaseStore(), "c")  # the very first holder of a new Lease
     assert c.try_acquire() and c.unwatched_since() is None
+
+
+def test_lease_renewals_are_not_logged(caplog) -> None:
+    """One INFO line per renewal (every second) would drown the operator's own logs."""
+    import logging
+
+    from archop.cli import quiet_noisy_loggers
+
+    quiet_noisy_loggers()
+    store = LeaseStore()
+    a = candidate(store, "a")
+    with caplog.at_level(logging.INFO):
+        assert a.try_acquire() and a.try_acquire()
+    assert not [r for r in caplog.records if "acquired lease" in r.getMessage()]
