@@ -398,6 +398,14 @@ def colocate_leader_with_operator(arch: Arch, timeout: float = 180) -> str:
     leader there by a switchover (the archop.io/switchover-to annotation) when it is elsewhere."""
     holder = operator_leader()
     node = str(get("pod", holder, OPERATOR_NAMESPACE)["spec"]["nodeName"])
+    pods = json.loads(kubectl("get", "pods", "-n", OPERATOR_NAMESPACE, "-l", "app.kubernetes.io/name=archop",
+                              "-o", "json"))["items"]
+    standbys = [p for p in pods if p["metadata"]["name"] != holder and p["spec"].get("nodeName") == node]
+    if standbys:
+        # The chart spreads the replicas over nodes; with both on one node this would measure an operator
+        # outage, not a takeover.
+        names = [p["metadata"]["name"] for p in standbys]
+        raise RuntimeError(f"operator replicas share node {node}: {holder} and {names}")
     there = [n for n in arch.labels() if node_of(arch, n) == node]
     if not there:
         raise RuntimeError(f"no database pod on {node}, the node of the operator's Lease holder {holder}")
