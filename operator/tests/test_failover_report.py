@@ -122,6 +122,14 @@ def test_pod_state_container_and_uid():
     assert not s.gone  # the pod itself still runs; decide.pod_lost reads `running`
     pod["status"]["containerStatuses"][0]["state"] = {"running": {"startedAt": "2026-11-29T00:00:00Z"}}
     assert pod_state(pod, {"w1": True}, None).running
+    pod["status"]["containerStatuses"][0] |= {
+        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+        "lastState": {"terminated": {"exitCode": 137, "startedAt": "2026-11-29T10:00:00Z",
+                                     "finishedAt": "2026-11-29T10:05:30Z"}},
+    }
+    assert pod_state(pod, {"w1": True}, None).back_off_after == 330.0
+    pod["status"]["containerStatuses"][0]["state"] = {"waiting": {"reason": "ContainerCreating"}}
+    assert pod_state(pod, {"w1": True}, None).back_off_after is None
     pod["status"]["containerStatuses"] = []  # not reported yet: no evidence either way
     assert pod_state(pod, {"w1": True}, None).running
     assert node_ready({"status": {"conditions": [{"type": "Ready", "status": "True"}]}}) is True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from archop import names
@@ -13,6 +14,25 @@ def node_ready(node: dict[str, Any]) -> bool | None:
         if c.get("type") == "Ready":
             return c.get("status") == "True"
     return None
+
+
+def _seconds(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    try:
+        a, b = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (start, end))
+    except ValueError:
+        return None
+    return (b - a).total_seconds()
+
+
+def back_off_after(status: dict[str, Any]) -> float | None:
+    """How long the last run lasted when the container now waits in CrashLoopBackOff, else None."""
+    if ((status.get("state") or {}).get("waiting") or {}).get("reason") != "CrashLoopBackOff":
+        return None
+    last = (status.get("lastState") or {}).get("terminated") or {}
+    ran = _seconds(last.get("startedAt"), last.get("finishedAt"))
+    return 0.0 if ran is None else ran
 
 
 def pod_state(pod: dict[str, Any], nodes: dict[str, bool | None], update_revision: str | None) -> PodState:
@@ -33,6 +53,7 @@ def pod_state(pod: dict[str, Any], nodes: dict[str, bool | None], update_revisio
         ready=bool(pg.get("ready")),
         # No status yet counts as running: only the kubelet saying otherwise is evidence of a dead postmaster.
         running=not pg or "running" in (pg.get("state") or {"running": {}}),
+        back_off_after=back_off_after(pg) if pg else None,
         restarts=int(pg.get("restartCount") or 0),
         node=node,
         node_ready=nodes.get(node) if node else None,
