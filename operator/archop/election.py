@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kubernetes import config as kube_config
+from kubernetes.client.exceptions import ApiException
 from kubernetes.leaderelection.electionconfig import Config
 from kubernetes.leaderelection.leaderelection import LeaderElection
 from kubernetes.leaderelection.leaderelectionrecord import LeaderElectionRecord
@@ -34,9 +35,48 @@ def load_kube_config() -> None:
         kube_config.load_kube_config()
 
 
-class _Witness:
-    """Wraps the lock to remember the last record held by someone else: after acquiring, it tells a clean
-    handover (released: no holder) from a takeover of an expired Lease, and since when nobody acted."""
+# Every Lease call gives up after 1 s to connect / 3 s to answer, without retries. Found on kind: a pod on a
+# node that had just restarted sent its SYN to the API server's ClusterIP before kube-proxy restored the
+# rules, and the kernel's SYN back-off then kept one call hanging for about two minutes. A standby stuck
+# like that never takes over; a holder stuck like that keeps acting after its Lease expired.
+LEASE_CALL_TIMEOUT = (1.0, 3.0)
+
+
+class _TimedApi:
+    """The Lease API with `_request_timeout` on every call."""
+
+    def __init__(self, api: Any, timeout: tuple[float, float]) -> None:
+        self.api, self.timeout = api, timeout
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.api, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            kwargs.setdefault("_request_timeout", self.timeout)
+            return attr(*args, **kwargs)
+
+        return call
+
+
+def lease_lock(settings: Settings) -> LeaseLock:
+    """A LeaseLock whose API calls time out quickly and are not retried by urllib3 (the election retries)."""
+    from kubernetes import client
+
+    lock = LeaseLock(settings.lease_name, settings.namespace, settings.identity)
+    cfg = client.Configuration.get_default_copy()
+    cfg.retries = 0
+    lock.api_instance = _TimedApi(  # type: ignore[assignment]  # same methods, with a timeout
+        client.CoordinationV1Api(client.ApiClient(cfg)), LEASE_CALL_TIMEOUT)
+    return lock
+
+
+class _GuardedLock:
+    """Wraps the lock so that a failed call is a failed attempt, never an exception (LeaseLock catches only
+    ApiException; a timeout would end the election thread), and remembers the last record held by someone
+    else: after acquiring, it tells a clean handover (released: no holder) from a takeover of an expired
+    Lease, and since when nobody acted."""
 
     def __init__(self, lock: Any) -> None:
         self.lock = lock
@@ -46,11 +86,29 @@ class _Witness:
         return getattr(self.lock, name)
 
     def get(self, name: str, namespace: str) -> tuple[bool, Any]:
-        found, record = self.lock.get(name, namespace)
+        try:
+            found, record = self.lock.get(name, namespace)
+        except Exception as exc:  # the library then logs "Error retrieving resource lock" and retries
+            log.debug("Lease read failed: %s", exc)
+            return False, ApiException(status=0, reason=f"{type(exc).__name__}: {exc}")
         mine = self.lock.identity
         if found and isinstance(record, LeaderElectionRecord) and record.holder_identity != mine:
             self.foreign = record
         return found, record
+
+    def create(self, name: str, namespace: str, election_record: LeaderElectionRecord) -> bool:
+        try:
+            return bool(self.lock.create(name, namespace, election_record))
+        except Exception as exc:
+            log.debug("Lease create failed: %s", exc)
+            return False
+
+    def update(self, name: str, namespace: str, updated_record: LeaderElectionRecord) -> bool:
+        try:
+            return bool(self.lock.update(name, namespace, updated_record))
+        except Exception as exc:
+            log.debug("Lease update failed: %s", exc)
+            return False
 
 
 # When this process took over an expired Lease: the previous holder's last renewal (epoch seconds), i.e.
@@ -64,8 +122,7 @@ class LeaseElection:
 
     def __init__(self, settings: Settings, lock: Any = None) -> None:
         self.settings = settings
-        self.lock = _Witness(lock if lock is not None else LeaseLock(settings.lease_name, settings.namespace,
-                                                                     settings.identity))
+        self.lock = _GuardedLock(lock if lock is not None else lease_lock(settings))
         self._elector = LeaderElection(Config(
             self.lock,
             lease_duration=settings.lease_duration_seconds,

@@ -200,3 +200,44 @@ def test_lease_renewals_are_not_logged(caplog) -> None:
     with caplog.at_level(logging.INFO):
         assert a.try_acquire() and a.try_acquire()
     assert not [r for r in caplog.records if "acquired lease" in r.getMessage()]
+
+
+class FlakyLock(FakeLock):
+    """Raises like urllib3 does on a connect timeout (not an ApiException) while `down` is set."""
+
+    down = False
+
+    def get(self, name: str, namespace: str):  # noqa: ANN201
+        if self.down:
+            raise TimeoutError("connect timed out")
+        return super().get(name, namespace)
+
+    def update(self, name: str, namespace: str, updated_record: LeaderElectionRecord) -> bool:
+        if self.down:
+            raise TimeoutError("connect timed out")
+        return super().update(name, namespace, updated_record)
+
+
+def test_an_api_timeout_is_a_failed_attempt_not_a_dead_election() -> None:
+    store = LeaseStore()
+    lock = FlakyLock(store, "a")
+    a = LeaseElection(Settings(identity="a", **FAST), lock=lock)
+    lock.down = True
+    assert a.try_acquire() is False  # no exception escapes into the election thread
+    lock.down = False
+    assert a.try_acquire() is True
+    lock.down = True
+    assert a.try_acquire() is False  # a renewal that times out fails; the renew deadline then ends it
+
+
+def test_lease_calls_have_a_timeout() -> None:
+    from archop.election import LEASE_CALL_TIMEOUT, _TimedApi
+
+    seen = {}
+
+    class Api:
+        def read_namespaced_lease(self, name, namespace, **kwargs):  # noqa: ANN001, ANN201
+            seen.update(kwargs)
+
+    _TimedApi(Api(), LEASE_CALL_TIMEOUT).read_namespaced_lease("l", "ns")
+    assert seen == {"_request_timeout": LEASE_CALL_TIMEOUT}
