@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
 import sys
 import time
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hold", type=float, default=20.0, help="seconds an undoable fault is held")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "results" / "failover.json"))
     args = ap.parse_args(argv)
+    # A stopped bench must still undo its fault (restart the node, reconnect it, thaw the leader): SIGTERM
+    # becomes SystemExit, so run_once's `finally` runs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     modes = {"both": (False, True), "on": (True,), "off": (False,)}[args.sync]
     out: list[dict] = []
     for sync in modes:
