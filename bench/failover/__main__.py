@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     ap.add_argument("--sync", choices=("both", "on", "off"), default="both")
     ap.add_argument("--namespace", default="archop-bench")
-    ap.add_argument("--hold", type=float, default=20.0, help="seconds an undoable fault is held")
+    ap.add_argument("--hold", type=float, default=12.0, help="seconds an undoable fault is held")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "results" / "failover.json"))
     args = ap.parse_args(argv)
     # A stopped bench must still undo its fault (restart the node, reconnect it, thaw the leader): SIGTERM

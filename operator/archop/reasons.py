@@ -60,7 +60,7 @@ OPERATOR_CUT_OFF = "OperatorCutOff"  # the operator reaches no database instance
 REJOIN_STARTED = "RejoinStarted"  # an old leader answers as a primary: its pod is restarted to rewind
 FOLLOWER_STUCK = "FollowerStuck"  # a follower cannot follow the leader's timeline: restarted to rewind
 POD_UPDATED = "PodUpdated"  # rolling update: an outdated pod was deleted to get the new revision
-# A follower's postgres that had run for a while was killed and now waits out the kubelet's restart back-off:
-# its pod is deleted so it restarts (and rejoins) at once.
+# A non-leader's postgres was killed (exit 137, OOM) and waits out the kubelet's restart back-off: its pod
+# is deleted so it restarts (and rejoins) at once.
 RESTART_BACK_OFF_SKIPPED = "RestartBackOffSkipped"
 LEADER_UNFENCED = "LeaderUnfenced"  # the fence (read-only) on the current leader was lifted

@@ -592,15 +592,15 @@ def test_killed_old_leader_skips_the_restart_back_off():
     """An old leader whose postgres was killed after a long run waits in CrashLoopBackOff: its pod is
     deleted, so it restarts and rejoins at once. A pod crash-looping on start keeps the kubelet's back-off;
     a leader in back-off is failed over, not deleted."""
-    killed = down(F1, names.FENCED, running=False, back_off_after=300.0)
+    killed = down(F1, names.FENCED, running=False, back_off_after_kill=300.0)
     o = obs(leader(streaming=(F2,)), killed, follower(F2))
     step = d.decide(o, STATE, SPEC, NOW, d.Memory())
     assert d.DeletePod(F1) in step.actions
     assert [n.reason for n in step.notes] == [reasons.RESTART_BACK_OFF_SKIPPED]
-    crash_loop = obs(leader(streaming=(F2,)), down(F1, running=False, back_off_after=2.0), follower(F2))
+    crash_loop = obs(leader(streaming=(F2,)), down(F1, running=False, back_off_after_kill=2.0), follower(F2))
     assert d.DeletePod(F1) not in d.decide(crash_loop, STATE, SPEC, NOW, d.Memory()).actions
-    deleting = obs(leader(streaming=(F2,)), down(F1, back_off_after=300.0, deleting=True), follower(F2))
+    deleting = obs(leader(streaming=(F2,)), down(F1, back_off_after_kill=300.0, deleting=True), follower(F2))
     assert d.decide(deleting, STATE, SPEC, NOW, d.Memory()).actions == ()
-    lead = obs(down(L, names.LEADER, running=False, back_off_after=300.0), follower(F1), follower(F2))
+    lead = obs(down(L, names.LEADER, running=False, back_off_after_kill=300.0), follower(F1), follower(F2))
     step = d.decide(lead, STATE, SPEC, NOW, d.Memory())
     assert step.kind == "failover" and not step.actions

@@ -127,9 +127,11 @@ def test_pod_state_container_and_uid():
         "lastState": {"terminated": {"exitCode": 137, "startedAt": "2026-11-29T10:00:00Z",
                                      "finishedAt": "2026-11-29T10:05:30Z"}},
     }
-    assert pod_state(pod, {"w1": True}, None).back_off_after == 330.0
+    assert pod_state(pod, {"w1": True}, None).back_off_after_kill == 330.0
+    pod["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"] = 1  # failed at start
+    assert pod_state(pod, {"w1": True}, None).back_off_after_kill is None
     pod["status"]["containerStatuses"][0]["state"] = {"waiting": {"reason": "ContainerCreating"}}
-    assert pod_state(pod, {"w1": True}, None).back_off_after is None
+    assert pod_state(pod, {"w1": True}, None).back_off_after_kill is None
     pod["status"]["containerStatuses"] = []  # not reported yet: no evidence either way
     assert pod_state(pod, {"w1": True}, None).running
     assert node_ready({"status": {"conditions": [{"type": "Ready", "status": "True"}]}}) is True

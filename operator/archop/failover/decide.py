@@ -24,9 +24,10 @@ PHASES = (FENCING, PROMOTING, REWIRING)
 SWITCHOVER_REASONS = (reasons.SWITCHOVER_REQUESTED, reasons.ROLLING_UPDATE, reasons.SCALE_DOWN)
 # A follower that cannot follow the leader's timeline for this long is restarted (the start script rewinds).
 STUCK_SECONDS = 10.0
-# A postgres that ran at least this long before it died was killed (kill -9, OOM), not crash-looping on
-# start: a non-leader in CrashLoopBackOff after such a run gets its pod deleted, which restarts it at once.
-LONG_RUN_SECONDS = 60.0
+# A non-leader whose postgres was killed (exit 137, OOM) after running at least this long and now waits in
+# CrashLoopBackOff gets its pod deleted, which restarts it at once. Failing at start exits 1 and keeps the
+# kubelet's back-off; so does a process killed again and again within seconds.
+KILLED_AFTER_SECONDS = 10.0
 SWITCHOVER_ANNOTATION = f"{names.GROUP}/switchover-to"
 
 
@@ -417,8 +418,8 @@ def _steady(obs: DbObservation, state: State, spec: DatabaseSpec, now: float, me
     stuck = dict(memory.stuck_since)
     seen = set(memory.seen_markers)
     for inst in sorted(obs.instances.values(), key=lambda i: i.name):
-        back_off = inst.pod.back_off_after if inst.pod is not None and not inst.pod.deleting else None
-        if inst.name != leader_name and back_off is not None and back_off >= LONG_RUN_SECONDS:
+        back_off = inst.pod.back_off_after_kill if inst.pod is not None and not inst.pod.deleting else None
+        if inst.name != leader_name and back_off is not None and back_off >= KILLED_AFTER_SECONDS:
             # The kubelet doubles the back-off with every restart (10 s, 20 s, 40 s ...): an old leader
             # killed twice would rejoin minutes late. A new pod starts at once.
             actions.append(DeletePod(inst.name))

@@ -31,9 +31,9 @@ class PodState:
     deleting: bool = False
     ready: bool = True  # the postgres container's readiness (pg_isready)
     running: bool = True  # the postgres container's state is `running` (the kubelet's view)
-    # The postgres container waits in CrashLoopBackOff, and its last run lasted this long (seconds); None
-    # when it is not backing off.
-    back_off_after: float | None = None
+    # The postgres container waits in CrashLoopBackOff after it was killed (exit 137 or OOMKilled), and its
+    # last run lasted this long (seconds); None otherwise.
+    back_off_after_kill: float | None = None
     restarts: int = 0
     node: str | None = None
     node_ready: bool | None = True  # None: unknown

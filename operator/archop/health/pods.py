@@ -26,11 +26,14 @@ def _seconds(start: str | None, end: str | None) -> float | None:
     return (b - a).total_seconds()
 
 
-def back_off_after(status: dict[str, Any]) -> float | None:
-    """How long the last run lasted when the container now waits in CrashLoopBackOff, else None."""
+def back_off_after_kill(status: dict[str, Any]) -> float | None:
+    """How long the last run lasted, when the container now waits in CrashLoopBackOff after being killed
+    (SIGKILL: exit 137, or OOMKilled); None otherwise. A postgres that fails at start exits with 1."""
     if ((status.get("state") or {}).get("waiting") or {}).get("reason") != "CrashLoopBackOff":
         return None
     last = (status.get("lastState") or {}).get("terminated") or {}
+    if last.get("exitCode") != 137 and last.get("reason") != "OOMKilled":
+        return None
     ran = _seconds(last.get("startedAt"), last.get("finishedAt"))
     return 0.0 if ran is None else ran
 
@@ -53,7 +56,7 @@ def pod_state(pod: dict[str, Any], nodes: dict[str, bool | None], update_revisio
         ready=bool(pg.get("ready")),
         # No status yet counts as running: only the kubelet saying otherwise is evidence of a dead postmaster.
         running=not pg or "running" in (pg.get("state") or {"running": {}}),
-        back_off_after=back_off_after(pg) if pg else None,
+        back_off_after_kill=back_off_after_kill(pg) if pg else None,
         restarts=int(pg.get("restartCount") or 0),
         node=node,
         node_ready=nodes.get(node) if node else None,
