@@ -47,6 +47,7 @@ $(VENV)/.installed: pyproject.toml
 lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff check operator app testsupport bench e2e scripts
 	$(VENV)/bin/mypy operator/archop app/demoapp
+	$(VENV)/bin/mypy -p bench -p testsupport  # as packages: bench/app and bench/failover share module names
 
 chart-tools: ## helm and kubeconform (cached), needed by the chart checks in make test
 	e2e/cluster/build-tools.sh --chart-tools
