@@ -97,17 +97,17 @@ class _GuardedLock:
         return found, record
 
     def create(self, name: str, namespace: str, election_record: LeaderElectionRecord) -> bool:
-        try:
-            return bool(self.lock.create(name, namespace, election_record))
-        except Exception as exc:
-            log.debug("Lease create failed: %s", exc)
-            return False
+        return self._attempt(self.lock.create, name, namespace, election_record)
 
     def update(self, name: str, namespace: str, updated_record: LeaderElectionRecord) -> bool:
+        return self._attempt(self.lock.update, name, namespace, updated_record)
+
+    @staticmethod
+    def _attempt(write: Callable[..., Any], *args: Any) -> bool:
         try:
-            return bool(self.lock.update(name, namespace, updated_record))
+            return bool(write(*args))
         except Exception as exc:
-            log.debug("Lease update failed: %s", exc)
+            log.debug("Lease %s failed: %s", write.__name__, exc)
             return False
 
 
