@@ -47,6 +47,7 @@ FOLLOWER_REJOINED = "FollowerRejoined"
 REJOIN_BY_BASE_BACKUP = "RejoinByBaseBackup"
 SWITCHOVER_STARTED = "SwitchoverStarted"
 SWITCHOVER_COMPLETED = "SwitchoverCompleted"
+FAILOVER_ABORTED = "FailoverAborted"  # nobody was promoted and the old leader answers again: it leads again
 SYNC_STANDBYS_UPDATED = "SynchronousStandbysUpdated"
 
 

@@ -8,7 +8,19 @@ existed), so code never reads raw dicts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
+
+
+class Durability(StrEnum):
+    """spec.database.replication.dataDurability (CloudNativePG's names), in sync mode."""
+
+    # A commit is acknowledged only after syncReplicas followers have it; with fewer followers streaming,
+    # writes wait rather than degrade, and the standby list never shrinks below the desired followers.
+    REQUIRED = "required"
+    # Commits wait for syncReplicas of the followers that stream now, and for none when none streams:
+    # writes go on while followers are away, and what they acknowledge then may be lost in a failover.
+    PREFERRED = "preferred"
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,7 @@ class DatabaseSpec:
     reclaim_policy: str = "Delete"  # Delete | Retain: what happens to the volumes when the Architecture goes
     synchronous: bool = False
     sync_replicas: int = 1  # ANY n in synchronous_standby_names
+    durability: Durability = Durability.REQUIRED  # only read in sync mode
     switchover_to: str | None = None  # planned promotion of this pod name
     failover: FailoverSpec = field(default_factory=FailoverSpec)
     resources: Resources = field(
@@ -72,6 +85,10 @@ class DatabaseSpec:
     @property
     def instances(self) -> int:
         return 1 + self.followers
+
+    @property
+    def sync_required(self) -> bool:
+        return self.synchronous and self.durability is Durability.REQUIRED
 
     @classmethod
     def parse(cls, raw: dict[str, Any] | None) -> DatabaseSpec:
@@ -86,6 +103,7 @@ class DatabaseSpec:
             reclaim_policy=str(storage.get("reclaimPolicy") or d.reclaim_policy),
             synchronous=(replication.get("mode") or "async") == "sync",
             sync_replicas=int(replication.get("syncReplicas", d.sync_replicas)),
+            durability=Durability(replication.get("dataDurability") or d.durability),
             switchover_to=raw.get("switchoverTo") or None,
             failover=FailoverSpec.parse(raw.get("failover")),
             resources=Resources.parse(raw.get("resources"), d.resources.requests),

@@ -6,8 +6,9 @@ from dataclasses import replace
 
 from archop import names, reasons
 from archop.failover import decide as d
+from archop.failover import report
 from archop.health.model import DbObservation, Instance, PodState, Probe, ReplicaRow
-from archop.spec import DatabaseSpec, FailoverSpec
+from archop.spec import DatabaseSpec, Durability, FailoverSpec
 
 L, F1, F2 = "a-db-0", "a-db-1", "a-db-2"
 NOW = 1_000_000.0
@@ -277,8 +278,13 @@ def test_candidate_must_be_reachable_ready_and_not_deleting():
     assert d.choose_candidate(o, {L}, SPEC, STATE).name == F2
 
 
+def seen(lsn: int | None = None, members: tuple[str, ...] = (), k: int = 1,
+         name: str = L) -> d.LeaderSnapshot:
+    return d.LeaderSnapshot(name, lsn=lsn, quorum=d.SyncQuorum(k, members) if members else None)
+
+
 def test_lagging_candidate_refused_unless_data_loss_allowed():
-    state = replace(STATE, leader_lsn=1000)
+    state = replace(STATE, last_seen=seen(lsn=1000))
     o = obs(down(L), follower(F1, recv=800), follower(F2, recv=850))
     choice = d.choose_candidate(o, {L}, SPEC, state)
     assert choice.name is None and "150 bytes behind" in choice.why
@@ -290,21 +296,39 @@ def test_lagging_candidate_refused_unless_data_loss_allowed():
 
 def test_sync_quorum_needs_enough_reachable_members():
     spec = replace(SPEC, synchronous=True, sync_replicas=1)
-    state = replace(STATE, sync_members=(F1, F2), leader_lsn=10**9)  # lag rule does not apply in sync mode
+    state = replace(STATE, last_seen=seen(10**9, (F1, F2)))  # the lag rule does not apply with a quorum
     one = obs(down(L), follower(F1, recv=10), down(F2))
     choice = d.choose_candidate(one, {L}, spec, state)
-    assert choice.name is None and "1 of 2" in choice.why
+    assert choice.name is None and "1 of its members reachable, 2 needed" in choice.why
     both = obs(down(L), follower(F1, recv=10), follower(F2, recv=20))
     assert d.choose_candidate(both, {L}, spec, state).name == F2
-    all_sync = replace(spec, sync_replicas=2)  # ANY 2 of 2: every member has every commit
-    assert d.choose_candidate(one, {L}, all_sync, state).name == F1
+    all_sync = replace(state, last_seen=seen(10**9, (F1, F2), k=2))  # ANY 2 of 2: every member has all
+    assert d.choose_candidate(one, {L}, spec, all_sync).name == F1
 
 
-def test_sync_mode_without_members_falls_back_to_lag_rule():
-    spec = replace(SPEC, synchronous=True)
-    state = replace(STATE, leader_lsn=1000)
+def test_a_snapshot_of_another_leader_is_not_used():
+    state = replace(STATE, last_seen=seen(10**9, (F1, F2), name=F2))
+    assert d.choose_candidate(obs(down(L), follower(F1, recv=10), down(F2)), {L}, SPEC, state).name == F1
+
+
+def test_preferred_sync_mode_without_a_quorum_falls_back_to_the_lag_rule():
+    spec = replace(SPEC, synchronous=True, durability=Durability.PREFERRED)
+    state = replace(STATE, last_seen=seen(lsn=1000))
     o = obs(down(L), follower(F1, recv=10))
     assert d.choose_candidate(o, {L}, spec, state).name is None
+    assert d.choose_candidate(obs(down(L), follower(F1, recv=990)), {L}, spec, state).name == F1
+
+
+def test_required_sync_mode_without_a_known_quorum_refuses():
+    spec = replace(SPEC, synchronous=True)
+    for state in (STATE, replace(STATE, last_seen=seen(lsn=1000))):
+        choice = d.choose_candidate(obs(down(L), follower(F1, recv=1000)), {L}, spec, state)
+        assert choice.name is None and "required" in choice.why
+
+
+def test_candidates_on_the_newest_timeline_come_first():
+    o = obs(down(L), follower(F1, recv=9000, tl=1), follower(F2, recv=100, tl=2))
+    assert d.choose_candidate(o, {L}, SPEC, STATE).name == F2
 
 
 def test_failover_blocked_when_no_candidate():
@@ -313,12 +337,31 @@ def test_failover_blocked_when_no_candidate():
     assert step.kind == "blocked" and "no reachable, ready follower" in step.message
 
 
-def test_sync_standby_names():
+def test_preferred_quorum_names_the_streaming_followers_only():
+    sync = replace(SPEC, synchronous=True, sync_replicas=1, durability=Durability.PREFERRED)
+    o = obs(leader(), follower(F1), follower(F2))
+    assert d.render_quorum(d.want_quorum(o, L, [F2, F1], sync)) == 'ANY 1 ("a-db-1", "a-db-2")'
+    assert d.render_quorum(d.want_quorum(o, L, [F1], replace(sync, sync_replicas=3))) == 'ANY 1 ("a-db-1")'
+    assert d.want_quorum(o, L, [], sync) is None
+    assert d.want_quorum(o, L, [F1, F2], SPEC) is None
+
+
+def test_required_quorum_names_every_desired_follower_streaming_or_not():
     sync = replace(SPEC, synchronous=True, sync_replicas=1)
-    assert d.sync_standby_names([F2, F1], sync) == 'ANY 1 ("a-db-1", "a-db-2")'
-    assert d.sync_standby_names([F1], replace(sync, sync_replicas=3)) == 'ANY 1 ("a-db-1")'
-    assert d.sync_standby_names([], sync) == ""
-    assert d.sync_standby_names([F1, F2], SPEC) == ""
+    o = obs(leader(streaming=()), down(F1), follower(F2, status=None))
+    assert d.want_quorum(o, L, [], sync) == d.SyncQuorum(1, (F1, F2))
+    assert d.want_quorum(o, F1, [], sync) == d.SyncQuorum(1, (L, F2))
+
+
+def test_sync_quorum_parse_and_widen():
+    assert d.SyncQuorum.parse('ANY 1 ("a-db-1", "a-db-2")') == d.SyncQuorum(1, (F1, F2))
+    assert d.SyncQuorum.parse("FIRST 2 (a, b, c)") == d.SyncQuorum(2, ("a", "b", "c"))
+    assert d.SyncQuorum.parse("2 (b, a)") == d.SyncQuorum(2, ("a", "b"))
+    assert d.SyncQuorum.parse("a, b") == d.SyncQuorum(1, ("a", "b"))
+    assert d.SyncQuorum.parse("") is None and d.SyncQuorum.parse("  ") is None
+    assert d.SyncQuorum(2, ("a", "b")).widen(d.SyncQuorum(1, ("c",))) == d.SyncQuorum(1, ("a", "b", "c"))
+    assert d.SyncQuorum(1, ("a", "b", "c")).need == 3
+    assert d.SyncQuorum(2, ("a", "b", "c")).need == 2
 
 
 # ------------------------------------------------------------------ phases
@@ -329,7 +372,7 @@ REC = d.FailoverRecord(d.FENCING, L, F1, reasons.LEADER_UNREACHABLE, "2024-01-01
 
 def test_fencing_unreachable_leader_relabels_and_detaches_followers():
     o = obs(down(L, names.LEADER), follower(F1), follower(F2))
-    plan = d.phase_plan(REC, o, SPEC, STATE)
+    plan = d.phase_plan(REC, o, SPEC, STATE, NOW)
     assert plan.actions == (d.SetRole(L, names.FENCED), d.Detach(F1), d.Detach(F2))
     assert plan.after == replace(REC, phase=d.PROMOTING)
     assert plan.notes[0].reason == reasons.LEADER_FENCED
@@ -338,23 +381,23 @@ def test_fencing_unreachable_leader_relabels_and_detaches_followers():
 def test_fencing_reachable_leader_also_makes_it_read_only():
     o = obs(follower(L, upstream="", status=None), follower(F1), follower(F2, upstream=""))
     o2 = obs(leader(), follower(F1), follower(F2))
-    plan = d.phase_plan(REC, o2, SPEC, STATE)
-    assert plan.actions[:2] == (d.SetRole(L, names.FENCED), d.Fence(L, checkpoint=False))
+    plan = d.phase_plan(REC, o2, SPEC, STATE, NOW)
+    assert plan.actions[:3] == (d.SetRole(L, names.FENCED), d.Fence(L, checkpoint=False), d.Stop(L))
     assert d.Detach(F1) in plan.actions
-    plan = d.phase_plan(REC, o, SPEC, STATE)
+    plan = d.phase_plan(REC, o, SPEC, STATE, NOW)
     assert d.Detach(F2) not in plan.actions  # already detached
 
 
 def test_planned_fencing_checkpoints_and_keeps_followers_streaming():
     rec = replace(REC, reason=reasons.SWITCHOVER_REQUESTED)
-    plan = d.phase_plan(rec, obs(leader(), follower(F1), follower(F2)), SPEC, STATE)
+    plan = d.phase_plan(rec, obs(leader(), follower(F1), follower(F2)), SPEC, STATE, NOW)
     assert plan.actions == (d.SetRole(L, names.FENCED), d.Fence(L, checkpoint=True))
 
 
 def test_promoting_promotes_the_recorded_target():
     rec = replace(REC, phase=d.PROMOTING)
     o = obs(down(L), follower(F1, recv=500, status=None), follower(F2, recv=500, status=None))
-    plan = d.phase_plan(rec, o, SPEC, STATE)
+    plan = d.phase_plan(rec, o, SPEC, STATE, NOW)
     assert plan.actions == (d.Promote(F1),)
     assert plan.after == replace(rec, phase=d.REWIRING)
 
@@ -362,39 +405,66 @@ def test_promoting_promotes_the_recorded_target():
 def test_promoting_switches_to_a_more_advanced_follower():
     rec = replace(REC, phase=d.PROMOTING)
     o = obs(down(L), follower(F1, recv=500, status=None), follower(F2, recv=700, status=None))
-    plan = d.phase_plan(rec, o, SPEC, STATE)
+    plan = d.phase_plan(rec, o, SPEC, STATE, NOW)
     assert plan.actions == (d.Promote(F2),)
     assert plan.after is not None and plan.after.to == F2
 
 
 def test_promoting_skips_when_target_already_primary():
     rec = replace(REC, phase=d.PROMOTING)
-    plan = d.phase_plan(rec, obs(down(L), leader(F1, streaming=()), follower(F2)), SPEC, STATE)
+    plan = d.phase_plan(rec, obs(down(L), leader(F1, streaming=()), follower(F2)), SPEC, STATE, NOW)
     assert plan.actions == () and plan.after == replace(rec, phase=d.REWIRING)
 
 
 def test_promoting_blocked_without_candidate_keeps_record():
     rec = replace(REC, phase=d.PROMOTING)
-    plan = d.phase_plan(rec, obs(down(L), down(F1), down(F2)), SPEC, STATE)
-    assert plan.wait and plan.after == rec and plan.actions == ()
+    plan = d.phase_plan(rec, obs(down(L), down(F1), down(F2)), SPEC, STATE, NOW)
+    assert plan.outcome is d.Outcome.WAIT and plan.after == rec and plan.actions == ()
 
 
 def test_switchover_waits_for_target_to_catch_up():
     rec = d.FailoverRecord(d.PROMOTING, L, F1, reasons.SWITCHOVER_REQUESTED, "")
     behind = obs(leader(lsn=2000), follower(F1, recv=1500), follower(F2))
-    plan = d.phase_plan(rec, behind, SPEC, STATE)
-    assert plan.wait and "500 bytes" in plan.wait and plan.actions == ()
+    plan = d.phase_plan(rec, behind, SPEC, STATE, NOW)
+    assert plan.outcome is d.Outcome.WAIT and "500 bytes" in plan.message and plan.actions == ()
     caught = obs(leader(lsn=2000), follower(F1, recv=2000), follower(F2))
-    assert d.phase_plan(rec, caught, SPEC, STATE).actions == (d.Promote(F1),)
-    gone = obs(leader(lsn=2000), down(F1), follower(F2))
-    assert d.phase_plan(rec, gone, SPEC, STATE).wait
+    # The clean stop hands the target what a client still committed with BEGIN READ WRITE.
+    assert d.phase_plan(rec, caught, SPEC, STATE, NOW).actions == (d.Stop(L, clean=True), d.Promote(F1))
+
+
+def test_a_switchover_whose_target_went_away_is_called_off():
+    rec = d.FailoverRecord(d.PROMOTING, L, F1, reasons.SWITCHOVER_REQUESTED, "")
+    gone = obs(leader(lsn=2000, read_only=True, role=names.FENCED), down(F1), follower(F2))
+    plan = d.phase_plan(rec, gone, SPEC, STATE, NOW)
+    assert plan.outcome is d.Outcome.ABORTED and plan.after is None and plan.current_leader == L
+    assert plan.actions == (d.SetRole(L, names.LEADER), d.Unfence(L), d.Repoint(F2, L))
+    assert plan.notes[0].reason == reasons.FAILOVER_ABORTED
+
+
+def test_a_stuck_failover_is_called_off_once_the_old_leader_answers_again():
+    """Promoting found no candidate (the quorum is not reachable) and the old leader came back: nobody was
+    promoted, so it leads again instead of staying fenced with its followers detached."""
+    spec = replace(SPEC, synchronous=True)
+    state = replace(STATE, last_seen=seen(5000, (F1, F2)))
+    rec = replace(REC, phase=d.PROMOTING)
+    still_down = obs(down(L), follower(F1, status=None, upstream=""), down(F2))
+    plan = d.phase_plan(rec, still_down, spec, state, NOW)
+    assert plan.outcome is d.Outcome.WAIT and "needed" in plan.message
+    back = obs(leader(lsn=5000, streaming=(), read_only=True, role=names.FENCED),
+               follower(F1, status=None, upstream=""), down(F2))
+    plan = d.phase_plan(rec, back, spec, state, NOW)
+    assert plan.outcome is d.Outcome.ABORTED and plan.current_leader == L
+    assert d.Unfence(L) in plan.actions and d.Repoint(F1, L) in plan.actions
+    # Not when the recorded target may have been promoted (it does not answer): keep waiting.
+    unsure = obs(leader(lsn=5000, streaming=()), down(F1), down(F2))
+    assert d.phase_plan(rec, unsure, spec, state, NOW).outcome is d.Outcome.WAIT
 
 
 def test_rewiring_moves_labels_repoints_and_sets_sync_names():
     rec = replace(REC, phase=d.REWIRING)
-    spec = replace(SPEC, synchronous=True)
+    spec = replace(SPEC, synchronous=True, durability=Durability.PREFERRED)
     o = obs(down(L), leader(F1, streaming=(), read_only=True), follower(F2, upstream=""))
-    plan = d.phase_plan(rec, o, spec, STATE)
+    plan = d.phase_plan(rec, o, spec, STATE, NOW)
     assert plan.actions == (
         d.SetRole(L, names.FENCED),
         d.SetRole(F1, names.LEADER),
@@ -402,8 +472,18 @@ def test_rewiring_moves_labels_repoints_and_sets_sync_names():
         d.Repoint(F2, F1),
         d.SetSyncStandbys(F1, ""),
     )
-    assert plan.after is None and plan.current_leader == F1
+    assert plan.outcome is d.Outcome.DONE and plan.after is None and plan.current_leader == F1
     assert [n.reason for n in plan.notes] == [reasons.SERVICES_REWIRED, reasons.FOLLOWERS_REPOINTED]
+
+
+def test_rewiring_in_required_mode_names_every_other_instance_at_once():
+    """The new leader must acknowledge nothing before a follower has it: never '' after a failover."""
+    rec = replace(REC, phase=d.REWIRING)
+    spec = replace(SPEC, synchronous=True)
+    o = obs(down(L), leader(F1, streaming=(), lsn=7000), follower(F2, upstream=""))
+    plan = d.phase_plan(rec, o, spec, STATE, NOW)
+    assert d.SetSyncStandbys(F1, 'ANY 1 ("a-db-0", "a-db-2")') in plan.actions
+    assert plan.last_seen == d.LeaderSnapshot(F1, 7000, 1, d.SyncQuorum(1, (L, F2)), d.iso(NOW))
 
 
 def test_resume_in_flight_record_first():
@@ -476,8 +556,8 @@ def test_unpinned_follower_is_repointed_only_when_it_does_not_stream():
     assert d.Repoint(F1, L) in actions and d.Repoint(F2, L) not in actions
 
 
-def test_sync_names_follow_streaming_followers():
-    spec = replace(SPEC, synchronous=True)
+def test_sync_names_follow_streaming_followers_when_preferred():
+    spec = replace(SPEC, synchronous=True, durability=Durability.PREFERRED)
     o = obs(
         leader(streaming=(F1,), sync_names='ANY 1 ("a-db-1", "a-db-2")'),
         follower(F1),
@@ -486,6 +566,9 @@ def test_sync_names_follow_streaming_followers():
     step = d.decide(o, STATE, spec, NOW, d.Memory())
     assert d.SetSyncStandbys(L, 'ANY 1 ("a-db-1")') in step.actions
     assert reasons.SYNC_STANDBYS_UPDATED in [n.reason for n in step.notes]
+    # Persisted before the change is applied, the guard still covers what F2 may have acknowledged.
+    assert step.persist_first and step.last_seen is not None
+    assert step.last_seen.quorum == d.SyncQuorum(1, (F1, F2))
     ok = obs(leader(streaming=(F1,), sync_names='ANY 1 ("a-db-1")'), follower(F1), follower(F2, status=None))
     assert not any(
         isinstance(a, d.SetSyncStandbys) for a in d.decide(ok, STATE, spec, NOW, d.Memory()).actions
@@ -574,14 +657,13 @@ def test_state_from_status():
     status = {
         "currentLeader": L,
         "failover": {"phase": d.PROMOTING, "from": L, "to": F1, "reason": "X", "startedAt": "t"},
-        "instances": [
-            {"name": L, "role": names.LEADER, "receivedLsn": "0/100"},
-            {"name": F1, "role": names.FOLLOWER, "syncState": "quorum"},
-            {"name": F2, "role": names.FOLLOWER, "syncState": "async"},
-        ],
+        "leaderLastSeen": {"name": L, "lsn": "0/100", "timeline": 3, "syncStandbys": [F2, F1],
+                           "syncQuorum": 1, "at": "t"},
     }
     s = d.State.from_status(status, {d.SWITCHOVER_ANNOTATION: F2})
-    assert s.current_leader == L and s.sync_members == (F1,) and s.leader_lsn == 0x100
+    assert s.current_leader == L
+    assert s.last_seen == d.LeaderSnapshot(L, 0x100, 3, d.SyncQuorum(1, (F1, F2)), "t")
+    assert d.LeaderSnapshot.from_status(s.last_seen.to_status()) == s.last_seen
     assert s.failover == d.FailoverRecord(d.PROMOTING, L, F1, "X", "t")
     assert s.switchover_request == F2
     assert d.FailoverRecord.from_status({"phase": "Bogus", "to": F1}) is None
@@ -604,3 +686,50 @@ def test_killed_old_leader_skips_the_restart_back_off():
     lead = obs(down(L, names.LEADER, running=False, back_off_after_kill=300.0), follower(F1), follower(F2))
     step = d.decide(lead, STATE, SPEC, NOW, d.Memory())
     assert step.kind == "failover" and not step.actions
+
+
+# ------------------------------------------------------------------ the guards outlive the leader
+
+
+def _tick_status(status: dict, o: DbObservation, step: d.Step) -> dict:
+    """What the monitor writes after a tick (report.database_status, the same function)."""
+    last_seen = step.last_seen if step.kind == d.StepKind.STEADY else None
+    return {**status, **report.database_status(o, step.current_leader, 3, last_seen)}
+
+
+def _wait_out(status: dict, o: DbObservation, spec: DatabaseSpec, memory: d.Memory) -> list[d.Step]:
+    steps = []
+    for t in (0.0, 1.0, 2.0, 3.0, 3.5, 5.0, 60.0):
+        step = d.decide(o, d.State.from_status(status), spec, NOW + t, memory)
+        status.update(_tick_status(status, o, step))
+        memory = step.memory
+        steps.append(step)
+    return steps
+
+
+def test_the_sync_guard_survives_the_wait_for_the_leader_timeout():
+    """Audit finding 1: follower 2 held the acknowledged commits (5000) and follower 1 only 1000. With the
+    leader and follower 2 gone, follower 1 must never be promoted, however long the monitor waits and
+    however often it rewrites status.instances meanwhile."""
+    spec = replace(SPEC, synchronous=True, sync_replicas=1)
+    healthy = obs(leader(lsn=5000, sync="quorum", sync_names='ANY 1 ("a-db-1", "a-db-2")'),
+                  follower(F1, recv=1000), follower(F2, recv=5000))
+    step = d.decide(healthy, STATE, spec, NOW - 10, d.Memory())
+    status = _tick_status({"currentLeader": L}, healthy, step)
+    gone = obs(down(L, names.LEADER), follower(F1, recv=1000, status=None), down(F2))
+    steps = _wait_out(status, gone, spec, step.memory)
+    assert [s.kind for s in steps][-1] == d.StepKind.BLOCKED
+    assert all(s.record is None for s in steps), [s.message for s in steps]
+    assert "2 needed" in steps[-1].message
+
+
+def test_the_lag_guard_survives_the_wait_for_the_leader_timeout():
+    """Audit finding 1, async: a follower 1 GiB behind the leader's last known position is never promoted."""
+    spec = replace(SPEC, failover=replace(SPEC.failover, max_lag_bytes=16 << 20))
+    healthy = obs(leader(lsn=1 << 30, streaming=(F1,)), follower(F1, recv=1000), down(F2))
+    step = d.decide(healthy, STATE, spec, NOW - 10, d.Memory())
+    status = _tick_status({"currentLeader": L}, healthy, step)
+    gone = obs(down(L, names.LEADER), follower(F1, recv=1000, status=None), down(F2))
+    steps = _wait_out(status, gone, spec, step.memory)
+    assert all(s.record is None for s in steps), [s.message for s in steps]
+    assert "bytes behind the leader's last known position" in steps[-1].message

@@ -6,15 +6,19 @@ run again. The SQL helpers take a Target and are used as-is by the integration t
 from __future__ import annotations
 
 import asyncio
-import importlib
+import contextlib
 import logging
+import shlex
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
+import pykube
 from psycopg import sql
 
-from archop import names
+from archop import apply, names
 from archop.failover import decide as d
 from archop.health.probe import Target, connect
 
@@ -55,6 +59,45 @@ async def fence(target: Target, checkpoint: bool = False) -> int:
     stmts: list[Stmt] = ["checkpoint"] if checkpoint else []
     stmts += [_alter("default_transaction_read_only", "on"), "select pg_reload_conf()", _TERMINATE]
     return int((await _exec(target, *stmts, timeout=3.0, statement_timeout_ms=30000))[-1] or 0)
+
+
+# In PGDATA, so pg_rewind (which drops files the source lacks) and a fresh base backup clear it; start.sh
+# never starts an instance carrying it as a primary.
+FENCE_MARKER = "archop-fenced"
+
+
+async def stop(target: Target, clean: bool = False, timeout: float = 15.0) -> None:
+    """The hard fence: leave the fence marker and shut the postmaster down; returns once it no longer takes
+    connections. Through COPY TO PROGRAM (superuser), so it needs nothing but SQL access: the operator has no
+    exec into pods. clean: fast shutdown (SIGINT), whose WAL senders first send connected followers all the
+    WAL; otherwise immediate (SIGQUIT)."""
+    datadir = (await _exec(target, "select current_setting('data_directory')"))[0]
+    marker = shlex.quote(f"{datadir}/{FENCE_MARKER}")
+    pidfile = shlex.quote(f"{datadir}/postmaster.pid")
+    signal = "INT" if clean else "QUIT"
+    command = f'touch {marker} && sync {marker} && kill -{signal} "$(head -n1 {pidfile})"'
+    with contextlib.suppress(psycopg.OperationalError):  # the shutdown it starts may end our own session
+        await _exec(target, sql.SQL("copy (select 1) to program {}").format(sql.Literal(command)))
+    # A refused or failed connection means it is down; a time-out proves nothing (it may be frozen), so
+    # that keeps polling until the deadline and then fails the phase, which runs again next tick.
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            still = await _exec(target, "select not pg_is_in_recovery()", timeout=1.0,
+                                statement_timeout_ms=1000)
+        except TimeoutError:
+            still = [True]
+        except psycopg.OperationalError as exc:
+            # A shutdown in progress refuses new sessions but its WAL senders may still be handing followers
+            # the last WAL: a clean stop waits for the postmaster to be gone.
+            if not (clean and "shutting down" in str(exc)):
+                return
+            still = [True]
+        if not still[0]:
+            return  # a standby cannot commit either
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"postgres at {target.host} still runs {timeout:.0f}s after the stop")
+        await asyncio.sleep(0.1)
 
 
 async def unfence(target: Target) -> None:
@@ -122,6 +165,9 @@ class Executor:
             case d.Fence(pod=pod, checkpoint=cp):
                 n = await fence(self._t(pod), checkpoint=cp)
                 log.info("fenced %s (%d sessions ended)", pod, n)
+            case d.Stop(pod=pod, clean=clean):
+                await stop(self._t(pod), clean=clean)
+                log.warning("stopped %s (hard fence, %s shutdown)", pod, "fast" if clean else "immediate")
             case d.Unfence(pod=pod):
                 await unfence(self._t(pod))
             case d.Detach(pod=pod):
@@ -154,10 +200,9 @@ class Executor:
 
 
 def kube_effects(api: Any, namespace: str) -> tuple[Callable[[str, str], None], Callable[[str], None]]:
-    """The label and delete effects against the cluster (imports the core's apply lazily)."""
+    """The label and delete effects against the cluster."""
 
     def set_label(pod: str, role: str) -> None:
-        apply = importlib.import_module("archop.apply")  # the core's module
         try:
             apply.patch_pod_labels(api, namespace, pod, {names.L_ROLE: role})
         except Exception as exc:  # a pod that is gone needs no label
@@ -166,8 +211,6 @@ def kube_effects(api: Any, namespace: str) -> tuple[Callable[[str, str], None], 
             raise
 
     def delete_pod(pod: str) -> None:
-        import pykube
-
         obj = pykube.Pod.objects(api, namespace=namespace).get_or_none(name=pod)
         if obj is not None:
             obj.delete()

@@ -7,18 +7,38 @@ See docs/failover.md for the state machine.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from archop import names, reasons
-from archop.health.model import UNREACHABLE, DbObservation, Instance, Probe
+from archop.health.model import UNREACHABLE, DbObservation, Instance, Probe, format_lsn, parse_lsn
 from archop.spec import DatabaseSpec
 
-# Phases of status.failover.phase.
-FENCING, PROMOTING, REWIRING = "Fencing", "Promoting", "Rewiring"
-PHASES = (FENCING, PROMOTING, REWIRING)
+
+class Phase(StrEnum):
+    """status.failover.phase."""
+
+    FENCING = "Fencing"
+    PROMOTING = "Promoting"
+    REWIRING = "Rewiring"
+
+
+FENCING, PROMOTING, REWIRING = Phase.FENCING, Phase.PROMOTING, Phase.REWIRING
+
+
+class StepKind(StrEnum):
+    BOOTSTRAP = "bootstrap"
+    STEADY = "steady"
+    WAITING = "waiting"
+    BLOCKED = "blocked"
+    CUTOFF = "cutoff"
+    FAILOVER = "failover"
+
+
 # Planned leader changes: the old leader is healthy, so we wait for the target to catch up instead of
 # cutting the followers off.
 SWITCHOVER_REASONS = (reasons.SWITCHOVER_REQUESTED, reasons.ROLLING_UPDATE, reasons.SCALE_DOWN)
@@ -47,7 +67,7 @@ def parse_iso(text: str) -> float:
 class FailoverRecord:
     """status.failover: the in-flight failover or switchover."""
 
-    phase: str
+    phase: Phase
     from_: str
     to: str
     reason: str
@@ -63,11 +83,87 @@ class FailoverRecord:
 
     @classmethod
     def from_status(cls, raw: dict | None) -> FailoverRecord | None:
-        if not raw or raw.get("phase") not in PHASES or not raw.get("to"):
+        if not raw or raw.get("phase") not in set(Phase) or not raw.get("to"):
             return None
-        return cls(phase=raw["phase"], from_=raw.get("from") or "", to=raw["to"],
+        return cls(phase=Phase(raw["phase"]), from_=raw.get("from") or "", to=raw["to"],
                    reason=raw.get("reason") or reasons.LEADER_UNREACHABLE,
                    started_at=raw.get("startedAt") or "")
+
+
+_QUORUM = re.compile(r"^\s*(?:(ANY|FIRST)\s+)?(?:(\d+)\s*\((.*)\)|(.*))\s*$", re.IGNORECASE | re.DOTALL)
+
+
+@dataclass(frozen=True)
+class SyncQuorum:
+    """synchronous_standby_names as a set: every acknowledged commit is on k of these members."""
+
+    k: int
+    members: tuple[str, ...]
+
+    @property
+    def need(self) -> int:
+        """Reachable members needed so that one of them surely holds every acknowledged commit: with n-k+1
+        of the n, at least one is among the k that acknowledged any given commit."""
+        return len(self.members) - self.k + 1
+
+    def render(self) -> str:
+        return f"ANY {self.k} ({', '.join(chr(34) + m + chr(34) for m in self.members)})"
+
+    def widen(self, other: SyncQuorum | None) -> SyncQuorum:
+        """The guard while a change of synchronous_standby_names is applied: commits acknowledged under
+        either list must be found, so the members of both count, with the smaller k."""
+        if other is None:
+            return self
+        return SyncQuorum(min(self.k, other.k), tuple(sorted(set(self.members) | set(other.members))))
+
+    @classmethod
+    def parse(cls, text: str | None) -> SyncQuorum | None:
+        """'ANY 1 ("a", "b")', 'FIRST 2 (a, b, c)', '2 (a, b)' or 'a, b' (FIRST 1); None when empty. FIRST k
+        acknowledgements also come from k of the members, so the same count rule holds for it."""
+        m = _QUORUM.match(text or "")
+        if not m or not (text or "").strip():
+            return None
+        listed = m.group(3) if m.group(3) is not None else m.group(4)
+        members = tuple(sorted({x.strip().strip('"') for x in listed.split(",") if x.strip().strip('"')}))
+        if not members:
+            return None
+        k = int(m.group(2)) if m.group(2) else 1
+        return cls(max(1, min(k, len(members))), members)
+
+
+@dataclass(frozen=True)
+class LeaderSnapshot:
+    """status.leaderLastSeen: what the failover guards need to know about the leader, from the last tick
+    that saw it as a healthy primary. A tick that cannot see the leader never overwrites it, so the
+    decision taken after leaderTimeoutSeconds still knows which followers may hold acknowledged commits
+    and how far the leader had written."""
+
+    name: str
+    lsn: int | None = None  # the leader's write position
+    timeline: int | None = None
+    quorum: SyncQuorum | None = None  # None: commits were not waiting for any standby
+    at: str = ""
+
+    def to_status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "at": self.at}
+        if self.lsn is not None:
+            out["lsn"] = format_lsn(self.lsn)
+        if self.timeline is not None:
+            out["timeline"] = self.timeline
+        if self.quorum is not None:
+            out["syncStandbys"] = list(self.quorum.members)
+            out["syncQuorum"] = self.quorum.k
+        return out
+
+    @classmethod
+    def from_status(cls, raw: dict | None) -> LeaderSnapshot | None:
+        if not raw or not raw.get("name"):
+            return None
+        members = tuple(sorted(m for m in raw.get("syncStandbys") or [] if m))
+        quorum = SyncQuorum(max(1, min(int(raw.get("syncQuorum") or 1), len(members))), members) \
+            if members else None
+        return cls(name=raw["name"], lsn=parse_lsn(raw.get("lsn")), timeline=raw.get("timeline"),
+                   quorum=quorum, at=raw.get("at") or "")
 
 
 @dataclass(frozen=True)
@@ -76,28 +172,20 @@ class State:
 
     current_leader: str | None = None
     failover: FailoverRecord | None = None
-    sync_members: tuple[str, ...] = ()  # followers that were sync/quorum at the last leader observation
-    leader_lsn: int | None = None  # the leader's last known WAL position
+    last_seen: LeaderSnapshot | None = None
     switchover_request: str | None = None  # the archop.io/switchover-to annotation
+
+    def seen(self, leader: str | None) -> LeaderSnapshot | None:
+        """The snapshot, when it is about this leader."""
+        return self.last_seen if self.last_seen is not None and self.last_seen.name == leader else None
 
     @classmethod
     def from_status(cls, status: dict | None, annotations: dict | None = None) -> State:
-        from archop.health.model import parse_lsn
-
         status = status or {}
-        leader = status.get("currentLeader") or None
-        members: list[str] = []
-        leader_lsn = None
-        for row in status.get("instances") or []:
-            if row.get("syncState") in ("sync", "quorum"):
-                members.append(row.get("name"))
-            if row.get("name") == leader and row.get("role") == names.LEADER:
-                leader_lsn = parse_lsn(row.get("receivedLsn"))
         return cls(
-            current_leader=leader,
+            current_leader=status.get("currentLeader") or None,
             failover=FailoverRecord.from_status(status.get("failover")),
-            sync_members=tuple(sorted(m for m in members if m)),
-            leader_lsn=leader_lsn,
+            last_seen=LeaderSnapshot.from_status(status.get("leaderLastSeen")),
             switchover_request=(annotations or {}).get(SWITCHOVER_ANNOTATION) or None,
         )
 
@@ -136,6 +224,17 @@ class Fence:
 
 
 @dataclass(frozen=True)
+class Stop:
+    """The hard fence: shut the postmaster down and leave a fence marker on its volume, so that it can commit
+    nothing more and its start script never brings it back as a primary on its own (it waits for the new
+    leader and rewinds). `clean`: a fast shutdown, whose WAL senders first hand every connected follower all
+    the WAL (a switchover's target); otherwise immediate (followers are detached already)."""
+
+    pod: str
+    clean: bool = False
+
+
+@dataclass(frozen=True)
 class Unfence:
     pod: str
 
@@ -170,7 +269,7 @@ class DeletePod:
     pod: str
 
 
-Action = SetRole | Fence | Unfence | Detach | Promote | Repoint | SetSyncStandbys | DeletePod
+Action = SetRole | Fence | Stop | Unfence | Detach | Promote | Repoint | SetSyncStandbys | DeletePod
 
 
 @dataclass(frozen=True)
@@ -281,44 +380,74 @@ def _received(i: Instance) -> int:
     return p.received_lsn if p.received_lsn is not None else (p.replay_lsn or 0)
 
 
+def _rank(i: Instance) -> tuple[int, int, int, str]:
+    """Most WAL first. Positions only compare on one timeline: a follower left on an older timeline may show
+    a higher LSN for WAL the others never had, so the newest timeline ranks first."""
+    return (-(i.probe.timeline or 0), -_received(i), -(i.probe.replay_lsn or 0), i.name)
+
+
 def choose_candidate(obs: DbObservation, exclude: Iterable[str], spec: DatabaseSpec, state: State) -> Choice:
-    """The follower to promote: reachable, ready, highest received LSN, then replay LSN, then name.
-    Refuses a candidate that may miss acknowledged commits (lag / synchronous quorum) unless allowDataLoss."""
+    """The follower to promote: reachable, ready, newest timeline, highest received LSN, then replay LSN,
+    then name. Refuses a candidate that may miss acknowledged commits unless allowDataLoss:
+    - the synchronous quorum of the leader's last healthy snapshot: enough of its members must answer that
+      one of them surely has every acknowledged commit (and the best of all answering has at least as much);
+    - otherwise (asynchronous) the lag behind the leader's last known position, at most maxLagBytes."""
     skip = set(exclude)
-    eligible = [i for i in obs.instances.values()
-                if i.name not in skip and i.probe.is_follower and i.pod is not None and not i.pod.gone
-                and i.pod.ready]
+    eligible = sorted((i for i in obs.instances.values()
+                       if i.name not in skip and i.probe.is_follower and i.pod is not None and not i.pod.gone
+                       and i.pod.ready), key=_rank)
     if not eligible:
         return Choice(None, "no reachable, ready follower to promote")
-    best = sorted(eligible, key=lambda i: (-_received(i), -(i.probe.replay_lsn or 0), i.name))[0]
+    best = eligible[0]
     if spec.failover.allow_data_loss:
         return Choice(best.name, f"{best.name} has the most WAL (allowDataLoss)")
-    members = set(state.sync_members) - skip
-    if spec.synchronous and members:
-        # ANY k of n: every acknowledged commit is on k of the n; with n-k+1 of them reachable, one has it.
-        k = max(1, min(spec.sync_replicas, len(members)))
-        need = len(members) - k + 1
-        have = [i for i in eligible if i.name in members]
-        if len(have) < need:
-            return Choice(None, f"synchronous mode: {len(have)} of {len(members)} sync followers "
-                                f"reachable, {need} needed so one surely has every acknowledged commit")
-        return Choice(best.name, f"{best.name} has the most WAL among {len(have)} synchronous followers")
-    if state.leader_lsn is not None:
-        lag = state.leader_lsn - _received(best)
+    # The snapshot of the leader that is being replaced: the one named in skip.
+    seen = next((s for s in (state.seen(n) for n in sorted(skip)) if s is not None), None)
+    quorum = seen.quorum if seen is not None else None
+    if quorum is not None:
+        have = [i for i in eligible if i.name in quorum.members]
+        if len(have) < quorum.need:
+            return Choice(None, f"synchronous quorum ANY {quorum.k} of {len(quorum.members)}: "
+                                f"{len(have)} of its members reachable, {quorum.need} needed so one surely "
+                                "has every acknowledged commit")
+        return Choice(best.name, f"{best.name} has the most WAL; {len(have)} of {len(quorum.members)} "
+                                 "synchronous members answered")
+    if spec.sync_required:
+        return Choice(None, "dataDurability required, but no synchronous standby list of the leader is known "
+                            "(status.leaderLastSeen); refusing to guess")
+    if seen is not None and seen.lsn is not None:
+        lag = seen.lsn - _received(best)
         if lag > spec.failover.max_lag_bytes:
             return Choice(None, f"best follower {best.name} is {lag} bytes behind the leader's last known "
                                 f"position (maxLagBytes {spec.failover.max_lag_bytes})")
     return Choice(best.name, f"{best.name} has the most WAL")
 
 
-def sync_standby_names(streaming: Iterable[str], spec: DatabaseSpec) -> str:
-    """synchronous_standby_names for the leader: only followers that stream now, so commits never wait for a
-    standby that is not there; '' (asynchronous) when none streams or sync mode is off."""
-    members = sorted(set(streaming))
-    if not spec.synchronous or not members:
-        return ""
-    k = max(1, min(spec.sync_replicas, len(members)))
-    return f"ANY {k} ({', '.join(chr(34) + m + chr(34) for m in members)})"
+def want_quorum(obs: DbObservation, leader: str, streaming: Iterable[str],
+                spec: DatabaseSpec) -> SyncQuorum | None:
+    """The synchronous standbys the leader should wait for.
+    - async: none;
+    - required: every desired follower, whether it streams or not, so commits wait instead of degrading;
+    - preferred: the followers that stream now, none when none does (writes never wait for an absent one)."""
+    if not spec.synchronous:
+        return None
+    if spec.sync_required:
+        desired = {i.name for i in obs.instances.values() if i.name != leader and i.ordinal < obs.desired}
+        members = sorted(desired | set(streaming))
+    else:
+        members = sorted(set(streaming))
+    if not members:
+        return None
+    return SyncQuorum(max(1, min(spec.sync_replicas, len(members))), tuple(members))
+
+
+def render_quorum(q: SyncQuorum | None) -> str:
+    return q.render() if q is not None else ""
+
+
+def snapshot(leader: Instance, quorum: SyncQuorum | None, now: float) -> LeaderSnapshot:
+    return LeaderSnapshot(name=leader.name, lsn=leader.probe.current_lsn, timeline=leader.probe.timeline,
+                          quorum=quorum, at=iso(now))
 
 
 # ---------------------------------------------------------------------------------------------- the tick
@@ -328,20 +457,24 @@ def sync_standby_names(streaming: Iterable[str], spec: DatabaseSpec) -> str:
 class Step:
     """What to do this tick. `record` is the failover record after the step (persist it before acting)."""
 
-    kind: str  # bootstrap | steady | waiting | blocked | cutoff | failover
+    kind: StepKind
     current_leader: str | None
     record: FailoverRecord | None
     memory: Memory
     message: str
     actions: tuple[Action, ...] = ()
     notes: tuple[Note, ...] = ()
+    # status.leaderLastSeen after this tick (None: unchanged). With persist_first it must be written BEFORE
+    # the actions run: it widens the synchronous guard ahead of a change of synchronous_standby_names.
+    last_seen: LeaderSnapshot | None = None
+    persist_first: bool = False
 
 
 def decide(obs: DbObservation, state: State, spec: DatabaseSpec, now: float, memory: Memory) -> Step:
     """The next step for the whole tier. A failover in flight always resumes first."""
     if state.failover is not None:
         rec = state.failover
-        return Step("failover", state.current_leader, rec, memory,
+        return Step(StepKind.FAILOVER, state.current_leader, rec, memory,
                     f"{rec.reason}: {rec.phase} {rec.from_} -> {rec.to}")
     if not state.current_leader:
         return _bootstrap(obs, memory)
@@ -358,28 +491,29 @@ def decide(obs: DbObservation, state: State, spec: DatabaseSpec, now: float, mem
             memory = replace(memory, leader_pod=(leader, pod.uid, pod.restarts))
         return _steady(obs, state, spec, now, memory)
     if verdict.reason == reasons.OPERATOR_CUT_OFF:
-        return Step("cutoff", leader, None, memory, verdict.message)
+        return Step(StepKind.CUTOFF, leader, None, memory, verdict.message)
     if not verdict.failed:
-        return Step("waiting", leader, None, memory, verdict.message)
+        return Step(StepKind.WAITING, leader, None, memory, verdict.message)
     notes = [Note(reasons.LEADER_UNREACHABLE, verdict.message, warning=True)]
     if not spec.failover.enabled:
-        return Step("blocked", leader, None, memory, f"{verdict.message}; automatic failover is disabled",
+        return Step(StepKind.BLOCKED, leader, None, memory,
+                    f"{verdict.message}; automatic failover is disabled",
                     notes=(*notes, Note(reasons.FAILOVER_BLOCKED, "automatic failover is disabled", True)))
     choice = choose_candidate(obs, {leader}, spec, state)
     if choice.name is None:
         msg = f"{verdict.message}; no failover: {choice.why}"
-        return Step("blocked", leader, None, memory, msg,
+        return Step(StepKind.BLOCKED, leader, None, memory, msg,
                     notes=(*notes, Note(reasons.FAILOVER_BLOCKED, choice.why, True)))
     record = FailoverRecord(FENCING, leader, choice.name, verdict.reason, iso(now))
     notes.append(Note(reasons.FAILOVER_STARTED, f"failover {leader} -> {choice.name}: {choice.why}", True))
-    return Step("failover", leader, record, replace(memory, leader_lost_since=None), verdict.message,
+    return Step(StepKind.FAILOVER, leader, record, replace(memory, leader_lost_since=None), verdict.message,
                 notes=tuple(notes))
 
 
 def _bootstrap(obs: DbObservation, memory: Memory) -> Step:
     """No leader recorded yet: adopt a running primary (status lost, volumes kept), else ordinal 0."""
     if not obs.instances:
-        return Step("waiting", None, None, memory, "no database pod yet")
+        return Step(StepKind.WAITING, None, None, memory, "no database pod yet")
     primaries = sorted((i for i in obs.instances.values() if i.probe.is_primary),
                        key=lambda i: (-(i.probe.timeline or 0), -i.probe.position, i.name))
     if primaries:
@@ -390,7 +524,7 @@ def _bootstrap(obs: DbObservation, memory: Memory) -> Step:
     actions: tuple[Action, ...] = ()
     if inst.pod is not None and inst.pod.role != names.LEADER:
         actions = (SetRole(leader, names.LEADER),)
-    return Step("bootstrap", leader, None, memory, f"{leader} chosen as leader: {why}", actions,
+    return Step(StepKind.BOOTSTRAP, leader, None, memory, f"{leader} chosen as leader: {why}", actions,
                 (Note(reasons.LEADER_ELECTED, f"{leader} is the leader ({why})"),))
 
 
@@ -465,22 +599,28 @@ def _steady(obs: DbObservation, state: State, spec: DatabaseSpec, now: float, me
             reason = reasons.FOLLOWER_REJOINED if marker == "rewind" else reasons.REJOIN_BY_BASE_BACKUP
             notes.append(Note(reason, f"{inst.name} rejoined as a follower of {leader_name} by {marker}",
                               warning=marker != "rewind"))
-    want = sync_standby_names(streaming_here, spec)
-    if want != leader.probe.sync_standby_names:
-        actions.append(SetSyncStandbys(leader_name, want))
-        notes.append(Note(reasons.SYNC_STANDBYS_UPDATED, f"synchronous_standby_names = '{want}'"
-                          + ("" if want or not spec.synchronous else " (no follower streams: asynchronous)")))
+    configured = SyncQuorum.parse(leader.probe.sync_standby_names)
+    want = want_quorum(obs, leader_name, streaming_here, spec)
+    persist_first = want != configured
+    last_seen = snapshot(leader, configured.widen(want) if configured else want, now)
+    if persist_first:
+        text = render_quorum(want)
+        actions.append(SetSyncStandbys(leader_name, text))
+        notes.append(Note(reasons.SYNC_STANDBYS_UPDATED, f"synchronous_standby_names = '{text}'"
+                          + ("" if text or not spec.synchronous else " (no follower streams: asynchronous)")))
     memory = replace(memory, stuck_since=stuck, seen_markers=frozenset(seen))
     planned = _planned_change(obs, state, spec, now, streaming_here)
     if isinstance(planned, FailoverRecord) and not actions:
         note = Note(reasons.SWITCHOVER_STARTED,
                     f"switchover {planned.from_} -> {planned.to} ({planned.reason})")
-        return Step("failover", leader_name, planned, memory, note.message, notes=(*notes, note))
+        return Step(StepKind.FAILOVER, leader_name, planned, memory, note.message, notes=(*notes, note),
+                    last_seen=last_seen)
     if isinstance(planned, DeletePod) and not actions:
         actions.append(planned)
         notes.append(Note(reasons.POD_UPDATED, f"deleting {planned.pod} to run the new revision"))
     msg = planned if isinstance(planned, str) else f"leader {leader_name} healthy"
-    return Step("steady", leader_name, None, memory, msg, tuple(actions), tuple(notes))
+    return Step(StepKind.STEADY, leader_name, None, memory, msg, tuple(actions), tuple(notes), last_seen,
+                persist_first)
 
 
 def _stale_address(p: Probe, leader_ip: str | None, streaming: bool) -> bool:
@@ -531,71 +671,111 @@ def _planned_change(obs: DbObservation, state: State, spec: DatabaseSpec, now: f
 
 
 def _most_advanced(insts: list[Instance]) -> str:
-    return sorted(insts, key=lambda i: (-_received(i), -(i.probe.replay_lsn or 0), i.name))[0].name
+    return sorted(insts, key=_rank)[0].name
 
 
 # ---------------------------------------------------------------------------------------------- phases
 
 
+class Outcome(StrEnum):
+    """How a phase plan leaves the record."""
+
+    NEXT = "next"  # run the actions, then go on with `after`
+    WAIT = "wait"  # nothing to do yet (switchover target catching up, or no candidate): retry next tick
+    DONE = "done"  # run the actions; the leader change is complete
+    ABORTED = "aborted"  # run the actions; the change was called off and the old leader leads again
+
+
 @dataclass(frozen=True)
 class PhasePlan:
-    """The actions of the record's current phase and the record that follows (None: finished).
-    `wait` set: nothing to do yet (switchover target catching up, or blocked), retry next tick."""
+    """The actions of the record's current phase and what follows them."""
 
+    outcome: Outcome
     actions: tuple[Action, ...]
-    after: FailoverRecord | None
+    after: FailoverRecord | None  # the record once the actions ran (None: no record left)
     notes: tuple[Note, ...] = ()
-    wait: str | None = None
-    current_leader: str | None = None  # set by Rewiring: status.currentLeader moves before its actions
+    message: str = ""
+    # Written to status BEFORE the actions: status.currentLeader moves at Rewiring (and back on abort),
+    # status.leaderLastSeen describes the new leader's synchronous standbys before it takes writes.
+    current_leader: str | None = None
+    last_seen: LeaderSnapshot | None = None
 
 
-def phase_plan(record: FailoverRecord, obs: DbObservation, spec: DatabaseSpec, state: State) -> PhasePlan:
+def phase_plan(record: FailoverRecord, obs: DbObservation, spec: DatabaseSpec, state: State,
+               now: float) -> PhasePlan:
     if record.phase == FENCING:
         return _fencing(record, obs)
     if record.phase == PROMOTING:
         return _promoting(record, obs, spec, state)
-    return _rewiring(record, obs, spec)
+    return _rewiring(record, obs, spec, now)
 
 
 def _fencing(record: FailoverRecord, obs: DbObservation) -> PhasePlan:
     old = obs.get(record.from_)
     actions: list[Action] = [SetRole(record.from_, names.FENCED)]  # out of rw before anything else
-    if old is not None and old.probe.is_primary:
+    alive = old is not None and old.probe.is_primary
+    if alive:
         actions.append(Fence(record.from_, checkpoint=record.planned))
-    if not record.planned or old is None or not old.probe.is_primary:
+    if not record.planned or not alive:
+        if alive:
+            actions.append(Stop(record.from_))
         # Unplanned: freeze every follower's received LSN and cut the old leader's synchronous acks.
         actions += [Detach(i.name) for i in sorted(obs.instances.values(), key=lambda i: i.name)
                     if i.name != record.from_ and i.probe.is_follower and i.probe.primary_host]
-    how = "read-only, sessions ended" if len(actions) > 1 and isinstance(actions[1], Fence) else "unreachable"
+    how = "stopped" if any(isinstance(a, Stop) for a in actions) else (
+        "read-only, sessions ended" if alive else "unreachable")
     note = Note(reasons.LEADER_FENCED, f"{record.from_} removed from {names.LEADER} traffic ({how})", True)
-    return PhasePlan(tuple(actions), replace(record, phase=PROMOTING), (note,))
+    return PhasePlan(Outcome.NEXT, tuple(actions), replace(record, phase=PROMOTING), (note,))
 
 
 def _promoting(record: FailoverRecord, obs: DbObservation, spec: DatabaseSpec, state: State) -> PhasePlan:
     target = obs.get(record.to)
     if target is not None and target.probe.is_primary:
-        return PhasePlan((), replace(record, phase=REWIRING))
+        return PhasePlan(Outcome.NEXT, (), replace(record, phase=REWIRING))
     old = obs.get(record.from_)
-    if record.planned and old is not None and old.probe.is_primary:
-        want = old.probe.current_lsn or 0
+    old_alive = old is not None and old.probe.is_primary
+    actions: list[Action] = []
+    if record.planned and old_alive:
+        want = old.probe.current_lsn or 0  # type: ignore[union-attr]
         if target is None or not target.probe.is_follower:
-            return PhasePlan((), record, wait=f"switchover target {record.to} is not a reachable follower")
+            return _abort(record, obs, f"switchover target {record.to} is not a reachable follower")
         if _received(target) < want:
-            return PhasePlan((), record, wait=f"waiting for {record.to} to catch up "
-                                              f"({want - _received(target)} bytes behind)")
+            return PhasePlan(Outcome.WAIT, (), record, message=f"waiting for {record.to} to catch up "
+                                                               f"({want - _received(target)} bytes behind)")
+        # Caught up while read-only. A clean stop now hands the target whatever a client still committed
+        # with BEGIN READ WRITE, and nothing can commit on the old leader once the target is promoted.
+        actions.append(Stop(record.from_, clean=True))
     else:
         # Re-check with the receivers stopped: the final received LSNs decide.
         choice = choose_candidate(obs, {record.from_}, spec, state)
         if choice.name is None:
-            return PhasePlan((), record, (Note(reasons.FAILOVER_BLOCKED, choice.why, True),), wait=choice.why)
+            # Nobody was promoted while the recorded target is still a follower: when the old leader answers
+            # as a primary again, the failover's cause is gone and it leads again.
+            if old_alive and target is not None and target.probe.is_follower and not any(
+                    i.probe.is_primary for i in obs.instances.values() if i.name != record.from_):
+                return _abort(record, obs, f"no follower can be promoted ({choice.why}) and "
+                                           f"{record.from_} answers as a primary again")
+            return PhasePlan(Outcome.WAIT, (), record, (Note(reasons.FAILOVER_BLOCKED, choice.why, True),),
+                             message=choice.why)
         best = obs.instances[choice.name]
-        if target is None or not target.probe.is_follower or _received(best) > _received(target):
+        if target is None or not target.probe.is_follower or _rank(best) < _rank(target):
             record = replace(record, to=choice.name)
     note = Note(reasons.FOLLOWER_PROMOTED, f"{record.to} promoted to leader")
-    return PhasePlan((Promote(record.to),), replace(record, phase=REWIRING), (note,))
+    actions.append(Promote(record.to))
+    return PhasePlan(Outcome.NEXT, tuple(actions), replace(record, phase=REWIRING), (note,))
 
 
-def _rewiring(record: FailoverRecord, obs: DbObservation, spec: DatabaseSpec) -> PhasePlan:
+def _abort(record: FailoverRecord, obs: DbObservation, why: str) -> PhasePlan:
+    """Call the change off: the old leader (a primary that answers) leads again, its followers follow it."""
+    old = record.from_
+    actions: list[Action] = [SetRole(old, names.LEADER), Unfence(old)]
+    actions += [Repoint(i.name, old) for i in sorted(obs.instances.values(), key=lambda i: i.name)
+                if i.name != old and i.probe.is_follower]
+    note = Note(reasons.FAILOVER_ABORTED, f"{record.reason} {old} -> {record.to} called off: {why}", True)
+    return PhasePlan(Outcome.ABORTED, tuple(actions), None, (note,), message=why, current_leader=old)
+
+
+def _rewiring(record: FailoverRecord, obs: DbObservation, spec: DatabaseSpec, now: float) -> PhasePlan:
     new = obs.get(record.to)
     actions: list[Action] = [SetRole(record.from_, names.FENCED), SetRole(record.to, names.LEADER)]
     if new is not None and new.probe.read_only:
@@ -603,17 +783,20 @@ def _rewiring(record: FailoverRecord, obs: DbObservation, spec: DatabaseSpec) ->
     others = sorted(i.name for i in obs.instances.values()
                     if i.name not in (record.from_, record.to) and i.probe.is_follower)
     actions += [Repoint(n, record.to) for n in others]
-    if spec.synchronous:
-        # Right after promotion nobody streams from the new leader yet: '' keeps writes from hanging; the
-        # steady state names the followers as soon as they stream.
-        streaming = [r.name for r in (new.probe.replicas if new else ())
-                     if r.state == "streaming" and r.name in obs.instances]
-        actions.append(SetSyncStandbys(record.to, sync_standby_names(streaming, spec)))
+    streaming = [r.name for r in (new.probe.replicas if new else ())
+                 if r.state == "streaming" and r.name in obs.instances]
+    # required: every other desired instance is named at once, so the new leader acknowledges nothing before
+    # a follower has it; preferred: only those streaming now ('' right after promotion: writes go on).
+    quorum = want_quorum(obs, record.to, streaming, spec)
+    if spec.synchronous or (new is not None and new.probe.sync_standby_names):
+        actions.append(SetSyncStandbys(record.to, render_quorum(quorum)))
+    last_seen = snapshot(new, quorum, now) if new is not None else LeaderSnapshot(record.to, quorum=quorum,
+                                                                                   at=iso(now))
     notes = (
         Note(reasons.SERVICES_REWIRED, f"{names.LEADER} label moved {record.from_} -> {record.to}"),
         Note(reasons.FOLLOWERS_REPOINTED, f"{', '.join(others) or 'no follower'} now follow {record.to}"),
     )
-    return PhasePlan(tuple(actions), None, notes, current_leader=record.to)
+    return PhasePlan(Outcome.DONE, tuple(actions), None, notes, current_leader=record.to, last_seen=last_seen)
 
 
 def finished(record: FailoverRecord, now: float) -> dict[str, Any]:

@@ -5,12 +5,34 @@ from __future__ import annotations
 from typing import Any
 
 from archop import names, reasons
+from archop.failover.decide import LeaderSnapshot
 from archop.health.model import DbObservation, format_lsn
 
 
+def database_status(obs: DbObservation, leader: str | None, instances: int,
+                    last_seen: LeaderSnapshot | None) -> dict[str, Any]:
+    """The database tier's part of the status patch a monitor tick writes. leaderLastSeen only comes from a
+    tick that saw the leader healthy (last_seen given): the failover guards read it after the leader has
+    gone, so a tick that cannot see the leader must leave it as it was."""
+    ready = followers_ready(obs, leader)
+    desired = max(0, instances - 1)
+    patch: dict[str, Any] = {
+        "currentLeader": leader,
+        "instances": instances_status(obs, leader),
+        "followersReady": ready,
+        "followersDesired": desired,
+        "followers": f"{ready}/{desired}",
+    }
+    lead = obs.get(leader)
+    if lead is not None and lead.probe.is_primary and lead.probe.timeline:
+        patch["timeline"] = lead.probe.timeline
+    if last_seen is not None:
+        patch["leaderLastSeen"] = last_seen.to_status()
+    return patch
+
+
 def instances_status(obs: DbObservation, leader: str | None) -> list[dict[str, Any]]:
-    """One row per pod, in name order. The leader's receivedLsn is its write position (failover lag checks
-    read it back after an operator restart)."""
+    """One row per pod, in name order. The leader's receivedLsn is its write position."""
     lead = obs.get(leader)
     lead_pos = lead.probe.current_lsn if lead is not None and lead.probe.is_primary else None
     sync = {r.name: r.sync_state for r in (lead.probe.replicas if lead is not None else ())}

@@ -1,26 +1,26 @@
 """The per-Architecture health loop (a kopf daemon) and THE periodic status writer.
 
 Each tick: observe the database tier (pods, nodes, one SQL probe per instance, concurrently) -> decide
-(failover/decide.py, pure) -> act (failover/act.py) -> write status. A failover record is written to the
-status BEFORE each phase acts, so an operator killed mid-way resumes at the same phase. Every couple of
-seconds the other tiers' conditions are refreshed too (observe_workloads + workload_conditions + summarise).
+(failover/decide.py, pure) -> act (failover/act.py; a failover through failover/runner.py, which writes the
+record to the status BEFORE each phase acts) -> write status. Every couple of seconds the other tiers'
+conditions are refreshed too (observe_workloads + workload_conditions + summarise).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import importlib
 import logging
 import time
-from dataclasses import replace
 from typing import Any
 
-from archop import names, reasons
+import pykube
+
+from archop import apply, config, election, events, metrics, names, observe, reasons
+from archop import status as st
 from archop.build.database import PGDATA, PORT
 from archop.failover import decide as d
-from archop.failover import report
+from archop.failover import report, runner
 from archop.failover.act import Executor, follower_conninfo, kube_effects
 from archop.health.model import DbObservation, Instance, PodState
 from archop.health.pods import observe_pods
@@ -38,11 +38,6 @@ _STEP_EVENTS = {reasons.FAILOVER_STARTED, reasons.LEADER_FENCED, reasons.FOLLOWE
                 reasons.REJOIN_BY_BASE_BACKUP, reasons.LEADER_ELECTED}
 
 
-def _mod(name: str) -> Any:
-    """The core's modules, imported lazily (they import kopf/pykube and are written in parallel)."""
-    return importlib.import_module(f"archop.{name}")
-
-
 def _now_iso() -> str:
     return d.iso(time.time())
 
@@ -50,10 +45,9 @@ def _now_iso() -> str:
 def _blind_since() -> float | None:
     """After an unclean operator takeover (the holder died, e.g. with its node), the time nobody watched
     counts toward the leader timeout. Only for daemons started right after the takeover."""
-    election = _mod("election")
     if election.took_over_at is None or time.time() - election.took_over_at > TAKEOVER_WINDOW:
         return None
-    return election.unwatched_since  # type: ignore[no-any-return]
+    return election.unwatched_since
 
 
 class DbMonitor:
@@ -77,8 +71,6 @@ class DbMonitor:
     # ------------------------------------------------------------------ observing
 
     def _read_secret(self, which: str) -> tuple[str, str]:
-        import pykube
-
         obj = pykube.Secret.objects(self.api, namespace=self.namespace).get_by_name(
             names.db_secret(self.name, which))
         data = obj.obj.get("data") or {}
@@ -131,7 +123,7 @@ class DbMonitor:
         return {k: v for k, v in merged.items() if v is not None}
 
     async def patch(self, patch: dict[str, Any]) -> None:
-        await asyncio.to_thread(_mod("apply").patch_status, self.api, self.name, self.namespace, patch)
+        await asyncio.to_thread(apply.patch_status, self.api, self.name, self.namespace, patch)
         self.written.update(patch)
 
     def emit(self, note: d.Note) -> None:
@@ -142,7 +134,7 @@ class DbMonitor:
         log = self.log.warning if note.warning else self.log.info
         log("%s: %s", note.reason, note.message)
         try:
-            _mod("events").emit(self.body, note.reason, note.message, warning=note.warning)
+            events.emit(self.body, note.reason, note.message, warning=note.warning)
         except Exception as exc:  # events are best effort; the status carries the truth
             self.log.debug("event %s not emitted: %s", note.reason, exc)
 
@@ -160,84 +152,51 @@ class DbMonitor:
             self.emit(note)
         leader = step.current_leader
         message = step.message
-        if step.kind == "bootstrap":
+        if step.last_seen is not None and step.persist_first:
+            await self.patch({"leaderLastSeen": step.last_seen.to_status()})
+        if step.kind is d.StepKind.BOOTSTRAP:
             await self.patch({"currentLeader": leader, "targetLeader": leader})
             await self.executor.run_all(step.actions)
-        elif step.kind == "failover" and step.record is not None:
-            leader, message, obs = await self.run_failover(step.record, state, obs, spec)
+        elif step.kind is d.StepKind.FAILOVER and step.record is not None:
+            if state.failover is None:
+                rec = step.record
+                self.log.warning("%s -> %s starting (%s)", rec.from_, rec.to, rec.reason)
+            fx = runner.Effects(observe=self._reobserve(spec), persist=self.patch, executor=self.executor,
+                                emit=self.emit)
+            result = await runner.run_failover(step.record, state, obs, spec.database, fx)
+            leader, message, obs = result.leader, result.message, result.obs
+            if result.outcome is d.Outcome.DONE:
+                self.completed(result.record)
         else:
             errors = await self.executor.run_all(step.actions, best_effort=(d.Fence, d.DeletePod, d.Repoint))
             if errors:
                 self.log.info("some maintenance actions failed (retried next tick): %s", "; ".join(errors))
             if d.SWITCHOVER_ANNOTATION in annotations and annotations[d.SWITCHOVER_ANNOTATION] == leader:
                 await asyncio.to_thread(self._drop_annotation)
-        await self.write_status(body, spec, obs, leader, message)
+        last_seen = step.last_seen if step.kind is d.StepKind.STEADY else None
+        await self.write_status(body, spec, obs, leader, message, last_seen)
 
-    async def run_failover(self, record: d.FailoverRecord, state: d.State, obs: DbObservation,
-                           spec: ArchitectureSpec) -> tuple[str | None, str, DbObservation]:
-        """Run the phases of `record` in order, persisting the record before each phase acts."""
-        leader = state.current_leader
-        if state.failover is None:
-            self.log.warning("failover %s -> %s starting (%s)", record.from_, record.to, record.reason)
-        current: d.FailoverRecord | None = record
-        while current is not None:
-            plan = d.phase_plan(current, obs, spec.database, state)
-            for note in plan.notes:
-                if plan.wait is not None:
-                    self.emit(note)
-            if plan.wait is not None:
-                await self.patch({"failover": current.to_status(), "targetLeader": current.to})
-                return leader, plan.wait, obs
-            # Persist first: the phase with its (possibly re-chosen) target, and currentLeader at Rewiring.
-            to = plan.after.to if plan.after is not None else current.to
-            current = replace(current, to=to)
-            pre: dict[str, Any] = {"failover": current.to_status(), "targetLeader": to}
-            if plan.current_leader:
-                pre["currentLeader"] = leader = plan.current_leader
-            await self.patch(pre)
-            errors = await self.executor.run_all(
-                plan.actions, best_effort=(d.Fence, d.Detach, d.Repoint, d.Unfence))
-            if errors:
-                self.log.info("%s: best-effort actions failed: %s", current.phase, "; ".join(errors))
-            for note in plan.notes:
-                self.emit(note)
-            if plan.after is None:
-                await self.finish(current)
-                obs = await self.observe(spec, keep=obs, skip=frozenset({current.from_}))
-                return current.to, f"{current.reason}: {current.from_} -> {current.to} completed", obs
-            current = plan.after
-            # Fresh positions for the next phase (the followers are detached now); the old leader keeps its
-            # last probe unless this is a planned switchover where it is alive.
-            skip = frozenset() if current.planned else frozenset({current.from_})
-            obs = await self.observe(spec, keep=obs, skip=skip)
-        return leader, "", obs
+    def _reobserve(self, spec: ArchitectureSpec) -> runner.Observe:
+        async def again(previous: DbObservation, skip: frozenset[str]) -> DbObservation:
+            return await self.observe(spec, keep=previous, skip=skip)
+        return again
 
-    async def finish(self, record: d.FailoverRecord) -> None:
-        now = time.time()
-        last = d.finished(record, now)
-        await self.patch({"failover": None, "lastFailover": last, "currentLeader": record.to,
-                          "targetLeader": record.to})
+    def completed(self, record: d.FailoverRecord) -> None:
+        last = self.written.get("lastFailover") or {}
         reason = reasons.SWITCHOVER_COMPLETED if record.planned else reasons.FAILOVER_COMPLETED
-        took = last["durationSeconds"]
+        took = last.get("durationSeconds", 0.0)
         self.emit(d.Note(reason, f"{record.from_} -> {record.to} in {took}s ({record.reason})"))
-        try:
-            m = _mod("metrics")
-            m.failovers_total.labels(self.namespace, self.name, record.reason).inc()
-            m.failover_duration_seconds.labels(self.namespace, self.name).observe(last["durationSeconds"])
-        except Exception as exc:
-            self.log.debug("failover metrics not recorded: %s", exc)
+        metrics.failovers_total.labels(self.namespace, self.name, record.reason).inc()
+        metrics.failover_duration_seconds.labels(self.namespace, self.name).observe(took)
 
     def _drop_annotation(self) -> None:
         """The one-shot switchover annotation is done: remove it."""
-        import pykube
-
         kind = pykube.object_factory(self.api, names.API_VERSION, names.KIND)
         obj = kind.objects(self.api, namespace=self.namespace).get_by_name(self.name)
         obj.patch({"metadata": {"annotations": {d.SWITCHOVER_ANNOTATION: None}}})
 
     async def write_status(self, body: dict[str, Any], spec: ArchitectureSpec, obs: DbObservation,
-                           leader: str | None, message: str) -> None:
-        st = _mod("status")
+                           leader: str | None, message: str, last_seen: d.LeaderSnapshot | None) -> None:
         now = _now_iso()
         generation = int((body.get("metadata") or {}).get("generation") or 0)
         conditions = list(self.view(body.get("status") or {}).get("conditions") or [])
@@ -255,39 +214,23 @@ class DbMonitor:
         if time.monotonic() - self.last_workload >= WORKLOAD_EVERY:
             self.last_workload = time.monotonic()
             try:
-                wobs = await asyncio.to_thread(_mod("observe").observe_workloads, self.api, self.name,
+                wobs = await asyncio.to_thread(observe.observe_workloads, self.api, self.name,
                                                self.namespace, spec)
                 conditions = st.workload_conditions(wobs, spec, conditions, generation, now)
                 self.workload_fields = st.workload_fields(wobs)
             except Exception as exc:
                 self.log.info("workload observation failed: %s", exc)
         conditions = st.summarise(conditions, generation, now)
-        with contextlib.suppress(ImportError):
-            _mod("metrics").architecture_ready.labels(self.namespace, self.name).set(
-                1 if st.is_true(conditions, reasons.READY) else 0)
-        lead = obs.get(leader)
-        ready = report.followers_ready(obs, leader)
-        desired = max(0, spec.database.instances - 1)
-        patch: dict[str, Any] = {
-            "currentLeader": leader,
-            "targetLeader": (self.written.get("failover") or {}).get("to") or leader,
-            "instances": report.instances_status(obs, leader),
-            "followersReady": ready,
-            "followersDesired": desired,
-            "followers": f"{ready}/{desired}",
-            "conditions": conditions,
-            **self.workload_fields,
-        }
-        if lead is not None and lead.probe.is_primary and lead.probe.timeline:
-            patch["timeline"] = lead.probe.timeline
+        metrics.architecture_ready.labels(self.namespace, self.name).set(
+            1 if st.is_true(conditions, reasons.READY) else 0)
+        patch = report.database_status(obs, leader, spec.database.instances, last_seen)
+        patch.update({"targetLeader": (self.written.get("failover") or {}).get("to") or leader,
+                      "conditions": conditions, **self.workload_fields})
         await self.patch(patch)
         self.metrics(obs, leader)
 
     def metrics(self, obs: DbObservation, leader: str | None) -> None:
-        try:
-            m = _mod("metrics")
-        except ImportError:
-            return
+        m = metrics
         lead = obs.get(leader)
         up = lead is not None and lead.probe.is_primary
         m.leader_up.labels(self.namespace, self.name).set(1 if up else 0)
@@ -301,9 +244,9 @@ class DbMonitor:
 async def monitor(*, name: str, namespace: str, body: dict, spec: dict, status: dict, stopped: Any,
                   logger: Any, **_: Any) -> None:
     """kopf daemon body: loop until stopped. Errors of one tick are logged and the next tick retries."""
-    settings = _mod("config").Settings.from_env()
-    interval = float(getattr(settings, "monitor_interval_seconds", 1.0))
-    api = _mod("apply").api()
+    settings = config.Settings.from_env()
+    interval = float(settings.monitor_interval_seconds)
+    api = apply.api()
     mon = DbMonitor(name, namespace, api, logger)
     while not stopped:
         started = time.monotonic()

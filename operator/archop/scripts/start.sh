@@ -7,6 +7,8 @@
 #   standby.signal    -> follower (pg_rewind first if the primary moved to a newer timeline)
 #   was a primary     -> another primary answers: old leader, pg_rewind (fallback: fresh base backup);
 #                        otherwise start as primary again (crash restart of the leader)
+#   fence marker      -> the operator stopped this primary (hard fence): never a primary again on its own;
+#                        wait for the new leader and rejoin it
 #
 # Source it with ARCHOP_SOURCE_ONLY=1 to get the functions without running main (used by the tests).
 set -euo pipefail
@@ -33,6 +35,7 @@ LISTEN=${ARCHOP_LISTEN:-*}
 EXTRA_OPTS=${ARCHOP_EXTRA_OPTS:-}
 WAIT_PRIMARY=${ARCHOP_WAIT_PRIMARY_SECONDS:-0}   # 0: wait for a primary forever
 MARKER=archop-rejoin                            # read by the operator with pg_read_file
+FENCED=archop-fenced                            # written by the operator's hard fence (failover/act.py)
 CONN_TIMEOUTS="connect_timeout=2 tcp_user_timeout=4000"  # in primary_conninfo (act.py writes the same)
 LOCK_WAIT=${ARCHOP_LOCK_WAIT_SECONDS:-120}
 # A crashed leader looks this long for a follower the operator promoted meanwhile (see prepare_pgdata).
@@ -162,6 +165,7 @@ rejoin() {
     base_backup
   fi
   configure_follower
+  rm -f "$PGDATA/$FENCED"   # a follower now: the fence has done its job
   printf 'method=%s pod=%s at=%s\n' "$method" "$POD_NAME" "$(date +%s)" >"$PGDATA/$MARKER"
 }
 
@@ -203,6 +207,10 @@ prepare_pgdata() {
       fi
     fi
     configure_follower_keep_conninfo; echo follower
+  elif [[ -f $PGDATA/$FENCED ]]; then
+    log "fenced by the operator: waiting for the new leader on $ARCHOP_PRIMARY_HOST to rejoin it"
+    until found=$(primary_on_rw) && name=${found%%|*} && [[ $name != "$POD_NAME" ]]; do sleep 1; done
+    rejoin "$name"; echo rewind
   else
     # The operator fails over within a second or two of a leader's crash, often while this container
     # restarts. Coming up as a primary then means being fenced and restarted once more before the rewind,

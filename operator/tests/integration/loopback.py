@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 from archop.failover import decide as d
+from archop.failover import runner
 from archop.failover.act import Executor, follower_conninfo
 from archop.health.model import DbObservation, Instance, PodState
 from archop.health.probe import Target, probe_all
@@ -24,6 +25,8 @@ class Loopback:
     instances: dict[str, PgInstance]
     labels: dict[str, str] = field(default_factory=dict)
     deleted: list[str] = field(default_factory=list)
+    status: dict = field(default_factory=dict)
+    notes: list[d.Note] = field(default_factory=list)
 
     def target(self, name: str) -> Target | None:
         inst = self.instances.get(name)
@@ -51,19 +54,19 @@ class Loopback:
         return DbObservation(insts, desired=len(insts), hosts={n: "127.0.0.1" for n in insts})
 
     async def failover(self, record: d.FailoverRecord, state: d.State, spec) -> str:
-        """Run the phases as the monitor does (re-observing between phases); returns the new leader."""
-        ex = self.executor()
-        current: d.FailoverRecord | None = record
-        obs = await self.observe()
-        while current is not None:
-            plan = d.phase_plan(current, obs, spec, state)
-            assert plan.wait is None, plan.wait
-            await ex.run_all(plan.actions, best_effort=(d.Fence, d.Detach, d.Repoint, d.Unfence))
-            if plan.after is None:
-                return current.to
-            current = plan.after
-            obs = await self.observe()
-        raise AssertionError("unreachable")
+        """Run the phases with the operator's own runner (re-observing between phases); returns the new
+        leader. The status it persists is kept in `self.status`."""
+        async def observe(_previous: DbObservation, _skip: frozenset[str]) -> DbObservation:
+            return await self.observe()
+
+        async def persist(patch: dict) -> None:
+            self.status.update(patch)
+
+        fx = runner.Effects(observe=observe, persist=persist, executor=self.executor(),
+                            emit=self.notes.append)
+        result = await runner.run_failover(record, state, await self.observe(), spec, fx)
+        assert result.outcome is d.Outcome.DONE, result.message
+        return result.record.to
 
     async def steady(self, state: d.State, spec, memory: d.Memory | None = None) -> d.Step:
         step = d.decide(await self.observe(), state, spec, time.time(), memory or d.Memory())

@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from dataclasses import replace
 
 import psycopg
 import pytest
 from archop.failover import decide as d
 from archop.failover import report
-from archop.spec import DatabaseSpec, FailoverSpec
+from archop.spec import DatabaseSpec, Durability, FailoverSpec
 
 from .loopback import sql, streaming_from, three_streaming, wait_for
 
@@ -50,18 +51,18 @@ def insert_in_thread(inst, value: int) -> threading.Thread:
 
 async def test_sync_failover_loses_no_acknowledged_write(pg):
     leader, f1, f2, lb, state = await three_streaming(pg)
-    await lb.steady(state, SPEC)
+    step = await lb.steady(state, SPEC)
     assert sql(leader, "show synchronous_standby_names") == [('ANY 1 ("db-1", "db-2")',)]
     await wait_for(
         lambda: sql(leader, "select count(*) from pg_stat_replication where sync_state = 'quorum'") == [(2,)],
         what="quorum",
     )
     sql(leader, "create table t (id int primary key)")
-    # What the monitor persisted last (status.instances) is what a restarted operator would decide from.
-    state = d.State.from_status(
-        {"currentLeader": "db-0", "instances": report.instances_status(await lb.observe(), "db-0")}
-    )
-    assert state.sync_members == ("db-1", "db-2")
+    # What the monitor persisted last is what a restarted operator would decide from.
+    step = await lb.steady(state, SPEC)
+    status = report.database_status(await lb.observe(), "db-0", 3, step.last_seen)
+    state = d.State.from_status(status)
+    assert state.last_seen is not None and state.last_seen.quorum == d.SyncQuorum(1, ("db-1", "db-2"))
 
     writer = Writer(leader.dsn())
     writer.start()
@@ -78,23 +79,46 @@ async def test_sync_failover_loses_no_acknowledged_write(pg):
     rows = {r[0] for r in sql(new_leader, "select id from t")}
     assert set(writer.acked) <= rows, f"lost acknowledged writes: {sorted(set(writer.acked) - rows)[:10]}"
 
-    # Right after promotion nobody streams from the new leader: '' so commits do not wait for anyone.
-    assert sql(new_leader, "show synchronous_standby_names") == [("",)]
-    sql(new_leader, "insert into t values (-1)", timeout_ms=5000)
+    # dataDurability required: the new leader names every other instance at once, so nothing it
+    # acknowledges exists on it alone; a commit goes through once the other follower streams from it.
+    assert sql(new_leader, "show synchronous_standby_names") == [(f'ANY 1 ("db-0", "{other.name}")',)]
     await wait_for(lambda: streaming_from(new_leader, other.name), what="the other follower streams")
+    sql(new_leader, "insert into t values (-1)", timeout_ms=10000)
     new_state = d.State(current_leader=new)
     await lb.steady(new_state, SPEC)
-    assert sql(new_leader, "show synchronous_standby_names") == [(f'ANY 1 ("{other.name}")',)]
-    sql(new_leader, "insert into t values (-2)", timeout_ms=5000)
+    assert sql(new_leader, "show synchronous_standby_names") == [(f'ANY 1 ("db-0", "{other.name}")',)]
 
-    # Scale change: the only synchronous follower goes away. A commit now waits ...
+    # The only streaming follower goes away: commits wait, and keep waiting through the monitor's ticks
+    # (required never degrades to asynchronous) ...
     other.stop()
     pending = insert_in_thread(new_leader, -3)
     await asyncio.sleep(1.0)
-    assert pending.is_alive(), "commit should wait for the departed synchronous standby"
-    # ... until the monitor's next tick names only streaming followers (none): the commit is released.
     await lb.steady(new_state, SPEC)
-    assert sql(new_leader, "show synchronous_standby_names") == [("",)]
-    pending.join(timeout=5)
+    await asyncio.sleep(1.0)
+    assert pending.is_alive(), "a commit must wait for a synchronous standby in required mode"
+    assert sql(new_leader, "select count(*) from t where id = -3") == [(0,)]
+    # ... until a follower streams again.
+    other.start()
+    await wait_for(lambda: streaming_from(new_leader, other.name), what="the follower is back")
+    pending.join(timeout=10)
     assert not pending.is_alive()
     assert sql(new_leader, "select count(*) from t where id = -3") == [(1,)]
+
+
+async def test_preferred_durability_degrades_to_asynchronous(pg):
+    """dataDurability preferred: only streaming followers are named, '' when none streams, so writes go on."""
+    spec = replace(SPEC, durability=Durability.PREFERRED)
+    leader, f1, f2, lb, state = await three_streaming(pg)
+    await lb.steady(state, spec)
+    assert sql(leader, "show synchronous_standby_names") == [('ANY 1 ("db-1", "db-2")',)]
+    sql(leader, "create table t (id int primary key)")
+    f1.stop()
+    f2.stop()
+    pending = insert_in_thread(leader, 1)
+    await asyncio.sleep(1.0)
+    assert pending.is_alive(), "the commit waits while the standbys are still named"
+    await lb.steady(state, spec)
+    assert sql(leader, "show synchronous_standby_names") == [("",)]
+    pending.join(timeout=5)
+    assert not pending.is_alive()
+    assert sql(leader, "select count(*) from t where id = 1") == [(1,)]
