@@ -64,6 +64,18 @@ INVALID: list[tuple[str, str, dict[str, Any], str]] = [
         "database.replication.syncReplicas must not exceed database.followers in sync mode",
     ),
     (
+        "durability-without-sync",
+        "v",
+        {"database": {"replication": {"mode": "async", "dataDurability": "required"}}},
+        "database.replication.dataDurability requires mode: sync",
+    ),
+    (
+        "leader-timeout-below-keepalive",
+        "v",
+        {"database": {"failover": {"leaderTimeoutSeconds": 1}}},
+        "spec.database.failover.leaderTimeoutSeconds in body should be greater than or equal to 2",
+    ),
+    (
         "pod-lost-timeout-above-leader-timeout",
         "v",
         {"database": {"failover": {"leaderTimeoutSeconds": 2, "podLostTimeoutSeconds": 2.5}}},

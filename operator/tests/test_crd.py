@@ -19,6 +19,7 @@ NO_DEFAULT_ON_PURPOSE = {
     "spec.cdn.image",
     "spec.database.storage.storageClassName",
     "spec.database.switchoverTo",
+    "spec.database.replication.dataDurability",  # only allowed in sync mode, where absent means required
     "spec.ingress.className",
     "spec.ingress.tlsSecretName",
 }
@@ -93,7 +94,7 @@ def test_examples_are_valid(path) -> None:
         ({"database": {"replication": {"mode": "semi"}}}, "'semi' is not one of"),
         ({"database": {"storage": {"size": "lots"}}}, "does not match"),
         ({"database": {"storage": {"reclaimPolicy": "Recycle"}}}, "'Recycle' is not one of"),
-        ({"database": {"failover": {"leaderTimeoutSeconds": 0.5}}}, "less than the minimum of 1"),
+        ({"database": {"failover": {"leaderTimeoutSeconds": 1.5}}}, "less than the minimum of 2"),
         ({"cache": {"evictionPolicy": "lru"}}, "'lru' is not one of"),
         ({"cache": {"maxMemory": "64 MB"}}, "does not match"),
         ({"app": {"replicas": 0}}, "less than the minimum of 1"),

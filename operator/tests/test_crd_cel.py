@@ -41,6 +41,10 @@ def test_examples_pass_every_rule(path) -> None:
          "podLostTimeoutSeconds must not exceed leaderTimeoutSeconds"),
         ({"database": {"failover": {"podLostTimeoutSeconds": 4}}}, "shop",
          "podLostTimeoutSeconds must not exceed leaderTimeoutSeconds"),
+        ({"database": {"replication": {"dataDurability": "required"}}}, "shop",
+         "dataDurability requires mode: sync"),
+        ({"database": {"replication": {"mode": "async", "dataDurability": "preferred"}}}, "shop",
+         "dataDurability requires mode: sync"),
         ({}, "a" * 41, "metadata.name must be a DNS label of at most 40"),
         ({}, "9lives", "metadata.name must be a DNS label"),
     ],
@@ -54,6 +58,7 @@ def test_cross_field_rules_refuse(spec, name, fragment) -> None:
     "spec",
     [
         {"database": {"followers": 2, "replication": {"mode": "sync", "syncReplicas": 2}}},
+        {"database": {"replication": {"mode": "sync", "dataDurability": "preferred"}}},
         {"database": {"followers": 0, "replication": {"mode": "async", "syncReplicas": 3}}},
         {"database": {"followers": 2, "switchoverTo": "shop-db-2"}},
         {"database": {"followers": 2, "switchoverTo": "shop-db-0"}},

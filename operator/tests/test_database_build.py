@@ -55,7 +55,10 @@ def test_statefulset_shape():
     pod = spec["template"]["spec"]
     assert pod["securityContext"]["runAsUser"] == 999 and pod["securityContext"]["fsGroup"] == 999
     assert pod["terminationGracePeriodSeconds"] <= 10
-    assert pod["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
+    spread = pod["topologySpreadConstraints"][0]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    # Hard: one node loss must not take the leader and a synchronous follower while other nodes are free.
+    assert spread["whenUnsatisfiable"] == "DoNotSchedule" and spread["nodeTaintsPolicy"] == "Honor"
     assert pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
     containers = {c["name"]: c for c in pod["containers"]}
     assert containers["postgres"]["command"] == ["bash", "/etc/archop/start.sh"]

@@ -182,10 +182,14 @@ def statefulset(name: str, namespace: str, spec: ArchitectureSpec, image: str, c
         "enableServiceLinks": False,
         "automountServiceAccountToken": False,
         "securityContext": {"runAsUser": UID, "runAsGroup": UID, "fsGroup": UID, "runAsNonRoot": True},
+        # Hard spread: one node loss must not take the leader and a synchronous follower together while other
+        # nodes are free. Skew 1 still lets more instances than nodes schedule; tainted nodes the pods cannot
+        # use (a control plane) do not count as empty domains.
         "topologySpreadConstraints": [{
             "maxSkew": 1,
             "topologyKey": "kubernetes.io/hostname",
-            "whenUnsatisfiable": "ScheduleAnyway",
+            "whenUnsatisfiable": "DoNotSchedule",
+            "nodeTaintsPolicy": "Honor",
             "labelSelector": {"matchLabels": dict(sel)},
         }],
         "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
