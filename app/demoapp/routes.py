@@ -214,8 +214,8 @@ async def _write(request: web.Request, body: Any, op: Callable[[Conn], Awaitable
             else:
                 status, result = stored
         # The token, after COMMIT returned and in the same retried unit (a commit whose answer was lost is
-        # replayed, and gets its token then). A replayed write was committed before it was visible to us, so
-        # its commit is behind this position too.
+        # replayed, and gets its token then). A replayed write's commit record was flushed (or, with
+        # synchronous_commit=off, inserted) before it became visible to us, so it is behind this position too.
         return Committed(status, result, stored is not None, await repo.commit_lsn(conn))
 
     done = await db.write(work)
