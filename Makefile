@@ -100,8 +100,9 @@ e2e: venv cluster images install ## the cluster test suite (operator installed b
 bench-failover: venv ## failover benchmark on the cluster -> bench/results/failover.json
 	$(VENV)/bin/python -m bench.failover
 
+# BENCH_APP_ARGS="--compare tokens": plain reads vs reads with consistency tokens -> bench/results/app-tokens.json
 bench-app: venv ## app throughput benchmark through the ingress -> bench/results/app.json
-	E2E_INGRESS_URL=http://$$(e2e/cluster/cluster.sh ingress-ip) $(VENV)/bin/python -m bench.app
+	E2E_INGRESS_URL=http://$$(e2e/cluster/cluster.sh ingress-ip) $(VENV)/bin/python -m bench.app $(BENCH_APP_ARGS)
 
 sync-crds: ## copy crds/ into the chart (a test fails when they drift)
 	scripts/sync-crds.sh

@@ -4,6 +4,10 @@ Short socket timeouts and no client retries bound one call; a breaker then skips
 growing while, so a dead cache costs one timeout per window, not one per request. Deletes that could not
 reach Redis are remembered and replayed (and their keys treated as misses) so a Redis that comes back
 never serves what a write invalidated meanwhile.
+
+Every value is stored with the WAL position it was read at, so a read with a consistency token can tell
+whether a cached value is new enough for it (a follower that lags may refill a key right after a write
+deleted it; the position shows that value predates the write).
 """
 
 from __future__ import annotations
@@ -20,10 +24,13 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from demoapp.config import Settings
+from demoapp.consistency import Lsn, Versioned
 from demoapp.metrics import Metrics
 
 log = logging.getLogger("demoapp.cache")
-PREFIX = "demoapp:v1:"
+# v2: {"lsn": "<position>", "value": <JSON>}. v1 stored the bare value; a new prefix keeps old pods and new
+# ones from reading each other's format during a rollout.
+PREFIX = "demoapp:v2:"
 HIT, MISS, OFF = "HIT", "MISS", "OFF"  # values of the X-App-Cache response header
 # Second delete after a write: a read from a lagging follower may have re-filled the key meanwhile.
 SECOND_DELETE_AFTER = 1.0
@@ -40,6 +47,15 @@ def followers_key(uid: int) -> str:
 
 def following_key(uid: int) -> str:
     return f"{PREFIX}following:{uid}"
+
+
+def encode(entry: Versioned[Any]) -> str:
+    return json.dumps({"lsn": str(entry.lsn), "value": entry.value}, separators=(",", ":"))
+
+
+def decode(raw: str | bytes) -> Versioned[Any]:
+    doc = json.loads(raw)
+    return Versioned(doc["value"], Lsn.parse(doc["lsn"]))
 
 
 class Breaker:
@@ -133,8 +149,9 @@ class Cache:
         self.breaker.success()
         self.metrics.cache_up.set(1)
 
-    async def get(self, kind: str, key: str) -> Any | None:
-        """The cached JSON value, or None (miss, Redis down, or a key with a pending delete)."""
+    async def get(self, kind: str, key: str, min_lsn: Lsn | None = None) -> Versioned[Any] | None:
+        """The cached entry, or None: a miss, Redis down, a key with a pending delete, or (with `min_lsn`, a
+        read's token) an entry read at an older position than the token."""
         if self._flush or key in self._pending or not await self._ready("get"):
             self.metrics.cache_misses.labels(kind).inc()
             return None
@@ -148,14 +165,19 @@ class Cache:
         if raw is None:
             self.metrics.cache_misses.labels(kind).inc()
             return None
+        entry = decode(raw)
+        if min_lsn is not None and entry.lsn < min_lsn:
+            self.metrics.cache_too_old.labels(kind).inc()
+            self.metrics.cache_misses.labels(kind).inc()
+            return None
         self.metrics.cache_hits.labels(kind).inc()
-        return json.loads(raw)
+        return entry
 
-    async def set(self, key: str, value: Any) -> None:
+    async def set(self, key: str, entry: Versioned[Any]) -> None:
         if self._flush or key in self._pending or not await self._ready("set"):
             return
         try:
-            await self.client.set(key, json.dumps(value, separators=(",", ":")), ex=self.ttl)
+            await self.client.set(key, encode(entry), ex=self.ttl)
         except (RedisError, OSError) as exc:
             self._failed("set", exc)
             return

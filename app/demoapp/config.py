@@ -34,6 +34,9 @@ class Settings:
     cache_ttl_seconds: int = 30
     # Failover: the whole retry of one request stays under this; the operator promotes within seconds.
     retry_budget_seconds: float = 8.0
+    # Read-your-writes: how long a read with a token waits for a follower to replay it before asking the
+    # leader. A healthy follower replays a commit within a few ms; the wait holds no connection.
+    ryw_wait_ms: int = 50
     pool_max_size: int = 10
     db_connect_timeout: int = 2
 
@@ -58,6 +61,7 @@ class Settings:
             cache_enabled=_bool(e.get("DEMOAPP_CACHE_ENABLED", "true")),
             cache_ttl_seconds=max(1, int(e.get("DEMOAPP_CACHE_TTL_SECONDS", d.cache_ttl_seconds))),
             retry_budget_seconds=float(e.get("DEMOAPP_RETRY_BUDGET_SECONDS", d.retry_budget_seconds)),
+            ryw_wait_ms=max(0, int(e.get("DEMOAPP_RYW_WAIT_MS", d.ryw_wait_ms))),
         )
 
     def conninfo(self, role: str) -> str:

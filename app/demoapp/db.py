@@ -3,7 +3,9 @@
 Two targets: rw (the leader, through N-db-rw) and ro (the followers, through N-db-ro). Every unit of work is
 a coroutine `fn(conn)` that is safe to run again (reads, and writes guarded by an idempotency key), so
 on a lost connection or a read-only leader the Db discards the pool, reconnects and retries it with
-bounded exponential backoff. Reads go to ro while it answers, to rw while it does not.
+bounded exponential backoff. Reads go to ro while it answers, to rw while it does not; a read with a
+consistency token goes to ro once the follower it reaches has replayed the token (waiting a few ms for it),
+to rw otherwise.
 """
 
 from __future__ import annotations
@@ -12,14 +14,18 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
 from time import monotonic
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection, errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from demoapp import repo
 from demoapp.config import Settings
+from demoapp.consistency import Consistency, Freshness, Lsn, Versioned
 from demoapp.metrics import Metrics
 
 log = logging.getLogger("demoapp.db")
@@ -38,8 +44,50 @@ _KEEP: tuple[type[BaseException], ...] = (
     errors.TransactionRollback, errors.SerializationFailure, errors.DeadlockDetected, errors.QueryCanceled)
 
 
+# A follower behind a read's token is asked again this often until DEMOAPP_RYW_WAIT_MS is up. Each time on a
+# fresh pooled connection: behind N-db-ro every connection may reach another follower.
+RYW_POLL = 0.005
+
+
+class Pool(StrEnum):
+    RW = "rw"
+    RO = "ro"
+
+
 class DbUnavailable(Exception):
     """No usable database within the retry budget (the HTTP layer answers 503)."""
+
+
+class NotReplayed(Exception):
+    """The follower that answered has not replayed the read's token yet."""
+
+    def __init__(self, lsn: Lsn) -> None:
+        super().__init__(f"follower at {lsn}")
+        self.lsn = lsn
+
+
+@dataclass(frozen=True)
+class DbRead(Generic[T]):
+    data: Versioned[T]
+    pool: Pool  # who answered
+
+
+def versioned(fn: Work[T], min_lsn: Lsn | None) -> Work[Versioned[T]]:
+    """`fn` with the position its data is at, taken just before it in the same round trip (a pipeline).
+    With `min_lsn`, a follower that has not replayed it raises NotReplayed; a leader never does: it has
+    every acknowledged write, and a token beyond its position (a write lost in an asynchronous failover, or
+    a made-up one) gets what it has rather than a wait for something that will never come."""
+
+    async def work(conn: AsyncConnection[Any]) -> Versioned[T]:
+        async with conn.pipeline():
+            cur = await conn.execute(repo.POSITION_SQL)
+            value = await fn(conn)  # its first fetch sends both statements
+            pos = repo.position(await cur.fetchone())
+        if min_lsn is not None and pos.in_recovery and pos.lsn < min_lsn:
+            raise NotReplayed(pos.lsn)
+        return Versioned(value, pos.lsn)
+
+    return work
 
 
 class Backend:
@@ -50,7 +98,7 @@ class Backend:
 
     REPLACE_EVERY = 0.3  # at most one replacement per this many seconds, however many requests fail
 
-    def __init__(self, name: str, conninfo: str, password: str, max_size: int, get_timeout: float) -> None:
+    def __init__(self, name: Pool, conninfo: str, password: str, max_size: int, get_timeout: float) -> None:
         self.name = name
         self._conninfo = conninfo
         self._kwargs: dict[str, Any] = {"autocommit": True}
@@ -110,10 +158,10 @@ class Db:
         self.settings = settings
         self.metrics = metrics
         pw, size = settings.db_password, settings.pool_max_size
-        self.rw = Backend("rw", settings.conninfo("rw"), pw, size, get_timeout=2.0)
+        self.rw = Backend(Pool.RW, settings.conninfo("rw"), pw, size, get_timeout=2.0)
         self.ro: Backend | None = None
         if settings.db_ro_host:
-            self.ro = Backend("ro", settings.conninfo("ro"), pw, size, get_timeout=1.0)
+            self.ro = Backend(Pool.RO, settings.conninfo("ro"), pw, size, get_timeout=1.0)
         self._ro_down_until = 0.0
         self._ro_down_for = 0.0
 
@@ -155,12 +203,19 @@ class Db:
         result, _ = await self._run(fn, prefer_ro=False)
         return result
 
-    async def read(self, fn: Work[T], strong: bool = False) -> tuple[T, str]:
-        """Run a read; returns (result, 'ro'|'rw'). strong=True reads the leader (read-your-writes)."""
-        return await self._run(fn, prefer_ro=not strong)
+    async def read(self, fn: Work[T], freshness: Freshness) -> DbRead[T]:
+        """Run a read with the position it was read at. STRONG reads the leader; READ_YOUR_WRITES reads a
+        follower that has replayed the token (waiting up to DEMOAPP_RYW_WAIT_MS), else the leader."""
+        ryw = freshness.level is Consistency.READ_YOUR_WRITES
+        data, pool = await self._run(versioned(fn, freshness.min_lsn),
+                                     prefer_ro=freshness.level is not Consistency.STRONG,
+                                     ryw_wait=self.settings.ryw_wait_ms / 1000 if ryw else None)
+        return DbRead(data, pool)
 
-    async def _run(self, fn: Work[T], prefer_ro: bool) -> tuple[T, str]:
-        deadline = monotonic() + self.settings.retry_budget_seconds
+    async def _run(self, fn: Work[T], prefer_ro: bool, ryw_wait: float | None = None) -> tuple[T, Pool]:
+        """`ryw_wait`: how long a follower raising NotReplayed may take to catch up (None: no token)."""
+        start = monotonic()
+        deadline = start + self.settings.retry_budget_seconds
         delay = 0.05
         while True:
             use_ro = prefer_ro and await self._ro_usable()
@@ -169,6 +224,18 @@ class Db:
                 self.metrics.ro_fallbacks.inc()
             try:
                 result = await self._attempt(backend, fn, deadline)
+            except NotReplayed:
+                backend.ok_at = monotonic()
+                self._ro_ok()  # only ro raises it (a leader is never behind), and ro answered
+                waited = monotonic() - start
+                if ryw_wait is not None and waited + RYW_POLL <= ryw_wait:
+                    await asyncio.sleep(RYW_POLL)
+                    continue
+                # Replica lag is not a failure of ro: only this read goes to the leader.
+                self.metrics.ryw_fallbacks.inc()
+                self.metrics.ryw_wait.labels(Pool.RW).observe(waited)
+                prefer_ro = False
+                continue
             except errors.UndefinedTable as exc:
                 if backend is not self.ro:
                     raise
@@ -195,6 +262,8 @@ class Db:
             backend.ok_at = monotonic()
             if backend is self.ro:
                 self._ro_ok()
+                if ryw_wait is not None:
+                    self.metrics.ryw_wait.labels(Pool.RO).observe(monotonic() - start)
             return result, backend.name
 
     async def _attempt(self, backend: Backend, fn: Work[T], deadline: float) -> T:

@@ -25,6 +25,19 @@ class Metrics:
             "demoapp_db_retries_total", "Database attempts retried.", ["pool"], registry=r)
         self.ro_fallbacks = Counter(
             "demoapp_db_ro_fallback_total", "Reads served by rw because ro was unavailable.", registry=r)
+        self.ryw_fallbacks = Counter(
+            "demoapp_ryw_fallbacks_total",
+            "Reads with a consistency token sent to rw because no follower had replayed the token within "
+            "DEMOAPP_RYW_WAIT_MS.", registry=r)
+        self.ryw_wait = Histogram(
+            "demoapp_ryw_wait_seconds",
+            "Time reads with a consistency token spent waiting for a follower to replay it, by who answered "
+            "(ro: it caught up; rw: gave up).", ["pool"], registry=r,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5))
+        self.cache_too_old = Counter(
+            "demoapp_cache_too_old_total",
+            "Cached values a read with a consistency token skipped: read before its token (also misses).",
+            ["kind"], registry=r)
         self.idempotent_replays = Counter(
             "demoapp_idempotent_replays_total", "Writes answered from a stored Idempotency-Key result.",
             registry=r)
@@ -33,7 +46,9 @@ class Metrics:
         for kind in ("user", "followers", "following"):
             self.cache_hits.labels(kind)
             self.cache_misses.labels(kind)
+            self.cache_too_old.labels(kind)
         for op in ("get", "set", "delete"):
             self.cache_errors.labels(op)
         for pool in ("rw", "ro"):
             self.db_retries.labels(pool)
+            self.ryw_wait.labels(pool)

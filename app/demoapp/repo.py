@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+
+from demoapp.consistency import Lsn
 
 LIST_LIMIT = 1000  # followers/following lists return at most this many ids (the counts are exact)
 _USER = "id, name, follower_count, following_count, created_at"
@@ -26,6 +29,48 @@ class NotFound(Exception):
 
 class KeyReused(Exception):
     """An Idempotency-Key sent again with a different request."""
+
+
+@dataclass(frozen=True)
+class Position:
+    in_recovery: bool  # a follower (a leader never is)
+    lsn: Lsn  # the data read after it reflects every write whose X-Commit-LSN <= lsn
+
+
+# Run in its own statement just BEFORE a read's statement(s): under READ COMMITTED each statement takes its
+# snapshot when it starts, so the read sees everything up to this position.
+#  - follower: pg_last_wal_replay_lsn(). Replaying a commit record makes it visible, then the position moves
+#    past it.
+#  - leader: pg_current_wal_lsn() - 1. A commit is flushed, and counted in pg_current_wal_lsn(), a moment
+#    before it becomes visible (in synchronous mode: the whole wait for the standby), so a commit at or below
+#    the current position may still be invisible. Its writer reads its token only once it is visible, so
+#    after this, so that token is >= this position: one byte less leaves it out.
+# (pg_current_wal_lsn() raises on a follower; CASE evaluates only the branch it picks.)
+POSITION_SQL = (
+    "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
+    " ELSE pg_current_wal_lsn() - 1 END::text")
+
+# A write's token, read on its connection right after COMMIT returned. With synchronous_commit at `local` or
+# above (the default `on`; the operator never lowers it) COMMIT returns once the commit record is flushed, so
+# the write position pg_current_wal_lsn() is already past it. With `off` the flush comes later, and only the
+# insert position is surely past the record. Why not always the insert position: it also counts WAL that
+# concurrent transactions inserted and nobody flushed yet, which no follower can have, so tokened reads
+# would wait, or go to the leader, for nothing.
+COMMIT_LSN_SQL = (
+    "SELECT CASE WHEN current_setting('synchronous_commit') = 'off' THEN pg_current_wal_insert_lsn()"
+    " ELSE pg_current_wal_lsn() END::text")
+
+
+def position(row: tuple[Any, ...] | None) -> Position:
+    """A POSITION_SQL row. A follower that has replayed nothing yet has no replay position: 0/0."""
+    assert row is not None
+    return Position(bool(row[0]), Lsn.parse(row[1]) if row[1] is not None else Lsn(0))
+
+
+async def commit_lsn(conn: AsyncConnection[Any]) -> Lsn:
+    row = await (await conn.execute(COMMIT_LSN_SQL)).fetchone()
+    assert row is not None
+    return Lsn.parse(row[0])
 
 
 def _user(row: dict[str, Any]) -> dict[str, Any]:

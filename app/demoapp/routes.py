@@ -1,8 +1,16 @@
 """HTTP handlers of the social graph API and the ops endpoints.
 
-Consistency: plain GETs may be served from Redis, a follower or the CDN (a few seconds stale). A client that
-must see its own write sends `X-Consistency: strong` (or `?consistency=strong`): the read skips every
-cache and goes to the leader. Writes always answer with the fresh object, read in the writing transaction.
+Consistency (app/README.md, "Consistency", has the bounds and the guarantees):
+- eventual: a plain GET may be served by the CDN, Redis or a follower, however far behind they are (bounded
+  by max-age + the Redis TTL + replica lag).
+- read-your-writes: every write answers with `X-Commit-LSN` (and the cookie `commit_lsn`), the WAL position
+  of its commit. A GET that carries it back (`X-Min-LSN`, `?min_lsn=` or the cookie; the highest wins) skips
+  the CDN, takes a Redis value only if it was read at that position or later, and reads a follower only once
+  the follower has replayed it (waiting up to DEMOAPP_RYW_WAIT_MS), else the leader. Followers still serve
+  almost all of those reads.
+- strong: `X-Consistency: strong` (or `?consistency=strong`): the leader, no caches.
+Every read answers with `X-Read-LSN`: the data reflects every write whose X-Commit-LSN is <= it. Writes also
+answer with the fresh objects, read in the writing transaction.
 """
 
 from __future__ import annotations
@@ -21,6 +29,20 @@ from demoapp import cache as c
 from demoapp import repo
 from demoapp.cache import Cache
 from demoapp.config import Settings
+from demoapp.consistency import (
+    COMMIT_HEADER,
+    COOKIE,
+    MIN_ARG,
+    MIN_HEADER,
+    READ_HEADER,
+    BadToken,
+    Consistency,
+    Freshness,
+    Lsn,
+    Versioned,
+    cookie_header,
+    highest_token,
+)
 from demoapp.db import Db, DbUnavailable
 from demoapp.middleware import METRICS, NO_STORE
 from demoapp.repo import NotFound
@@ -30,6 +52,10 @@ USER_MAX_AGE = 10  # s: a profile a few seconds old is fine for anyone but its a
 LIST_MAX_AGE = 5  # s: follower lists change more often; keep CDN copies shorter
 NAME_MAX = 100
 KEY_MAX = 200
+# What makes a read answer differently. A browser's HTTP cache (or any shared cache but our CDN, which skips
+# its cache for these by config) would otherwise answer a read that now carries a token, or asks for strong,
+# with the page it stored before the write.
+READ_VARY = f"Cookie, X-Consistency, {MIN_HEADER}"
 
 
 @dataclass
@@ -65,6 +91,21 @@ def _strong(request: web.Request) -> bool:
     return "strong" in wanted
 
 
+def _token(request: web.Request) -> Lsn | None:
+    try:
+        return highest_token({
+            f"{MIN_HEADER} header": request.headers.get(MIN_HEADER),
+            f"{MIN_ARG} argument": request.query.get(MIN_ARG),
+            f"{COOKIE} cookie": request.cookies.get(COOKIE),
+        })
+    except BadToken as exc:
+        raise bad_request(str(exc)) from None
+
+
+def _freshness(request: web.Request) -> Freshness:
+    return Freshness.of(_strong(request), _token(request))
+
+
 async def _body(request: web.Request) -> dict[str, Any]:
     try:
         body = json.loads(await request.read())  # raises HTTPRequestEntityTooLarge past client_max_size
@@ -94,22 +135,29 @@ def _ready_db(request: web.Request) -> Db:
 async def _read(request: web.Request, kind: str, key: str, uid: int, max_age: int,
                 load: Callable[[Conn], Awaitable[dict[str, Any] | None]]) -> web.Response:
     db = _ready_db(request)
-    strong = _strong(request)
+    want = _freshness(request)
+    strong = want.level is Consistency.STRONG
     cache = request.app.get(CACHE)
-    headers = {"Cache-Control": NO_STORE if strong else f"public, max-age={max_age}"}
-    value = None
+    # Only eventual answers may be kept by caches: a token or strong read is about this client's writes, and
+    # a copy of it could later answer a read that carries a newer token.
+    cache_control = f"public, max-age={max_age}" if want.level is Consistency.EVENTUAL else NO_STORE
+    headers = {"Cache-Control": cache_control, "Vary": READ_VARY}
+    entry: Versioned[Any] | None = None
     if cache is None or strong:
         headers["X-App-Cache"] = "BYPASS" if strong and cache is not None else c.OFF
     else:
-        value = await cache.get(kind, key)
-        headers["X-App-Cache"] = c.HIT if value is not None else c.MISS
-    if value is None:
-        value, headers["X-DB-Pool"] = await db.read(load, strong=strong)
-        if value is None:
+        entry = await cache.get(kind, key, want.min_lsn)
+        headers["X-App-Cache"] = c.HIT if entry is not None else c.MISS
+    if entry is None:
+        got = await db.read(load, want)
+        if got.data.value is None:
             raise NotFound(uid)
+        entry = got.data
+        headers["X-DB-Pool"] = got.pool
         if cache is not None and not strong:
-            await cache.set(key, value)
-    return web.json_response(value, headers=headers)
+            await cache.set(key, entry)  # a token read refills too: its value is the freshest there is
+    headers[READ_HEADER] = str(entry.lsn)
+    return web.json_response(entry.value, headers=headers)
 
 
 async def get_user(request: web.Request) -> web.Response:
@@ -131,6 +179,14 @@ async def get_following(request: web.Request) -> web.Response:
 
 
 # --- writes -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Committed:
+    status: int
+    body: Any
+    replayed: bool  # answered from the stored result of an earlier request with the same key
+    lsn: Lsn  # X-Commit-LSN
+
+
 def _idempotency_key(request: web.Request) -> str:
     """The client's Idempotency-Key, or one of our own: a server-side retry after a commit whose outcome
     was lost (connection cut mid-COMMIT) must not apply the write twice either."""
@@ -148,28 +204,32 @@ async def _write(request: web.Request, body: Any, op: Callable[[Conn], Awaitable
     key = _idempotency_key(request)
     req_hash = repo.request_hash(request.method, request.path, body)
 
-    async def work(conn: Conn) -> tuple[int, Any, bool]:
+    async def work(conn: Conn) -> Committed:
         async with conn.transaction():  # the write and its idempotency record commit together
             await repo.lock_key(conn, key)
             stored = await repo.stored_result(conn, key, req_hash)
-            if stored is not None:
-                return stored[0], stored[1], True
-            status, result = await op(conn)
-            await repo.store_result(conn, key, req_hash, status, result)
-            return status, result, False
+            if stored is None:
+                status, result = await op(conn)
+                await repo.store_result(conn, key, req_hash, status, result)
+            else:
+                status, result = stored
+        # The token, after COMMIT returned and in the same retried unit (a commit whose answer was lost is
+        # replayed, and gets its token then). A replayed write's commit record was flushed (or, with
+        # synchronous_commit=off, inserted) before it became visible to us, so it is behind this position too.
+        return Committed(status, result, stored is not None, await repo.commit_lsn(conn))
 
-    status, result, replayed = await db.write(work)
-    headers = {"Cache-Control": NO_STORE}
-    if replayed:
+    done = await db.write(work)
+    headers = {"Cache-Control": NO_STORE, COMMIT_HEADER: str(done.lsn), "Set-Cookie": cookie_header(done.lsn)}
+    if done.replayed:
         request.app[METRICS].idempotent_replays.inc()
         headers["Idempotent-Replayed"] = "true"
     cache = request.app.get(CACHE)
-    keys = invalidate(result)
+    keys = invalidate(done.body)
     if cache is not None and keys:
         await cache.invalidate(*keys)
-    if status == 201:
-        headers["Location"] = f"/users/{result['id']}"
-    return web.json_response(result, status=status, headers=headers)
+    if done.status == 201:
+        headers["Location"] = f"/users/{done.body['id']}"
+    return web.json_response(done.body, status=done.status, headers=headers)
 
 
 async def create_user(request: web.Request) -> web.Response:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from aiohttp import DummyCookieJar
 from aiohttp.test_utils import TestClient, TestServer
 from demoapp.app import create_app
 from demoapp.config import Settings
@@ -126,11 +127,13 @@ AppFactory = Callable[..., Awaitable[TestClient]]
 
 @pytest.fixture
 async def make_client() -> AsyncIterator[AppFactory]:
-    """Start the real app (create_app) on 127.0.0.1; wait=True waits until /readyz says 200."""
+    """Start the real app (create_app) on 127.0.0.1; wait=True waits until /readyz says 200.
+    The client keeps no cookies, like an API client: a read carries a consistency token only when a test
+    gives it one (TestClient's own jar would send every write's commit_lsn cookie back)."""
     clients: list[TestClient] = []
 
     async def factory(settings: Settings, wait: bool = True) -> TestClient:
-        client = TestClient(TestServer(create_app(settings), host="127.0.0.1"))
+        client = TestClient(TestServer(create_app(settings), host="127.0.0.1"), cookie_jar=DummyCookieJar())
         await client.start_server()
         clients.append(client)
         if wait:

@@ -8,6 +8,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
+from conftest import PgPair, wait_replayed
 from test_api import new_user
 
 from testsupport.nginx import start_cdn
@@ -15,8 +16,9 @@ from testsupport.nginx import start_cdn
 pytestmark = pytest.mark.integration
 
 
-async def test_cdn_in_front_of_the_app(client: TestClient, tmp_path: Path) -> None:
+async def test_cdn_in_front_of_the_app(client: TestClient, pg: PgPair, tmp_path: Path) -> None:
     u = await new_user(client)
+    await asyncio.to_thread(wait_replayed, pg)  # plain reads below come from the follower
     ngx, base = await asyncio.to_thread(start_cdn, client.server.port or 0, tmp_path)
     try:
         async with aiohttp.ClientSession() as s:

@@ -1,4 +1,5 @@
-"""Pure units: the env contract, conninfo, the Redis breaker, pool replacement policy, JSON logs."""
+"""Pure units: the env contract, conninfo, the Redis breaker, pool replacement policy, JSON logs, consistency
+tokens."""
 
 from __future__ import annotations
 
@@ -8,11 +9,20 @@ import time
 
 import psycopg
 import pytest
-from demoapp.cache import Breaker
+from demoapp.cache import Breaker, decode, encode
 from demoapp.config import Settings
-from demoapp.db import Backend
+from demoapp.consistency import (
+    BadToken,
+    Consistency,
+    Freshness,
+    Lsn,
+    Versioned,
+    cookie_header,
+    highest_token,
+)
+from demoapp.db import Backend, Pool
 from demoapp.jsonlog import JsonFormatter
-from demoapp.repo import request_hash
+from demoapp.repo import Position, position, request_hash
 from psycopg_pool import PoolTimeout
 
 ENV = {
@@ -20,7 +30,7 @@ ENV = {
     "DEMOAPP_DB_RO_HOST": "shop-db-ro.ns.svc", "DEMOAPP_DB_PORT": "5433", "DEMOAPP_DB_NAME": "app",
     "DEMOAPP_DB_USER": "app", "DEMOAPP_DB_PASSWORD": "pg-pw-123", "DEMOAPP_REDIS_HOST": "shop-cache.ns.svc",
     "DEMOAPP_REDIS_PORT": "6380", "DEMOAPP_REDIS_PASSWORD": "redis-pw-456", "DEMOAPP_CACHE_ENABLED": "false",
-    "DEMOAPP_CACHE_TTL_SECONDS": "45",
+    "DEMOAPP_CACHE_TTL_SECONDS": "45", "DEMOAPP_RYW_WAIT_MS": "20",
 }
 
 
@@ -30,10 +40,12 @@ def test_env_contract() -> None:
         9090, "shop-db-rw.ns.svc", "shop-db-ro.ns.svc", 5433, 5433)
     assert (s.db_name, s.db_user, s.db_password) == ("app", "app", "pg-pw-123")
     assert (s.redis_host, s.redis_port, s.redis_password) == ("shop-cache.ns.svc", 6380, "redis-pw-456")
-    assert (s.cache_enabled, s.cache_active, s.cache_ttl_seconds) == (False, False, 45)
+    assert (s.cache_enabled, s.cache_active, s.cache_ttl_seconds, s.ryw_wait_ms) == (False, False, 45, 20)
     d = Settings.from_env({})
     assert (d.port, d.db_rw_port, d.db_name, d.redis_port, d.cache_enabled, d.cache_ttl_seconds) == (
         8080, 5432, "app", 6379, True, 30)
+    assert d.ryw_wait_ms == 50
+    assert Settings.from_env({"DEMOAPP_RYW_WAIT_MS": "-5"}).ryw_wait_ms == 0  # 0: never wait for a follower
     assert d.db_ro_host is None and not d.cache_active  # no Redis host: no cache
     with pytest.raises(ValueError):
         Settings.from_env({"DEMOAPP_CACHE_ENABLED": "perhaps"})
@@ -67,7 +79,7 @@ def test_breaker_backs_off_and_allows_one_trial() -> None:
 
 
 async def test_pool_replacement_policy() -> None:
-    backend = Backend("rw", "host=127.0.0.1 port=1", "", 2, get_timeout=1.0)
+    backend = Backend(Pool.RW, "host=127.0.0.1 port=1", "", 2, get_timeout=1.0)
     assert backend.should_replace(psycopg.OperationalError("server closed the connection"))
     assert backend.should_replace(psycopg.errors.ReadOnlySqlTransaction())
     assert not backend.should_replace(psycopg.errors.SerializationFailure())  # one transaction, not the link
@@ -90,3 +102,56 @@ def test_json_log_lines() -> None:
     line = json.loads(JsonFormatter().format(record))
     assert line["level"] == "warning" and line["msg"] == "pool rw" and line["error"] == "OperationalError"
     assert line["ts"].endswith("Z")
+
+
+def test_lsn_parses_prints_and_orders_as_one_64_bit_number() -> None:
+    assert Lsn.parse("0/16B3740") == Lsn(0x16B3740)
+    assert Lsn.parse("1/0") == Lsn(1 << 32)
+    assert Lsn.parse(" ffffffff/ffffffff ") == Lsn(2**64 - 1)
+    assert str(Lsn.parse("a/00000b1c")) == "A/B1C"  # Postgres' own spelling: %X/%X
+    # The halves are not compared as strings or one by one in the wrong order.
+    assert Lsn.parse("0/FFFFFFFF") < Lsn.parse("1/0") < Lsn.parse("1/1") < Lsn.parse("2/0")
+    assert Lsn.parse("0/9") < Lsn.parse("0/10")  # hex, not text: 9 < 0x10
+    assert max(Lsn.parse("0/20"), Lsn.parse("0/1F")) == Lsn(0x20)
+    for bad in ("", "16B3740", "0/", "/1", "0/123456789", "123456789/0", "0x1/2", "0/1/2", "0/G", "-1/0",
+                "0 /1", "0/1;"):
+        with pytest.raises(ValueError):
+            Lsn.parse(bad)
+
+
+def test_highest_token_takes_the_newest_and_names_a_bad_one() -> None:
+    assert highest_token({"h": None, "a": None, "c": None}) is None
+    assert highest_token({"h": "0/10", "a": None, "c": "0/F"}) == Lsn(0x10)
+    assert highest_token({"h": "0/10", "a": "1/0", "c": "0/F"}) == Lsn(1 << 32)
+    with pytest.raises(BadToken) as exc:
+        highest_token({"X-Min-LSN header": "0/10", "min_lsn argument": "yesterday"})
+    assert exc.value.source == "min_lsn argument"
+    assert str(exc.value) == ("min_lsn argument must be a WAL position like 0/16B3740 (as in X-Commit-LSN), "
+                              "got 'yesterday'")
+    with pytest.raises(BadToken):
+        highest_token({"h": ""})  # present but empty is a client bug too
+
+
+def test_freshness_levels() -> None:
+    token = Lsn(7)
+    assert Freshness.of(strong=False, token=None) == Freshness(Consistency.EVENTUAL)
+    assert Freshness.of(strong=False, token=token) == Freshness(Consistency.READ_YOUR_WRITES, token)
+    assert Freshness.of(strong=True, token=token) == Freshness(Consistency.STRONG)  # the leader has it all
+
+
+def test_commit_cookie() -> None:
+    assert cookie_header(Lsn.parse("0/16B3740")) == (
+        "commit_lsn=0/16B3740; Max-Age=60; Path=/; HttpOnly; SameSite=Lax")
+
+
+def test_cache_entries_carry_their_position() -> None:
+    entry = Versioned({"id": 1, "name": "ann"}, Lsn.parse("3/A0"))
+    raw = encode(entry)
+    assert raw == '{"lsn":"3/A0","value":{"id":1,"name":"ann"}}'
+    assert decode(raw) == entry and decode(raw.encode()) == entry
+
+
+def test_position_rows() -> None:
+    assert position((True, "0/3000148")) == Position(True, Lsn(0x3000148))
+    assert position((False, "1/0")) == Position(False, Lsn(1 << 32))
+    assert position((True, None)) == Position(True, Lsn(0))  # a follower that has replayed nothing yet

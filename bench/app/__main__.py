@@ -1,9 +1,12 @@
-"""python -m bench.app [--url URL] [--arch shop] [--duration 30] -> bench/results/app.json
+"""python -m bench.app [--url URL] [--arch shop] [--duration 30] [--compare caches|tokens]
 
 Drives a read-heavy social-graph mix through the Ingress (E2E_INGRESS_URL, the kind network) for two
-setups of the same Architecture, switched with kubectl: CDN sidecar + Redis cache on, then both off.
-Reports requests/s, p50/p99, the CDN hit ratio (X-Cache-Status) and the app cache hit ratio (X-App-Cache),
-and the ratio between the setups. The Architecture's original flags are restored at the end.
+setups of the same Architecture, switched with kubectl, and reports requests/s, p50/p99, the CDN hit ratio
+(X-Cache-Status), the app cache hit ratio (X-App-Cache), who answered (X-DB-Pool) and the ratio between the
+setups. The Architecture's original flags are restored at the end.
+  --compare caches (default, -> bench/results/app.json): CDN sidecar + Redis cache on, then both off.
+  --compare tokens (-> bench/results/app-tokens.json): both on, reads plain (eventual), then every read
+    carrying its client's consistency token (read-your-writes): what tokens cost.
 """
 
 from __future__ import annotations
@@ -14,16 +17,40 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from bench.app.kube import current_flags, get_arch, ingress_host, set_flags
-from bench.app.load import check_url, run_load, seed_users
+from bench.app.load import Seed, check_url, run_load, seed_users
 
-RESULTS = Path(__file__).resolve().parents[1] / "results" / "app.json"
-SETUPS = {"cdn_and_cache": (True, True), "no_cdn_no_cache": (False, False)}
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+@dataclass(frozen=True)
+class Setup:
+    cdn: bool
+    cache: bool
+    tokens: bool = False  # every read carries its client's consistency token
+
+
+@dataclass(frozen=True)
+class Comparison:
+    setups: dict[str, Setup]  # measured in this order; the ratio is the first against the second
+    ratio_key: str
+    out: Path
+
+
+COMPARISONS = {
+    "caches": Comparison({"cdn_and_cache": Setup(True, True), "no_cdn_no_cache": Setup(False, False)},
+                         "ratio_on_vs_off", RESULTS / "app.json"),
+    # > 1: plain reads are that much faster than reads with tokens (which skip the CDN, check positions and
+    # sometimes wait for a follower or go to the leader).
+    "tokens": Comparison({"eventual": Setup(True, True), "read_your_writes": Setup(True, True, tokens=True)},
+                         "ratio_eventual_vs_tokens", RESULTS / "app-tokens.json"),
+}
 
 
 async def wait_for_setup(base: str, host: str | None, uid: int, cdn: bool, cache: bool,
@@ -47,14 +74,14 @@ async def wait_for_setup(base: str, host: str | None, uid: int, cdn: bool, cache
             await asyncio.sleep(0.1)
 
 
-def ratios(on: dict[str, Any], off: dict[str, Any]) -> dict[str, float | None]:
+def ratios(first: dict[str, Any], second: dict[str, Any]) -> dict[str, float | None]:
     def div(a: float | None, b: float | None) -> float | None:
         return round(a / b, 2) if a is not None and b else None
 
     return {
-        "requests_per_s": div(on["requests_per_s"], off["requests_per_s"]),  # > 1: on is faster
-        "p50_latency": div(off["p50_ms"], on["p50_ms"]),  # > 1: on answers sooner
-        "p99_latency": div(off["p99_ms"], on["p99_ms"]),
+        "requests_per_s": div(first["requests_per_s"], second["requests_per_s"]),  # > 1: first is faster
+        "p50_latency": div(second["p50_ms"], first["p50_ms"]),  # > 1: first answers sooner
+        "p99_latency": div(second["p99_ms"], first["p99_ms"]),
     }
 
 
@@ -63,29 +90,33 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     obj = get_arch(args.arch, args.namespace)
     host = args.host if args.host is not None else ingress_host(obj)
     original = current_flags(obj)
+    comparison = COMPARISONS[args.compare]
     out: dict[str, Any] = {
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "url": base, "host": host, "architecture": f"{args.namespace}/{args.arch}",
+        "url": base, "host": host, "architecture": f"{args.namespace}/{args.arch}", "compare": args.compare,
         "params": {"duration_s": args.duration, "max_requests": args.max_requests,
                    "concurrency": args.concurrency, "users": args.users, "warmup_s": args.warmup},
         "setups": {},
     }
     try:
-        ids: list[int] = []
-        for name, (cdn, cache) in SETUPS.items():
-            print(f"[bench.app] switching to {name} (cdn={cdn}, cache={cache})", file=sys.stderr)
-            set_flags(args.arch, args.namespace, cdn, cache)
-            if not ids:
-                ids = await seed_users(base, host, args.users)
-            await wait_for_setup(base, host, ids[0], cdn, cache)
+        seed: Seed | None = None
+        for name, setup in comparison.setups.items():
+            print(f"[bench.app] switching to {name} ({setup})", file=sys.stderr)
+            set_flags(args.arch, args.namespace, setup.cdn, setup.cache)
+            if seed is None:
+                seed = await seed_users(base, host, args.users)
+            await wait_for_setup(base, host, seed.ids[0], setup.cdn, setup.cache)
+            token = seed.token if setup.tokens else None
             if args.warmup > 0:
-                await run_load(base, host, ids, duration_s=args.warmup, max_requests=args.max_requests,
-                               concurrency=args.concurrency, seed=1)
-            stats = await run_load(base, host, ids, duration_s=args.duration, max_requests=args.max_requests,
-                                   concurrency=args.concurrency)
-            out["setups"][name] = {"cdn": cdn, "cache": cache, **stats.summary()}
+                await run_load(base, host, seed.ids, duration_s=args.warmup, max_requests=args.max_requests,
+                               concurrency=args.concurrency, seed=1, token=token)
+            stats = await run_load(base, host, seed.ids, duration_s=args.duration,
+                                   max_requests=args.max_requests, concurrency=args.concurrency, token=token)
+            out["setups"][name] = {"cdn": setup.cdn, "cache": setup.cache, "tokens": setup.tokens,
+                                   **stats.summary()}
             print(f"[bench.app] {name}: {json.dumps(out['setups'][name])}", file=sys.stderr)
-        out["ratio_on_vs_off"] = ratios(out["setups"]["cdn_and_cache"], out["setups"]["no_cdn_no_cache"])
+        first, second = comparison.setups
+        out[comparison.ratio_key] = ratios(out["setups"][first], out["setups"][second])
     finally:
         print(f"[bench.app] restoring cdn={original[0]} cache={original[1]}", file=sys.stderr)
         set_flags(args.arch, args.namespace, *original)
@@ -105,16 +136,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-requests", type=int, default=50_000, help="cap per measured run (and warm-up)")
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--users", type=int, default=200)
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--compare", choices=sorted(COMPARISONS), default="caches",
+                    help="caches: CDN and Redis on vs off; tokens: plain reads vs reads with their token")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default: bench/results/app.json (caches), bench/results/app-tokens.json (tokens)")
     args = ap.parse_args(argv)
     if not args.url:
         ap.error("give --url or set E2E_INGRESS_URL")
     if not (0 < args.duration <= 600 and 0 < args.max_requests <= 1_000_000 and 0 < args.concurrency <= 512):
         ap.error("duration 0..600 s, max-requests 1..1e6, concurrency 1..512")
     result = asyncio.run(bench(args))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"[bench.app] wrote {args.out}", file=sys.stderr)
+    out: Path = args.out or COMPARISONS[args.compare].out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"[bench.app] wrote {out}", file=sys.stderr)
     return 0
 
 

@@ -32,10 +32,16 @@ def test_renders_the_contract() -> None:
         "proxy_cache_lock on;",
         f"location = {HEALTH_PATH}",
         "proxy_cache_methods GET HEAD;",
+        'map "$http_x_min_lsn$arg_min_lsn$cookie_commit_lsn" $cdn_token {',
+        "proxy_cache_bypass $cdn_strong_header $cdn_strong_arg $cdn_not_get $cdn_token;",
     ):
         assert line in conf, line
     for temp in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         assert f"{temp}_temp_path /tmp/" in conf
+    no_cache = conf.split("proxy_no_cache ", 1)[1].split(";", 1)[0].split()
+    assert no_cache == ["$cdn_strong_header", "$cdn_strong_arg", "$cdn_not_get", "$cdn_token",
+                        "$upstream_http_set_cookie"]
+    assert "proxy_ignore_headers" not in conf  # nginx's own refusal to cache Set-Cookie stays on too
     assert "user " not in conf  # non-root in the pod: a user directive would only warn
     assert "daemon" not in conf  # given by nginx_command, so images whose CMD adds it still work
     assert nginx_command("/etc/nginx/cdn/nginx.conf")[-2:] == ["-g", "daemon off;"]
@@ -71,7 +77,8 @@ def test_nginx_accepts_the_config(tmp_path: Path) -> None:
 
 
 class Upstream:
-    """A tiny app: /item has max-age=1, /plain has no Cache-Control; bodies count upstream hits."""
+    """A tiny app: /item has max-age=1, /plain has no Cache-Control, /cookie sets one; bodies count upstream
+    hits."""
 
     def __init__(self) -> None:
         self.hits = 0
@@ -88,6 +95,11 @@ class Upstream:
         self.hits += 1
         return web.json_response({"hits": self.hits}, headers={"Cache-Control": "no-store"})
 
+    async def cookie(self, request: web.Request) -> web.Response:
+        self.hits += 1
+        return web.json_response({"hits": self.hits}, headers={
+            "Cache-Control": "public, max-age=60", "Set-Cookie": "commit_lsn=0/16B3740; Max-Age=60; Path=/"})
+
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[tuple[Upstream, web.AppRunner, int]]:
@@ -96,6 +108,7 @@ async def upstream() -> AsyncIterator[tuple[Upstream, web.AppRunner, int]]:
     app.router.add_route("*", "/item", up.item)
     app.router.add_get("/plain", up.plain)
     app.router.add_get("/private", up.private)
+    app.router.add_get("/cookie", up.cookie)
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
@@ -126,11 +139,24 @@ async def test_cdn_caches_bypasses_and_serves_stale(tmp_path: Path, upstream) ->
             async with s.post(base + "/item") as r:
                 assert (await r.json()) == {"hits": 4} and r.headers.get("X-Cache-Status") != "HIT"
             assert await get("/item") == ("HIT", {"hits": 1})
+            # A consistency token, in any of its three places: never answered from the cache (the page there
+            # may predate the client's write), and the answer is not stored either.
+            token = "0/16B3740"
+            assert await get("/item", headers={"X-Min-LSN": token}) == ("BYPASS", {"hits": 5})
+            assert await get(f"/item?min_lsn={token}") == ("BYPASS", {"hits": 6})
+            assert await get("/item", headers={"Cookie": f"commit_lsn={token}"}) == ("BYPASS", {"hits": 7})
+            quoted = {"Cookie": f'a=1; commit_lsn="{token}"'}  # as aiohttp's cookie jar sends it
+            assert await get("/item", headers=quoted) == ("BYPASS", {"hits": 8})
+            assert await get("/item", headers={"Cookie": "a=1"}) == ("HIT", {"hits": 1})  # other cookies
+            assert await get("/item") == ("HIT", {"hits": 1})
             # No Cache-Control from the app: ttl_seconds applies. no-store: never cached.
-            assert await get("/plain") == ("MISS", {"hits": 5})
-            assert await get("/plain") == ("HIT", {"hits": 5})
-            assert (await get("/private"))[1] == {"hits": 6}
-            assert (await get("/private"))[1] == {"hits": 7}
+            assert await get("/plain") == ("MISS", {"hits": 9})
+            assert await get("/plain") == ("HIT", {"hits": 9})
+            assert (await get("/private"))[1] == {"hits": 10}
+            assert (await get("/private"))[1] == {"hits": 11}
+            # A response that sets a cookie belongs to one client: never stored, whatever its Cache-Control.
+            assert await get("/cookie") == ("MISS", {"hits": 12})
+            assert await get("/cookie") == ("MISS", {"hits": 13})
 
             await asyncio.sleep(2.1)  # /item's max-age=1 has passed (nginx keeps whole seconds)
             await runner.cleanup()  # the app is gone

@@ -82,7 +82,17 @@ http {{
         keepalive 16;
     }}
 
-    # Never serve from, nor store into, the cache for strong reads or anything but GET/HEAD.
+    # Never serve from, nor store into, the cache for strong reads, reads with a consistency token (the
+    # X-Min-LSN header, the min_lsn argument or the commit_lsn cookie) or anything but GET/HEAD.
+    # A token read wants data at least as new as a write the client made: a cached page says nothing about
+    # its position, so it must come from the app (which finds a fresh enough follower or cache entry).
+    # Why the answer is not stored either, though it is fresh: the app marks it no-store (a browser must not
+    # keep it for a later, newer token), a min_lsn URL is a cache key no other request uses, and a plain
+    # read would gain at most the max-age (seconds) of freshness.
+    map "$http_x_min_lsn$arg_min_lsn$cookie_commit_lsn" $cdn_token {{
+        default 1;
+        "" 0;
+    }}
     map $http_x_consistency $cdn_strong_header {{
         default 0;
         ~*^strong$ 1;
@@ -132,8 +142,11 @@ http {{
             proxy_cache_methods GET HEAD;
             # Used only when the app sends no Cache-Control/Expires; the app's max-age wins otherwise.
             proxy_cache_valid 200 {ttl_seconds}s;
-            proxy_cache_bypass $cdn_strong_header $cdn_strong_arg $cdn_not_get;
-            proxy_no_cache $cdn_strong_header $cdn_strong_arg $cdn_not_get;
+            proxy_cache_bypass $cdn_strong_header $cdn_strong_arg $cdn_not_get $cdn_token;
+            # A response that sets a cookie is one client's (writes set commit_lsn): never stored. nginx
+            # already skips those unless told to ignore Set-Cookie; this keeps it so if someone does.
+            proxy_no_cache $cdn_strong_header $cdn_strong_arg $cdn_not_get $cdn_token
+                           $upstream_http_set_cookie;
             # A dead or failing app (restart, DB failover) still gets cached pages out, stale.
             proxy_cache_use_stale error timeout updating http_500 http_502 http_503 http_504;
             proxy_cache_background_update on;
