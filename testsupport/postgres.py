@@ -227,9 +227,11 @@ def script_env(base: Path, name: str, port: int, primary_port: int, **extra: str
     conf = base / "conf"
     if not conf.exists():
         conf.mkdir()
-        shutil.copy(_scripts_dir() / "postgresql.conf", conf / "postgresql.conf")
+        shipped = ("postgresql.conf", "stop.sql")  # as in the pods' N-db-config ConfigMap (HBA: loopback's)
+        for f in shipped:
+            shutil.copy(_scripts_dir() / f, conf / f)
         (conf / "pg_hba.conf").write_text(HBA)
-        for p in (conf, conf / "postgresql.conf", conf / "pg_hba.conf"):
+        for p in (conf, *(conf / f for f in shipped), conf / "pg_hba.conf"):
             _own(p)
     env = {
         "PATH": f"{PG_BIN}:/usr/bin:/bin",

@@ -104,17 +104,35 @@ class _GuardedLock:
 
     @staticmethod
     def _attempt(write: Callable[..., Any], *args: Any) -> bool:
+        global last_write_ok
         try:
-            return bool(write(*args))
+            ok = bool(write(*args))
         except Exception as exc:
             log.debug("Lease %s failed: %s", write.__name__, exc)
             return False
+        if ok:
+            last_write_ok = time.monotonic()
+        return ok
 
 
 # When this process took over an expired Lease: the previous holder's last renewal (epoch seconds), i.e.
 # since when no operator has watched the databases. None: a clean handover, a fresh Lease, or no election.
 unwatched_since: float | None = None
 took_over_at: float | None = None  # when this process acquired the Lease (epoch seconds)
+# The election this process runs (None: none, as in tests and a single replica without one), and when its
+# last create or update of the Lease succeeded (monotonic).
+current: LeaseElection | None = None
+last_write_ok: float | None = None
+
+
+def holds_now() -> bool:
+    """Whether this process may act as the operator right now: its last Lease renewal is within the renew
+    deadline. A process paused past it (its renewer paused too) must not renew a database's leader lease
+    before it has noticed that another replica may hold the operator Lease."""
+    if current is None:
+        return True
+    return last_write_ok is not None and (
+        time.monotonic() - last_write_ok < current.settings.renew_deadline_seconds)
 
 
 class LeaseElection:
@@ -147,6 +165,8 @@ class LeaseElection:
         """Block until this candidate holds the Lease (standby until then)."""
         log.info("%s waits for Lease %s/%s", self.identity, self.settings.namespace, self.settings.lease_name)
         self._elector.acquire()
+        global current
+        current = self
         metrics.operator_leader.set(1)
         log.info("%s holds Lease %s/%s", self.identity, self.settings.namespace, self.settings.lease_name)
         global unwatched_since, took_over_at

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from archop import names, reasons
 from archop.failover import decide as d
-from archop.failover import report
+from archop.failover import lease, report
 from archop.health.model import DbObservation, Instance, PodState, Probe, ReplicaRow
 from archop.spec import DatabaseSpec, Durability, FailoverSpec
 
@@ -27,6 +27,7 @@ def leader(
     role: str | None = names.LEADER,
     tl: int = 1,
     read_only: bool = False,
+    lease: tuple[str, ...] | None = (F1, F2),
     **podkw,
 ) -> Instance:
     rows = tuple(ReplicaRow(name=f, state="streaming", sync_state=sync) for f in streaming)
@@ -38,6 +39,7 @@ def leader(
         replicas=rows,
         sync_standby_names=sync_names,
         read_only=read_only,
+        lease_members=lease,
     )
     return Instance(name, pod(name, role, **podkw), probe)
 
@@ -82,7 +84,8 @@ def obs(*insts: Instance, desired: int | None = None) -> DbObservation:
 
 
 SPEC = DatabaseSpec(followers=2, failover=FailoverSpec(leader_timeout_seconds=3.0, max_lag_bytes=100))
-STATE = d.State(current_leader=L)
+# The leader's lease counts both followers (status.leaderLastSeen, as a healthy tick writes it).
+STATE = d.State(current_leader=L, last_seen=d.LeaderSnapshot(L, lease_members=(F1, F2)))
 
 
 def lost(seconds: float = 5.0) -> d.Memory:
@@ -152,7 +155,7 @@ def test_leader_pod_gone_is_a_witness():
 
 # A leader pod that is certainly down fails over at once (podLostTimeoutSeconds, default 0), even while the
 # followers have not noticed yet; one that merely does not answer waits for leaderTimeoutSeconds.
-SEEN = d.Memory(leader_pod=(L, "uid-1", 0))
+SEEN = d.Memory(leader_pod=d.SeenPod(L, "uid-1", 0))
 
 
 def _fails_at_once(leader_inst: Instance, memory: d.Memory = SEEN) -> d.Step:
@@ -208,13 +211,13 @@ def test_unready_but_running_leader_is_no_certain_loss():
 def test_restarts_only_count_for_the_pod_seen_healthy():
     # Another leader's history, or an operator that never saw the leader healthy: no restart evidence.
     o = obs(down(L, names.LEADER, uid="uid-1", restarts=3), follower(F1, age=0.1), follower(F2, age=0.1))
-    assert d.decide(o, STATE, SPEC, NOW, d.Memory(leader_pod=(F1, "uid-1", 0))).kind == "waiting"
+    assert d.decide(o, STATE, SPEC, NOW, d.Memory(leader_pod=d.SeenPod(F1, "uid-1", 0))).kind == "waiting"
     assert d.decide(o, STATE, SPEC, NOW, d.Memory()).kind == "waiting"
 
 
 def test_healthy_leader_pod_is_remembered():
     o = obs(leader(uid="uid-7", restarts=2), follower(F1), follower(F2))
-    assert d.decide(o, STATE, SPEC, NOW, d.Memory()).memory.leader_pod == (L, "uid-7", 2)
+    assert d.decide(o, STATE, SPEC, NOW, d.Memory()).memory.leader_pod == d.SeenPod(L, "uid-7", 2, "10.0.0.1")
 
 
 def test_blind_interval_after_an_operator_takeover_counts_toward_the_timeout():
@@ -280,7 +283,8 @@ def test_candidate_must_be_reachable_ready_and_not_deleting():
 
 def seen(lsn: int | None = None, members: tuple[str, ...] = (), k: int = 1,
          name: str = L) -> d.LeaderSnapshot:
-    return d.LeaderSnapshot(name, lsn=lsn, quorum=d.SyncQuorum(k, members) if members else None)
+    return d.LeaderSnapshot(name, lsn=lsn, quorum=d.SyncQuorum(k, members) if members else None,
+                            lease_members=(F1, F2))
 
 
 def test_lagging_candidate_refused_unless_data_loss_allowed():
@@ -466,6 +470,7 @@ def test_rewiring_moves_labels_repoints_and_sets_sync_names():
     o = obs(down(L), leader(F1, streaming=(), read_only=True), follower(F2, upstream=""))
     plan = d.phase_plan(rec, o, spec, STATE, NOW)
     assert plan.actions == (
+        d.SetLeaseMembers(F1, (L, F2)),
         d.SetRole(L, names.FENCED),
         d.SetRole(F1, names.LEADER),
         d.Unfence(F1),
@@ -483,7 +488,7 @@ def test_rewiring_in_required_mode_names_every_other_instance_at_once():
     o = obs(down(L), leader(F1, streaming=(), lsn=7000), follower(F2, upstream=""))
     plan = d.phase_plan(rec, o, spec, STATE, NOW)
     assert d.SetSyncStandbys(F1, 'ANY 1 ("a-db-0", "a-db-2")') in plan.actions
-    assert plan.last_seen == d.LeaderSnapshot(F1, 7000, 1, d.SyncQuorum(1, (L, F2)), d.iso(NOW))
+    assert plan.last_seen == d.LeaderSnapshot(F1, 7000, 1, d.SyncQuorum(1, (L, F2)), d.iso(NOW), (L, F2))
 
 
 def test_resume_in_flight_record_first():
@@ -518,13 +523,14 @@ def test_non_streaming_follower_gets_no_follower_label():
 
 def test_old_leader_back_as_primary_is_fenced_and_restarted():
     o = obs(
-        leader(F1, streaming=(F2,)), leader(L, role=names.FENCED, streaming=()), follower(F2, upstream=F1)
+        leader(F1, streaming=(F2,), lease=(L, F2)), leader(L, role=names.FENCED, streaming=()),
+        follower(F2, upstream=F1)
     )
     step = d.decide(o, replace(STATE, current_leader=F1), SPEC, NOW, d.Memory())
     assert d.Fence(L) in step.actions and d.DeletePod(L) in step.actions
     assert reasons.REJOIN_STARTED in [n.reason for n in step.notes]
     deleting = obs(
-        leader(F1, streaming=(F2,)),
+        leader(F1, streaming=(F2,), lease=(L, F2)),
         leader(L, role=names.FENCED, read_only=True, deleting=True),
         follower(F2, upstream=F1),
     )
@@ -626,7 +632,8 @@ def test_switchover_request():
 
 def test_scale_down_past_the_leader_switches_over_first():
     o = obs(
-        follower(L, upstream=F2), follower(F1, upstream=F2, recv=10), leader(F2, streaming=(L, F1)), desired=2
+        follower(L, upstream=F2), follower(F1, upstream=F2, recv=10),
+        leader(F2, streaming=(L, F1), lease=(L, F1)), desired=2
     )
     step = d.decide(o, replace(STATE, current_leader=F2), SPEC, NOW, d.Memory())
     assert step.record is not None
@@ -733,3 +740,78 @@ def test_the_lag_guard_survives_the_wait_for_the_leader_timeout():
     steps = _wait_out(status, gone, spec, step.memory)
     assert all(s.record is None for s in steps), [s.message for s in steps]
     assert "bytes behind the leader's last known position" in steps[-1].message
+
+
+# ------------------------------------------------------------------ the leader lease
+
+
+def test_promoting_waits_for_the_old_leaders_lease_unless_it_is_known_stopped():
+    rec = replace(REC, phase=d.PROMOTING)
+    o = obs(down(L), follower(F1, recv=500, status=None), follower(F2, recv=400, status=None))
+    plan = d.phase_plan(rec, o, SPEC, STATE, NOW, lease_expiry=NOW + 2.5)
+    assert plan.outcome is d.Outcome.WAIT and plan.retry_at == NOW + 2.5 and plan.actions == ()
+    assert "lease" in plan.message
+    assert d.phase_plan(rec, o, SPEC, STATE, NOW + 2.5, lease_expiry=NOW + 2.5).actions == (d.Promote(F1),)
+    stopped = replace(rec, stopped=True)
+    assert d.phase_plan(stopped, o, SPEC, STATE, NOW, lease_expiry=NOW + 2.5).actions == (d.Promote(F1),)
+
+
+def test_only_followers_the_old_leaders_lease_counts_are_promoted_while_it_may_run():
+    """A follower outside archop.followers on the old leader would not end its failsafe when detached."""
+    rec = replace(REC, phase=d.PROMOTING)
+    o = obs(down(L), follower(F1, recv=900, status=None), follower(F2, recv=400, status=None))
+    only_f2 = replace(STATE, last_seen=d.LeaderSnapshot(L, lease_members=(F2,)))
+    assert d.phase_plan(rec, o, SPEC, only_f2, NOW).actions == (d.Promote(F2),)
+    unknown = replace(STATE, last_seen=None)
+    plan = d.phase_plan(rec, o, SPEC, unknown, NOW)
+    assert plan.outcome is d.Outcome.WAIT and "lease" in plan.message
+    # Once the old leader is known to be down, any follower will do.
+    assert d.phase_plan(replace(rec, stopped=True), o, SPEC, unknown, NOW).actions == (d.Promote(F1),)
+
+
+def test_fencing_counts_a_refusal_at_the_old_address_as_stopped():
+    rec = replace(REC, from_address="10.0.0.1")
+    refused = Instance(L, pod(L, names.LEADER), Probe(reachable=False, refused=True, error="refused"))
+    plan = d.phase_plan(rec, obs(refused, follower(F1), follower(F2)), SPEC, STATE, NOW)
+    assert plan.after is not None and plan.after.stopped
+    assert not any(isinstance(a, d.Stop) for a in plan.actions)
+    # Refused at another address (a replacement pod) proves nothing about the old process: try to stop it.
+    moved = Instance(L, pod(L, names.LEADER, ip="10.0.0.9"), Probe(reachable=False, refused=True))
+    plan = d.phase_plan(rec, obs(moved, follower(F1), follower(F2)), SPEC, STATE, NOW)
+    assert d.Stop(L, address="10.0.0.1", required=False) in plan.actions
+    assert plan.after is not None and not plan.after.stopped
+    # A time-out at its own address: nothing to try, the lease decides.
+    plan = d.phase_plan(rec, obs(down(L), follower(F1), follower(F2)), SPEC, STATE, NOW)
+    assert not any(isinstance(a, d.Stop) for a in plan.actions) and not plan.after.stopped  # type: ignore
+
+
+def test_a_failover_records_the_old_leaders_last_healthy_address():
+    o = obs(down(L, names.LEADER, deleting=True), follower(F1, status=None), follower(F2, status=None))
+    memory = d.Memory(leader_pod=d.SeenPod(L, "uid-1", 0, "10.0.0.7"))
+    step = d.decide(o, STATE, SPEC, NOW, memory)
+    assert step.record is not None and step.record.from_address == "10.0.0.7"
+    assert d.FailoverRecord.from_status(step.record.to_status()) == step.record
+
+
+def test_lease_members_are_named_on_the_leader_and_persisted_first():
+    o = obs(leader(lease=(F1,)), follower(F1), follower(F2))
+    step = d.decide(o, STATE, SPEC, NOW, d.Memory())
+    assert d.SetLeaseMembers(L, (F1, F2)) in step.actions
+    assert step.persist_first and step.last_seen is not None and step.last_seen.lease_members == (F1, F2)
+    # Shrinking (scale-down): the wider list guards until the leader has the new one.
+    o = obs(leader(lease=(F1, F2), streaming=(F1,)), follower(F1), desired=2)
+    step = d.decide(o, STATE, SPEC, NOW, d.Memory())
+    assert d.SetLeaseMembers(L, (F1,)) in step.actions
+    assert step.last_seen is not None and step.last_seen.lease_members == (F1, F2)
+
+
+def test_lease_expiry_arithmetic():
+    reaction = lease.AGENT_INTERVAL_SECONDS + lease.MARGIN_SECONDS
+    assert lease.expires_at(100.0, 100.0) == 100.0 + lease.TTL_SECONDS + reaction
+    assert lease.expires_at(100.0, 110.0) == 110.0 + lease.FAILSAFE_REPLY_SECONDS + reaction
+    clock = lease.LeaseClock(started=50.0)
+    # Never renewed by this process: renewals by another happened before it started.
+    assert clock.expiry(L, "t", now=60.0) == lease.expires_at(50.0, 60.0)
+    clock.renewal(L, 58.0)
+    clock.mark_fenced(L, "t2", 59.0)
+    assert clock.expiry(L, "t2", now=70.0) == lease.expires_at(58.0, 59.0)

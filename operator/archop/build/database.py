@@ -11,6 +11,7 @@ from importlib import resources
 from typing import Any
 
 from archop import names
+from archop.failover import lease
 from archop.spec import ArchitectureSpec
 
 PORT = 5432
@@ -19,7 +20,7 @@ DATA_MOUNT = "/var/lib/postgresql/data"
 PGDATA = f"{DATA_MOUNT}/pgdata"  # a subdirectory: volume roots may hold lost+found
 CONF_DIR = "/etc/archop"
 RUN_DIR = "/var/run/postgresql"
-SCRIPT_FILES = ("start.sh", "fence.sh", "postgresql.conf", "pg_hba.conf")
+SCRIPT_FILES = ("start.sh", "fence.sh", "stop.sql", "postgresql.conf", "pg_hba.conf")
 BOOTSTRAP_LEADER_KEY = "bootstrap-leader"
 # Put Debian's server binaries on PATH for probes too (the official image has them there already).
 _PATH_PREFIX = 'for d in /usr/lib/postgresql/*/bin; do [ -d "$d" ] && PATH="$d:$PATH"; done; '
@@ -169,8 +170,11 @@ def statefulset(name: str, namespace: str, spec: ArchitectureSpec, image: str, c
         "env": [
             {"name": "PGPORT", "value": str(PORT)},
             {"name": "ARCHOP_RUN_DIR", "value": RUN_DIR},
+            {"name": "ARCHOP_CONF_DIR", "value": CONF_DIR},
             _secret_env("POSTGRES_USER", names.db_secret(name, "superuser"), "username"),
-            {"name": "ARCHOP_FENCE_AFTER_SECONDS", "value": "3"},
+            {"name": "ARCHOP_LEASE_SECONDS", "value": f"{lease.TTL_SECONDS:g}"},
+            {"name": "ARCHOP_FAILSAFE_REPLY_SECONDS", "value": f"{lease.FAILSAFE_REPLY_SECONDS:g}"},
+            {"name": "ARCHOP_LEASE_CHECK_SECONDS", "value": f"{lease.AGENT_INTERVAL_SECONDS:g}"},
         ],
         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
         "volumeMounts": _mounts(data=False),

@@ -8,10 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shlex
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
@@ -19,7 +18,9 @@ import pykube
 from psycopg import sql
 
 from archop import apply, names
+from archop.build.database import script
 from archop.failover import decide as d
+from archop.failover import lease
 from archop.health.probe import Target, connect
 
 log = logging.getLogger(__name__)
@@ -62,22 +63,33 @@ async def fence(target: Target, checkpoint: bool = False) -> int:
 
 
 # In PGDATA, so pg_rewind (which drops files the source lacks) and a fresh base backup clear it; start.sh
-# never starts an instance carrying it as a primary.
+# never starts an instance carrying it as a primary. scripts/stop.sql writes it.
 FENCE_MARKER = "archop-fenced"
+STOP_SQL = script("stop.sql")
 
 
-async def stop(target: Target, clean: bool = False, timeout: float = 15.0) -> None:
+class NotThatInstance(RuntimeError):
+    """The address answers, but as another instance: never stop it."""
+
+
+async def stop(target: Target, clean: bool = False, timeout: float = 15.0, name: str | None = None,
+               connect_timeout: float = 3.0) -> None:
     """The hard fence: leave the fence marker and shut the postmaster down; returns once it no longer takes
-    connections. Through COPY TO PROGRAM (superuser), so it needs nothing but SQL access: the operator has no
-    exec into pods. clean: fast shutdown (SIGINT), whose WAL senders first send connected followers all the
-    WAL; otherwise immediate (SIGQUIT)."""
-    datadir = (await _exec(target, "select current_setting('data_directory')"))[0]
-    marker = shlex.quote(f"{datadir}/{FENCE_MARKER}")
-    pidfile = shlex.quote(f"{datadir}/postmaster.pid")
+    connections (or when nothing listens at the address at all). Through COPY TO PROGRAM (superuser), so it
+    needs nothing but SQL access: the operator has no exec into pods. clean: fast shutdown (SIGINT), whose
+    WAL senders first send connected followers all the WAL; otherwise immediate (SIGQUIT). name: the
+    instance (cluster_name = pod name) expected at the address."""
+    try:
+        cluster = (await _exec(target, "select current_setting('cluster_name')", timeout=connect_timeout))[0]
+    except psycopg.OperationalError as exc:
+        if "Connection refused" in str(exc):
+            return  # nothing listens where it ran: its postmaster is gone
+        raise
+    if name is not None and cluster != name:
+        raise NotThatInstance(f"{target.host} answers as {cluster!r}, not {name!r}")
     signal = "INT" if clean else "QUIT"
-    command = f'touch {marker} && sync {marker} && kill -{signal} "$(head -n1 {pidfile})"'
     with contextlib.suppress(psycopg.OperationalError):  # the shutdown it starts may end our own session
-        await _exec(target, sql.SQL("copy (select 1) to program {}").format(sql.Literal(command)))
+        await _exec(target, sql.SQL("set archop.stop_signal = {}").format(sql.Literal(signal)), STOP_SQL)
     # A refused or failed connection means it is down; a time-out proves nothing (it may be frozen), so
     # that keeps polling until the deadline and then fails the phase, which runs again next tick.
     deadline = time.monotonic() + timeout
@@ -98,6 +110,15 @@ async def stop(target: Target, clean: bool = False, timeout: float = 15.0) -> No
         if time.monotonic() > deadline:
             raise TimeoutError(f"postgres at {target.host} still runs {timeout:.0f}s after the stop")
         await asyncio.sleep(0.1)
+
+
+async def set_lease_members(target: Target, members: tuple[str, ...]) -> None:
+    # ALTER SYSTEM accepts a custom setting only once it exists: a SET in this session declares it, whatever
+    # server configuration (the official image's too) the instance started with.
+    name = sql.SQL(".").join(sql.Identifier(p) for p in lease.MEMBERS_SETTING.split(".", 1))
+    value = sql.Literal(",".join(members))
+    await _exec(target, sql.SQL("set {} = ''").format(name),
+                sql.SQL("alter system set {} = {}").format(name, value), "select pg_reload_conf()")
 
 
 async def unfence(target: Target) -> None:
@@ -142,6 +163,37 @@ def follower_conninfo(host: str, port: int, user: str, application_name: str, pa
     return " ".join(parts)
 
 
+class LeaseSession:
+    """The operator's side of the leader lease (failover/lease.py): one session to the leader that runs a
+    statement every monitor tick; the agent in the leader's pod reads, on the leader's own clock, how long
+    ago the last one ended."""
+
+    def __init__(self) -> None:
+        self._conn: psycopg.AsyncConnection | None = None
+        self._key: tuple[str, str] | None = None
+
+    async def renew(self, pod: str, target: Target) -> bool:
+        key = (pod, target.host)
+        if key != self._key:
+            await self.close()
+            self._key = key
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = await connect(replace(target, application_name=lease.SESSION), 1.0, 1000)
+            await asyncio.wait_for(self._conn.execute("select 1"), 1.5)
+            return True
+        except (OSError, psycopg.Error, TimeoutError) as exc:
+            log.info("leader lease renewal on %s failed: %s", pod, type(exc).__name__)
+            await self.close()
+            return False
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+
 @dataclass
 class Executor:
     """Performs decide.py's actions for one Architecture.
@@ -165,9 +217,12 @@ class Executor:
             case d.Fence(pod=pod, checkpoint=cp):
                 n = await fence(self._t(pod), checkpoint=cp)
                 log.info("fenced %s (%d sessions ended)", pod, n)
-            case d.Stop(pod=pod, clean=clean):
-                await stop(self._t(pod), clean=clean)
+            case d.Stop(pod=pod, clean=clean, address=address, required=required):
+                target = self._t(pod) if address is None else replace(self._t(pod), host=address)
+                await stop(target, clean=clean, name=pod, connect_timeout=3.0 if required else 1.0)
                 log.warning("stopped %s (hard fence, %s shutdown)", pod, "fast" if clean else "immediate")
+            case d.SetLeaseMembers(pod=pod, members=members):
+                await set_lease_members(self._t(pod), members)
             case d.Unfence(pod=pod):
                 await unfence(self._t(pod))
             case d.Detach(pod=pod):
@@ -180,17 +235,24 @@ class Executor:
                 await set_sync_standbys(self._t(pod), value)
 
     async def run_all(self, actions: tuple[d.Action, ...], best_effort: tuple[type, ...] = ()) -> list[str]:
-        """Run in order. Failures of `best_effort` action types are collected (e.g. fencing an old leader
-        that does not answer); any other failure stops and raises, so the phase is retried."""
-        errors: list[str] = []
+        """Run in order. Failures of `best_effort` action types (and of a Stop that is only a try) are
+        collected (e.g. fencing an old leader that does not answer); any other failure stops and raises, so
+        the phase is retried."""
+        return [f"{type(a).__name__}({getattr(a, 'pod', '')}): {type(e).__name__}"
+                for a, e in await self.run_each(actions, best_effort)]
+
+    async def run_each(self, actions: tuple[d.Action, ...],
+                       best_effort: tuple[type, ...] = ()) -> list[tuple[d.Action, Exception]]:
+        """run_all, answering which actions failed and how."""
+        failed: list[tuple[d.Action, Exception]] = []
         for a in actions:
             try:
                 await self.run(a)
             except Exception as exc:
-                if not isinstance(a, best_effort):
+                if not (isinstance(a, best_effort) or (isinstance(a, d.Stop) and not a.required)):
                     raise
-                errors.append(f"{type(a).__name__}({getattr(a, 'pod', '')}): {type(exc).__name__}")
-        return errors
+                failed.append((a, exc))
+        return failed
 
     def _t(self, pod: str) -> Target:
         t = self.target(pod)

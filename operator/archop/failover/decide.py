@@ -72,14 +72,23 @@ class FailoverRecord:
     to: str
     reason: str
     started_at: str
+    # The old leader's postmaster is known to be down (the Fencing phase stopped it, or nothing listened at
+    # its address): it acknowledges nothing, so promoting need not wait for its lease to run out.
+    stopped: bool = False
+    from_address: str | None = None  # the old leader's pod IP when it was last seen healthy
 
     @property
     def planned(self) -> bool:
         return self.reason in SWITCHOVER_REASONS
 
-    def to_status(self) -> dict[str, str]:
-        return {"phase": self.phase, "from": self.from_, "to": self.to, "reason": self.reason,
-                "startedAt": self.started_at}
+    def to_status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"phase": self.phase, "from": self.from_, "to": self.to, "reason": self.reason,
+                               "startedAt": self.started_at}
+        if self.stopped:
+            out["oldLeaderStopped"] = True
+        if self.from_address:
+            out["fromAddress"] = self.from_address
+        return out
 
     @classmethod
     def from_status(cls, raw: dict | None) -> FailoverRecord | None:
@@ -87,7 +96,8 @@ class FailoverRecord:
             return None
         return cls(phase=Phase(raw["phase"]), from_=raw.get("from") or "", to=raw["to"],
                    reason=raw.get("reason") or reasons.LEADER_UNREACHABLE,
-                   started_at=raw.get("startedAt") or "")
+                   started_at=raw.get("startedAt") or "", stopped=bool(raw.get("oldLeaderStopped")),
+                   from_address=raw.get("fromAddress") or None)
 
 
 _QUORUM = re.compile(r"^\s*(?:(ANY|FIRST)\s+)?(?:(\d+)\s*\((.*)\)|(.*))\s*$", re.IGNORECASE | re.DOTALL)
@@ -143,6 +153,9 @@ class LeaderSnapshot:
     timeline: int | None = None
     quorum: SyncQuorum | None = None  # None: commits were not waiting for any standby
     at: str = ""
+    # The followers its lease's failsafe counts (archop.followers on it): only these may be promoted while
+    # it may still be alive. None: not known (never set).
+    lease_members: tuple[str, ...] | None = None
 
     def to_status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "at": self.at}
@@ -153,6 +166,8 @@ class LeaderSnapshot:
         if self.quorum is not None:
             out["syncStandbys"] = list(self.quorum.members)
             out["syncQuorum"] = self.quorum.k
+        if self.lease_members is not None:
+            out["leaseMembers"] = list(self.lease_members)
         return out
 
     @classmethod
@@ -162,8 +177,10 @@ class LeaderSnapshot:
         members = tuple(sorted(m for m in raw.get("syncStandbys") or [] if m))
         quorum = SyncQuorum(max(1, min(int(raw.get("syncQuorum") or 1), len(members))), members) \
             if members else None
+        lease = raw.get("leaseMembers")
         return cls(name=raw["name"], lsn=parse_lsn(raw.get("lsn")), timeline=raw.get("timeline"),
-                   quorum=quorum, at=raw.get("at") or "")
+                   quorum=quorum, at=raw.get("at") or "",
+                   lease_members=tuple(sorted(m for m in lease if m)) if lease is not None else None)
 
 
 @dataclass(frozen=True)
@@ -191,13 +208,22 @@ class State:
 
 
 @dataclass(frozen=True)
+class SeenPod:
+    """The leader's pod as last seen healthy. A new uid or more restarts since then means its postmaster died,
+    whatever the pod looks like now; the IP is where its old process may still answer."""
+
+    name: str
+    uid: str | None
+    restarts: int
+    ip: str | None = None
+
+
+@dataclass(frozen=True)
 class Memory:
     """In-process timers. Losing them (operator restart) only restarts the waits, which is safe."""
 
     leader_lost_since: float | None = None
-    # The leader's pod as last seen healthy: (name, uid, postgres restarts). A new uid or more restarts
-    # since then means its postmaster died, whatever the pod looks like now.
-    leader_pod: tuple[str, str | None, int] | None = None
+    leader_pod: SeenPod | None = None
     # Set after taking over an expired operator Lease: the previous holder's last renewal. Until this
     # process has seen the leader healthy, the leader may have been lost at any moment since then, so the
     # wait for leaderTimeoutSeconds counts from there (the witness rule still applies).
@@ -232,6 +258,12 @@ class Stop:
 
     pod: str
     clean: bool = False
+    # Where the old process may still answer when its pod is gone or replaced (the IP it was seen healthy
+    # at); None: the pod's current address.
+    address: str | None = None
+    # Required: the phase fails unless it is stopped. Not required (the leader did not answer at the last
+    # observation): a try that, when it succeeds, spares the failover the wait for the lease to run out.
+    required: bool = True
 
 
 @dataclass(frozen=True)
@@ -269,7 +301,16 @@ class DeletePod:
     pod: str
 
 
-Action = SetRole | Fence | Stop | Unfence | Detach | Promote | Repoint | SetSyncStandbys | DeletePod
+@dataclass(frozen=True)
+class SetLeaseMembers:
+    """archop.followers on the leader: the followers whose streaming keeps its lease (the failsafe)."""
+
+    pod: str
+    members: tuple[str, ...]
+
+
+Action = (SetRole | Fence | Stop | Unfence | Detach | Promote | Repoint | SetSyncStandbys | DeletePod
+          | SetLeaseMembers)
 
 
 @dataclass(frozen=True)
@@ -293,7 +334,7 @@ class Verdict:
     message: str
 
 
-def pod_lost(inst: Instance | None, seen: tuple[str, str | None, int] | None) -> str | None:
+def pod_lost(inst: Instance | None, seen: SeenPod | None) -> str | None:
     """Why this instance's postmaster is certainly down (the API server, the kubelet or the pod's own network
     stack says so), or None. A readiness failure or a timeout is not enough: a frozen postmaster fails
     pg_isready and times out while its sessions may live on."""
@@ -310,17 +351,17 @@ def pod_lost(inst: Instance | None, seen: tuple[str, str | None, int] | None) ->
         return "its postgres container is not running"
     if inst.probe.refused:
         return "nothing listens on its Postgres port (connection refused)"
-    if seen is not None and seen[0] == inst.name:
-        if seen[1] and pod.uid and pod.uid != seen[1]:
+    if seen is not None and seen.name == inst.name:
+        if seen.uid and pod.uid and pod.uid != seen.uid:
             return "its pod was replaced"
-        if pod.restarts > seen[2]:
+        if pod.restarts > seen.restarts:
             return "its postgres container restarted"
     return None
 
 
 def leader_verdict(obs: DbObservation, leader: str, timeout: float, now: float,
                    lost_since: float | None, pod_lost_timeout: float | None = None,
-                   seen: tuple[str, str | None, int] | None = None) -> Verdict:
+                   seen: SeenPod | None = None) -> Verdict:
     """Is the leader FAILED? When it has been unreachable (or not a primary) and a witness agrees:
     - its pod is certainly down (pod_lost): after pod_lost_timeout (default: timeout);
     - otherwise after timeout, when it reports recovery itself or a reachable follower of it has lost its
@@ -386,18 +427,25 @@ def _rank(i: Instance) -> tuple[int, int, int, str]:
     return (-(i.probe.timeline or 0), -_received(i), -(i.probe.replay_lsn or 0), i.name)
 
 
-def choose_candidate(obs: DbObservation, exclude: Iterable[str], spec: DatabaseSpec, state: State) -> Choice:
+def choose_candidate(obs: DbObservation, exclude: Iterable[str], spec: DatabaseSpec, state: State,
+                     members: frozenset[str] | None = None) -> Choice:
     """The follower to promote: reachable, ready, newest timeline, highest received LSN, then replay LSN,
     then name. Refuses a candidate that may miss acknowledged commits unless allowDataLoss:
     - the synchronous quorum of the leader's last healthy snapshot: enough of its members must answer that
       one of them surely has every acknowledged commit (and the best of all answering has at least as much);
-    - otherwise (asynchronous) the lag behind the leader's last known position, at most maxLagBytes."""
+    - otherwise (asynchronous) the lag behind the leader's last known position, at most maxLagBytes.
+    members: only these may be promoted (the old leader's lease members, while it may still run)."""
     skip = set(exclude)
     eligible = sorted((i for i in obs.instances.values()
                        if i.name not in skip and i.probe.is_follower and i.pod is not None and not i.pod.gone
                        and i.pod.ready), key=_rank)
     if not eligible:
         return Choice(None, "no reachable, ready follower to promote")
+    if members is not None:
+        eligible = [i for i in eligible if i.name in members]
+        if not eligible:
+            return Choice(None, "no reachable follower is counted by the old leader's lease (status."
+                                "leaderLastSeen.leaseMembers), and it may still run")
     best = eligible[0]
     if spec.failover.allow_data_loss:
         return Choice(best.name, f"{best.name} has the most WAL (allowDataLoss)")
@@ -432,8 +480,7 @@ def want_quorum(obs: DbObservation, leader: str, streaming: Iterable[str],
     if not spec.synchronous:
         return None
     if spec.sync_required:
-        desired = {i.name for i in obs.instances.values() if i.name != leader and i.ordinal < obs.desired}
-        members = sorted(desired | set(streaming))
+        members = list(followers_of_record(obs, leader, streaming))
     else:
         members = sorted(set(streaming))
     if not members:
@@ -441,13 +488,21 @@ def want_quorum(obs: DbObservation, leader: str, streaming: Iterable[str],
     return SyncQuorum(max(1, min(spec.sync_replicas, len(members))), tuple(members))
 
 
+def followers_of_record(obs: DbObservation, leader: str, streaming: Iterable[str]) -> tuple[str, ...]:
+    """Every desired follower (streaming or not) and any instance streaming now: the followers the leader's
+    lease counts, and in required mode its synchronous standbys."""
+    desired = {i.name for i in obs.instances.values() if i.name != leader and i.ordinal < obs.desired}
+    return tuple(sorted(desired | set(streaming)))
+
+
 def render_quorum(q: SyncQuorum | None) -> str:
     return q.render() if q is not None else ""
 
 
-def snapshot(leader: Instance, quorum: SyncQuorum | None, now: float) -> LeaderSnapshot:
+def snapshot(leader: Instance, quorum: SyncQuorum | None, now: float,
+             lease_members: tuple[str, ...] | None) -> LeaderSnapshot:
     return LeaderSnapshot(name=leader.name, lsn=leader.probe.current_lsn, timeline=leader.probe.timeline,
-                          quorum=quorum, at=iso(now))
+                          quorum=quorum, at=iso(now), lease_members=lease_members)
 
 
 # ---------------------------------------------------------------------------------------------- the tick
@@ -488,7 +543,7 @@ def decide(obs: DbObservation, state: State, spec: DatabaseSpec, now: float, mem
     if verdict.healthy:
         pod = obs.instances[leader].pod
         if pod is not None:
-            memory = replace(memory, leader_pod=(leader, pod.uid, pod.restarts))
+            memory = replace(memory, leader_pod=SeenPod(leader, pod.uid, pod.restarts, pod.ip))
         return _steady(obs, state, spec, now, memory)
     if verdict.reason == reasons.OPERATOR_CUT_OFF:
         return Step(StepKind.CUTOFF, leader, None, memory, verdict.message)
@@ -504,7 +559,10 @@ def decide(obs: DbObservation, state: State, spec: DatabaseSpec, now: float, mem
         msg = f"{verdict.message}; no failover: {choice.why}"
         return Step(StepKind.BLOCKED, leader, None, memory, msg,
                     notes=(*notes, Note(reasons.FAILOVER_BLOCKED, choice.why, True)))
-    record = FailoverRecord(FENCING, leader, choice.name, verdict.reason, iso(now))
+    seen = memory.leader_pod if memory.leader_pod is not None and memory.leader_pod.name == leader else None
+    pod_now = obs.instances[leader].pod if leader in obs.instances else None
+    address = seen.ip if seen is not None else (pod_now.ip if pod_now is not None else None)
+    record = FailoverRecord(FENCING, leader, choice.name, verdict.reason, iso(now), from_address=address)
     notes.append(Note(reasons.FAILOVER_STARTED, f"failover {leader} -> {choice.name}: {choice.why}", True))
     return Step(StepKind.FAILOVER, leader, record, replace(memory, leader_lost_since=None), verdict.message,
                 notes=tuple(notes))
@@ -601,9 +659,16 @@ def _steady(obs: DbObservation, state: State, spec: DatabaseSpec, now: float, me
                               warning=marker != "rewind"))
     configured = SyncQuorum.parse(leader.probe.sync_standby_names)
     want = want_quorum(obs, leader_name, streaming_here, spec)
-    persist_first = want != configured
-    last_seen = snapshot(leader, configured.widen(want) if configured else want, now)
-    if persist_first:
+    lease_now = leader.probe.lease_members
+    # Without automatic failover nobody is promoted while the leader may run: nothing for its lease to guard.
+    lease_want = followers_of_record(obs, leader_name, streaming_here) if spec.failover.enabled else ()
+    # Widened while a change is applied: persisted first, so a failover meanwhile guards both lists.
+    lease_guard = lease_now if lease_now == lease_want else tuple(sorted({*(lease_now or ()), *lease_want}))
+    last_seen = snapshot(leader, configured.widen(want) if configured else want, now, lease_guard)
+    persist_first = want != configured or lease_now != lease_want
+    if lease_now != lease_want:
+        actions.append(SetLeaseMembers(leader_name, lease_want))
+    if want != configured:
         text = render_quorum(want)
         actions.append(SetSyncStandbys(leader_name, text))
         notes.append(Note(reasons.SYNC_STANDBYS_UPDATED, f"synchronous_standby_names = '{text}'"
@@ -699,14 +764,17 @@ class PhasePlan:
     # status.leaderLastSeen describes the new leader's synchronous standbys before it takes writes.
     current_leader: str | None = None
     last_seen: LeaderSnapshot | None = None
+    retry_at: float | None = None  # WAIT: nothing will change before this time (a lease running out)
 
 
 def phase_plan(record: FailoverRecord, obs: DbObservation, spec: DatabaseSpec, state: State,
-               now: float) -> PhasePlan:
+               now: float, lease_expiry: float | None = None) -> PhasePlan:
+    """lease_expiry: when the old leader's lease has surely run out (failover/lease.py); None: not bounded
+    by a lease (a model or test without one)."""
     if record.phase == FENCING:
         return _fencing(record, obs)
     if record.phase == PROMOTING:
-        return _promoting(record, obs, spec, state)
+        return _promoting(record, obs, spec, state, now, lease_expiry)
     return _rewiring(record, obs, spec, now)
 
 
@@ -714,21 +782,29 @@ def _fencing(record: FailoverRecord, obs: DbObservation) -> PhasePlan:
     old = obs.get(record.from_)
     actions: list[Action] = [SetRole(record.from_, names.FENCED)]  # out of rw before anything else
     alive = old is not None and old.probe.is_primary
+    after = replace(record, phase=PROMOTING)
     if alive:
         actions.append(Fence(record.from_, checkpoint=record.planned))
     if not record.planned or not alive:
+        ip = old.pod.ip if old is not None and old.pod is not None else None
         if alive:
             actions.append(Stop(record.from_))
+        elif old is not None and old.probe.refused and ip is not None and ip == record.from_address:
+            after = replace(after, stopped=True)  # nothing listens where it ran: its postmaster is gone
+        elif record.from_address and record.from_address != ip:
+            # Its pod is gone or replaced, but the old process may still run at the old address.
+            actions.append(Stop(record.from_, address=record.from_address, required=False))
         # Unplanned: freeze every follower's received LSN and cut the old leader's synchronous acks.
         actions += [Detach(i.name) for i in sorted(obs.instances.values(), key=lambda i: i.name)
                     if i.name != record.from_ and i.probe.is_follower and i.probe.primary_host]
-    how = "stopped" if any(isinstance(a, Stop) for a in actions) else (
+    how = "stopped" if any(isinstance(a, Stop) and a.required for a in actions) else (
         "read-only, sessions ended" if alive else "unreachable")
     note = Note(reasons.LEADER_FENCED, f"{record.from_} removed from {names.LEADER} traffic ({how})", True)
-    return PhasePlan(Outcome.NEXT, tuple(actions), replace(record, phase=PROMOTING), (note,))
+    return PhasePlan(Outcome.NEXT, tuple(actions), after, (note,))
 
 
-def _promoting(record: FailoverRecord, obs: DbObservation, spec: DatabaseSpec, state: State) -> PhasePlan:
+def _promoting(record: FailoverRecord, obs: DbObservation, spec: DatabaseSpec, state: State, now: float,
+               lease_expiry: float | None) -> PhasePlan:
     target = obs.get(record.to)
     if target is not None and target.probe.is_primary:
         return PhasePlan(Outcome.NEXT, (), replace(record, phase=REWIRING))
@@ -746,8 +822,17 @@ def _promoting(record: FailoverRecord, obs: DbObservation, spec: DatabaseSpec, s
         # with BEGIN READ WRITE, and nothing can commit on the old leader once the target is promoted.
         actions.append(Stop(record.from_, clean=True))
     else:
-        # Re-check with the receivers stopped: the final received LSNs decide.
-        choice = choose_candidate(obs, {record.from_}, spec, state)
+        # Re-check with the receivers stopped: the final received LSNs decide. While the old leader may still
+        # run, only a follower its lease counts may be promoted (detaching that one ends the failsafe), and
+        # only once the lease has surely run out.
+        members = None
+        if not record.stopped:
+            seen = state.seen(record.from_)
+            members = frozenset(seen.lease_members or ()) if seen is not None else frozenset()
+            if lease_expiry is not None and now < lease_expiry:
+                wait = f"waiting {lease_expiry - now:.1f}s for {record.from_}'s leader lease to run out"
+                return PhasePlan(Outcome.WAIT, (), record, retry_at=lease_expiry, message=wait)
+        choice = choose_candidate(obs, {record.from_}, spec, state, members)
         if choice.name is None:
             # Nobody was promoted while the recorded target is still a follower: when the old leader answers
             # as a primary again, the failover's cause is gone and it leads again.
@@ -757,9 +842,9 @@ def _promoting(record: FailoverRecord, obs: DbObservation, spec: DatabaseSpec, s
                                            f"{record.from_} answers as a primary again")
             return PhasePlan(Outcome.WAIT, (), record, (Note(reasons.FAILOVER_BLOCKED, choice.why, True),),
                              message=choice.why)
-        best = obs.instances[choice.name]
-        if target is None or not target.probe.is_follower or _rank(best) < _rank(target):
-            record = replace(record, to=choice.name)
+        # The best eligible follower now, which may differ from the one chosen when the failover started
+        # (the receivers are stopped now, and the lease and quorum rules may rule that one out).
+        record = replace(record, to=choice.name)
     note = Note(reasons.FOLLOWER_PROMOTED, f"{record.to} promoted to leader")
     actions.append(Promote(record.to))
     return PhasePlan(Outcome.NEXT, tuple(actions), replace(record, phase=REWIRING), (note,))
@@ -790,8 +875,11 @@ def _rewiring(record: FailoverRecord, obs: DbObservation, spec: DatabaseSpec, no
     quorum = want_quorum(obs, record.to, streaming, spec)
     if spec.synchronous or (new is not None and new.probe.sync_standby_names):
         actions.append(SetSyncStandbys(record.to, render_quorum(quorum)))
-    last_seen = snapshot(new, quorum, now) if new is not None else LeaderSnapshot(record.to, quorum=quorum,
-                                                                                   at=iso(now))
+    # The new leader's lease counts every other desired instance from the start (set before the labels move).
+    members = followers_of_record(obs, record.to, streaming)
+    actions.insert(0, SetLeaseMembers(record.to, members))
+    last_seen = snapshot(new, quorum, now, members) if new is not None else LeaderSnapshot(
+        record.to, quorum=quorum, at=iso(now), lease_members=members)
     notes = (
         Note(reasons.SERVICES_REWIRED, f"{names.LEADER} label moved {record.from_} -> {record.to}"),
         Note(reasons.FOLLOWERS_REPOINTED, f"{', '.join(others) or 'no follower'} now follow {record.to}"),

@@ -21,7 +21,8 @@ from archop import status as st
 from archop.build.database import PGDATA, PORT
 from archop.failover import decide as d
 from archop.failover import report, runner
-from archop.failover.act import Executor, follower_conninfo, kube_effects
+from archop.failover.act import Executor, LeaseSession, follower_conninfo, kube_effects
+from archop.failover.lease import LeaseClock
 from archop.health.model import DbObservation, Instance, PodState
 from archop.health.pods import observe_pods
 from archop.health.probe import Target, probe_all
@@ -67,6 +68,8 @@ class DbMonitor:
         self.pods: dict[str, PodState] = {}
         self.executor = Executor(target=self._target, upstream=self._upstream, set_label=set_label,
                                  delete_pod=delete_pod)
+        self.lease = LeaseClock(started=time.time())
+        self.lease_session = LeaseSession()
 
     # ------------------------------------------------------------------ observing
 
@@ -154,6 +157,8 @@ class DbMonitor:
         message = step.message
         if step.last_seen is not None and step.persist_first:
             await self.patch({"leaderLastSeen": step.last_seen.to_status()})
+        if step.kind is d.StepKind.STEADY and leader is not None:
+            await self.renew_lease(leader)
         if step.kind is d.StepKind.BOOTSTRAP:
             await self.patch({"currentLeader": leader, "targetLeader": leader})
             await self.executor.run_all(step.actions)
@@ -161,8 +166,9 @@ class DbMonitor:
             if state.failover is None:
                 rec = step.record
                 self.log.warning("%s -> %s starting (%s)", rec.from_, rec.to, rec.reason)
+            await self.lease_session.close()  # no renewal for a leader being replaced
             fx = runner.Effects(observe=self._reobserve(spec), persist=self.patch, executor=self.executor,
-                                emit=self.emit)
+                                emit=self.emit, lease=self.lease)
             result = await runner.run_failover(step.record, state, obs, spec.database, fx)
             leader, message, obs = result.leader, result.message, result.obs
             if result.outcome is d.Outcome.DONE:
@@ -175,6 +181,14 @@ class DbMonitor:
                 await asyncio.to_thread(self._drop_annotation)
         last_seen = step.last_seen if step.kind is d.StepKind.STEADY else None
         await self.write_status(body, spec, obs, leader, message, last_seen)
+
+    async def renew_lease(self, leader: str) -> None:
+        """Vouch for the leader, only while this process surely holds the operator Lease."""
+        target = self._target(leader)
+        if target is None or not election.holds_now():
+            return
+        if await self.lease_session.renew(leader, target):
+            self.lease.renewal(leader, time.time())
 
     def _reobserve(self, spec: ArchitectureSpec) -> runner.Observe:
         async def again(previous: DbObservation, skip: frozenset[str]) -> DbObservation:
@@ -248,12 +262,16 @@ async def monitor(*, name: str, namespace: str, body: dict, spec: dict, status: 
     interval = float(settings.monitor_interval_seconds)
     api = apply.api()
     mon = DbMonitor(name, namespace, api, logger)
-    while not stopped:
-        started = time.monotonic()
-        try:
-            await mon.tick(dict(body), dict(spec), dict(status))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            logger.warning("monitor tick failed: %s: %s", type(exc).__name__, str(exc).splitlines()[0][:300])
-        await asyncio.sleep(max(0.05, interval - (time.monotonic() - started)))
+    try:
+        while not stopped:
+            started = time.monotonic()
+            try:
+                await mon.tick(dict(body), dict(spec), dict(status))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("monitor tick failed: %s: %s", type(exc).__name__,
+                               str(exc).splitlines()[0][:300])
+            await asyncio.sleep(max(0.05, interval - (time.monotonic() - started)))
+    finally:
+        await mon.lease_session.close()

@@ -81,6 +81,7 @@ class Probe:
     sync_standby_names: str = ""
     replicas: tuple[ReplicaRow, ...] = ()
     rejoin_marker: str | None = None  # contents of PGDATA/archop-rejoin, written by start.sh
+    lease_members: tuple[str, ...] | None = None  # archop.followers (failover/lease.py); None: not set
 
     @property
     def is_primary(self) -> bool:

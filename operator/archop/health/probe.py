@@ -26,7 +26,8 @@ select pg_is_in_recovery(),
        current_setting('default_transaction_read_only'),
        current_setting('synchronous_standby_names'),
        current_setting('primary_conninfo'),
-       pg_read_file('archop-rejoin', 0, 200, true)
+       pg_read_file('archop-rejoin', 0, 200, true),
+       current_setting('archop.followers', true)
 """
 _RECEIVER_SQL = """
 select status, received_tli, extract(epoch from (clock_timestamp() - last_msg_receipt_time))::float8
@@ -48,11 +49,12 @@ class Target:
     user: str = "postgres"
     password: str | None = None
     dbname: str = "postgres"
+    application_name: str = "archop-operator"
 
     def kwargs(self, timeout: float, statement_timeout_ms: int | None) -> dict[str, Any]:
         kw: dict[str, Any] = {"host": self.host, "port": self.port, "user": self.user, "dbname": self.dbname,
                               "connect_timeout": max(1, int(timeout + 0.999)), "autocommit": True,
-                              "application_name": "archop-operator"}
+                              "application_name": self.application_name}
         if self.password:
             kw["password"] = self.password
         if statement_timeout_ms:
@@ -88,7 +90,7 @@ async def _query(conn: psycopg.AsyncConnection) -> Probe:
     cur = await conn.execute(_STATE_SQL)
     row = await cur.fetchone()
     assert row is not None
-    (in_rec, cur_lsn, recv, replay, wal_tli, ckpt_tli, read_only, sync_names, conninfo, marker) = row
+    (in_rec, cur_lsn, recv, replay, wal_tli, ckpt_tli, read_only, sync_names, conninfo, marker, lease) = row
     status = None
     msg_age = None
     recv_tli = None
@@ -117,7 +119,15 @@ async def _query(conn: psycopg.AsyncConnection) -> Probe:
         received_lsn=parse_lsn(recv), replay_lsn=parse_lsn(replay), receiver_status=status,
         receiver_msg_age=msg_age, primary_host=host, primary_hostaddr=hostaddr, read_only=read_only == "on",
         sync_standby_names=sync_names or "", replicas=replicas, rejoin_marker=(marker or "").strip() or None,
+        lease_members=parse_members(lease),
     )
+
+
+def parse_members(text: str | None) -> tuple[str, ...] | None:
+    """archop.followers: 'a,b' -> ('a', 'b'); '' -> () (no follower); unset -> None."""
+    if text is None:
+        return None
+    return tuple(sorted(m.strip() for m in text.split(",") if m.strip()))
 
 
 async def probe_all(targets: dict[str, Target | None], timeout: float = 1.0) -> dict[str, Probe]:

@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# archop self-fencing agent (runs next to Postgres in every database pod).
-# A PRIMARY that can reach neither the Kubernetes API server nor any streaming follower for
-# ARCHOP_FENCE_AFTER_SECONDS stops taking writes: default_transaction_read_only on (persisted with ALTER
-# SYSTEM, so it survives a restart) and every client session terminated. Both conditions are needed: an API
-# blip alone never fences a healthy leader. Only the operator lifts the fence (ALTER SYSTEM RESET).
+# archop leader-lease agent (runs next to Postgres in every database pod; the design is in
+# archop/failover/lease.py and docs/failover.md, "Leader lease").
+#
+# A primary may acknowledge writes only while it holds its lease, that is while
+#   - the operator vouches for it: the operator's lease session (application_name archop-lease, a superuser
+#     over TCP) ran a statement less than ARCHOP_LEASE_SECONDS ago, measured on this server's own clock; or
+#   - failsafe: every follower named in archop.followers (set by the operator) streams from it and replied
+#     within ARCHOP_FAILSAFE_REPLY_SECONDS. A failover detaches its candidate first, which ends this.
+# When neither holds, the agent stops the postmaster at once and leaves the fence marker (scripts/stop.sql,
+# the same hard fence the operator uses): the operator promotes a follower only after the lease has surely
+# run out, so the old leader acknowledges nothing once the new one takes writes.
 set -uo pipefail
 for d in /usr/lib/postgresql/*/bin; do
   if [[ -d $d ]]; then PATH="$d:$PATH"; fi
@@ -12,57 +18,46 @@ export PATH
 
 PGPORT=${PGPORT:-5432}
 RUN_DIR=${ARCHOP_RUN_DIR:-/var/run/postgresql}
+CONF_DIR=${ARCHOP_CONF_DIR:-/etc/archop}
 SUPERUSER=${POSTGRES_USER:-postgres}
-AFTER=${ARCHOP_FENCE_AFTER_SECONDS:-3}
-REPLY_MAX=${ARCHOP_FOLLOWER_REPLY_MAX_SECONDS:-3}   # a follower is alive if it replied this recently
-INTERVAL=${ARCHOP_FENCE_INTERVAL_SECONDS:-1}
-API_HOST=${ARCHOP_API_HOST:-${KUBERNETES_SERVICE_HOST:-}}
-API_PORT=${ARCHOP_API_PORT:-${KUBERNETES_SERVICE_PORT:-443}}
+TTL=${ARCHOP_LEASE_SECONDS:-4}
+REPLY=${ARCHOP_FAILSAFE_REPLY_SECONDS:-3}
+INTERVAL=${ARCHOP_LEASE_CHECK_SECONDS:-0.5}
 
-log() { echo "archop-fence: $(date -u +%FT%TZ) $*" >&2; }
+log() { echo "archop-lease: $(date -u +%FT%T.%3NZ) $*" >&2; }
 
 # Bounded: a frozen postmaster must not hang the agent.
 export PGCONNECT_TIMEOUT=2
-sql() { timeout 3 psql -h "$RUN_DIR" -p "$PGPORT" -U "$SUPERUSER" -d postgres -XAtqc "$1" 2>/dev/null; }
+sql() { timeout 3 psql -h "$RUN_DIR" -p "$PGPORT" -U "$SUPERUSER" -d postgres -XAtq "$@" 2>/dev/null; }
 
-# TCP connect through bash's /dev/tcp: the postgres image has no curl.
-api_reachable() {
-  [[ -n $API_HOST ]] && timeout 1 bash -c "exec 3<>/dev/tcp/$API_HOST/$API_PORT" 2>/dev/null
+# standby | renewed | failsafe | expired; nothing when Postgres does not answer.
+lease_state() {
+  sql -c "select case
+    when pg_is_in_recovery() then 'standby'
+    when exists (select 1 from pg_stat_activity a join pg_roles r on r.oid = a.usesysid
+                  where a.application_name = 'archop-lease' and r.rolsuper and a.client_addr is not null
+                    and clock_timestamp() - a.state_change < interval '$TTL seconds') then 'renewed'
+    when not exists (
+      select 1 from unnest(string_to_array(nullif(current_setting('archop.followers', true), ''), ',')) m
+       where not exists (select 1 from pg_stat_replication s
+                          where s.application_name = m and s.state = 'streaming'
+                            and s.reply_time > clock_timestamp() - interval '$REPLY seconds')) then 'failsafe'
+    else 'expired' end"
 }
 
-# "primary|read_only|live_followers", or nothing when Postgres does not answer.
-state() {
-  sql "select pg_is_in_recovery()::text || '|' || current_setting('default_transaction_read_only') || '|' ||
-       (select count(*) from pg_stat_replication
-         where state = 'streaming' and reply_time > now() - interval '$REPLY_MAX seconds')"
+stop_now() {
+  sql -c "set archop.stop_signal = 'QUIT'" -f "$CONF_DIR/stop.sql" >/dev/null
+  log "SelfFenced: no renewal by the operator for ${TTL}s and not every follower streams; postmaster stopped"
 }
 
-fence() {
-  # One connection, three separate statements (ALTER SYSTEM refuses to run inside a transaction block).
-  timeout 5 psql -h "$RUN_DIR" -p "$PGPORT" -U "$SUPERUSER" -d postgres -XAtq \
-    -c "alter system set default_transaction_read_only = on" -c "select pg_reload_conf()" \
-    -c "select count(pg_terminate_backend(pid)) from pg_stat_activity
-        where backend_type = 'client backend' and pid <> pg_backend_pid()" >/dev/null 2>&1
-  log "SelfFenced: no API server and no streaming follower for ${AFTER}s; now read-only"
-}
-
-# One check; LOST_SINCE carries the time both conditions first failed (epoch ms).
-LOST_SINCE=""
 check_once() {
-  local s now
-  s=$(state) || { LOST_SINCE=""; return 0; }
-  if [[ $s != "false|off|0" ]] || api_reachable; then
-    LOST_SINCE=""; return 0
-  fi
-  now=$(date +%s%3N)
-  LOST_SINCE=${LOST_SINCE:-$now}
-  if ((now - LOST_SINCE >= AFTER * 1000)); then
-    fence; LOST_SINCE=""
-  fi
+  local s
+  s=$(lease_state) || return 0
+  if [[ $s == expired ]]; then stop_now; fi
 }
 
 main() {
-  log "watching (fence after ${AFTER}s without API server $API_HOST:$API_PORT and without followers)"
+  log "watching the leader lease (operator renewal within ${TTL}s, or every follower streaming)"
   while true; do
     check_once
     sleep "$INTERVAL"

@@ -14,6 +14,7 @@ import psycopg
 from archop.failover import decide as d
 from archop.failover import runner
 from archop.failover.act import Executor, follower_conninfo
+from archop.failover.lease import LeaseClock
 from archop.health.model import DbObservation, Instance, PodState
 from archop.health.probe import Target, probe_all
 
@@ -63,7 +64,7 @@ class Loopback:
             self.status.update(patch)
 
         fx = runner.Effects(observe=observe, persist=persist, executor=self.executor(),
-                            emit=self.notes.append)
+                            emit=self.notes.append, lease=LeaseClock(started=time.time()))
         result = await runner.run_failover(record, state, await self.observe(), spec, fx)
         assert result.outcome is d.Outcome.DONE, result.message
         return result.record.to

@@ -1,76 +1,110 @@
-"""The pods' self-fencing agent (fence.sh) on real Postgres 15: a primary fences itself only when it has lost
-both the API server and every streaming follower, within 10 seconds, ending client sessions."""
+"""The leader-lease agent (fence.sh) on real Postgres 15, with the operator's own lease session
+(act.LeaseSession): a primary keeps taking writes while the operator renews its lease or every follower the
+operator may promote streams from it, and stops itself (the hard fence) within the bound the operator waits
+out before promoting (lease.expires_at) once neither holds."""
 
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
-from archop.failover import act
+from archop.failover import act, lease
 from archop.health.probe import Target
 
-from testsupport.postgres import clone_follower, free_port, init_leader, run_script, script_env
+from testsupport.postgres import clone_follower, init_leader, run_script, script_env
 
 from .loopback import sql, streaming_from, wait_for
 
 pytestmark = pytest.mark.integration
+REACTION = lease.AGENT_INTERVAL_SECONDS + lease.MARGIN_SECONDS
 
 
-def read_only(inst) -> bool:
-    return sql(inst, "show default_transaction_read_only") == [("on",)]
-
-
-def agent(pg, leader, api_port: int):
-    env = script_env(
-        pg.base,
-        leader.name,
-        leader.port,
-        leader.port,
-        ARCHOP_API_HOST="127.0.0.1",
-        ARCHOP_API_PORT=str(api_port),
-        ARCHOP_FENCE_AFTER_SECONDS="2",
-        ARCHOP_FENCE_INTERVAL_SECONDS="0.5",
-    )
-    proc = run_script("fence.sh", env, pg.base / f"{leader.name}-fence-{api_port}.log")
+def agent(pg, leader):
+    env = script_env(pg.base, leader.name, leader.port, leader.port)
+    proc = run_script("fence.sh", env, pg.base / f"{leader.name}-lease.log")
     pg.procs.append(proc)
     return proc
 
 
-async def test_fences_only_without_api_and_followers(pg):
+def up(inst) -> bool:
+    try:
+        return sql(inst, "select not pg_is_in_recovery()") == [(True,)]
+    except psycopg.OperationalError:
+        return False
+
+
+async def stopped_within(inst, seconds: float) -> float:
+    """Seconds until the instance stopped answering; fails past `seconds`."""
+    start = time.monotonic()
+    await wait_for(lambda: not up(inst), timeout=seconds, interval=0.05, what=f"{inst.name} stops itself")
+    return time.monotonic() - start
+
+
+async def leader_with_follower(pg):
     leader = pg.add(init_leader(pg.base, "db-0"))
     follower = pg.add(clone_follower(leader, pg.base, "db-1"))
     await wait_for(lambda: streaming_from(leader, "db-1"), what="streaming")
-    proc = agent(pg, leader, api_port=free_port())  # nothing listens there: the API server is "gone"
+    target = Target("127.0.0.1", leader.port)
+    await act.set_lease_members(target, ("db-1",))
+    return leader, follower, target
 
-    # API gone but a follower streams: a healthy leader must not fence itself.
-    await asyncio.sleep(4)
-    assert not read_only(leader)
 
-    client = psycopg.connect(leader.dsn(), autocommit=True)
+async def test_the_operators_renewals_keep_the_lease_and_their_end_stops_the_leader(pg):
+    leader, follower, target = await leader_with_follower(pg)
+    session = act.LeaseSession()
+    follower.stop()  # no failsafe: only the renewals keep the lease
+    agent(pg, leader)
+    until = time.monotonic() + lease.TTL_SECONDS + 2
+    while time.monotonic() < until:
+        assert await session.renew("db-0", target)
+        assert up(leader)
+        await asyncio.sleep(1.0)  # the monitor's tick
+    await session.close()
+    renewed = time.monotonic() - 1.0  # the last renewal's statement ended about a tick ago
+    took = await stopped_within(leader, lease.TTL_SECONDS + REACTION + 2)
+    # The operator promotes only after lease.expires_at: the old leader must be down by then.
+    assert time.monotonic() - renewed <= lease.expires_at(0, 0), f"stopped {took:.1f}s after the last renewal"
+    assert (Path(leader.datadir) / act.FENCE_MARKER).exists()
+
+
+async def test_failsafe_holds_while_every_follower_streams_and_detaching_one_ends_it(pg):
+    """An operator restart does not stop a healthy leader; a failover's Detach of its candidate does."""
+    leader, follower, _ = await leader_with_follower(pg)
+    agent(pg, leader)
+    await asyncio.sleep(lease.TTL_SECONDS + 2)  # no renewal at all
+    assert up(leader)
+    await act.set_primary_conninfo(Target("127.0.0.1", follower.port), "")  # the failover's Detach
+    detached = time.monotonic()
+    await stopped_within(leader, lease.FAILSAFE_REPLY_SECONDS + REACTION + 5)
+    assert time.monotonic() - detached <= lease.expires_at(-100, 0)
+
+
+async def test_only_a_superuser_session_renews(pg):
+    """An application that names its session archop-lease keeps no lease alive."""
+    leader, follower, _ = await leader_with_follower(pg)
+    sql(leader, "create role app login")
     follower.stop()
-    lost = time.monotonic()
-    await wait_for(lambda: read_only(leader), timeout=10, interval=0.1, what="self-fence")
-    assert time.monotonic() - lost < 10
-    await asyncio.sleep(0.5)  # the same psql run terminates sessions right after the reload
-    with pytest.raises(psycopg.OperationalError):
-        client.execute("select 1")  # its session was terminated
-    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
-        sql(leader, "create table t (id int)")
-    proc.kill()
+    fake = psycopg.connect(leader.dsn(user="app", application_name=lease.SESSION), autocommit=True)
+    agent(pg, leader)
 
-    # Only the operator lifts the fence.
-    await act.unfence(Target("127.0.0.1", leader.port))
-    assert not read_only(leader)
+    async def keep_busy() -> None:
+        while True:
+            fake.execute("select 1")
+            await asyncio.sleep(0.5)
+
+    busy = asyncio.create_task(keep_busy())
+    try:
+        await stopped_within(leader, lease.TTL_SECONDS + REACTION + 2)
+    finally:
+        busy.cancel()
 
 
-async def test_no_fence_while_api_server_answers(pg):
-    leader = pg.add(init_leader(pg.base, "db-0"))
-    with socket.socket() as api:
-        api.bind(("127.0.0.1", 0))
-        api.listen(16)
-        agent(pg, leader, api_port=api.getsockname()[1])
-        await asyncio.sleep(4)  # no follower at all, but the API server is reachable
-        assert not read_only(leader)
+async def test_a_standby_is_left_alone(pg):
+    leader, follower, _ = await leader_with_follower(pg)
+    agent_proc = agent(pg, follower)
+    await asyncio.sleep(2)
+    assert sql(follower, "select pg_is_in_recovery()") == [(True,)]
+    assert agent_proc.poll() is None

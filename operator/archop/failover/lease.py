@@ -1,0 +1,58 @@
+"""The leader lease: how long an old leader may still acknowledge writes once the operator stops vouching for
+it, so that a failover promotes only after it surely cannot any more (docs/failover.md, "Leader lease").
+
+The leader holds the lease while either
+- the operator renewed it recently: the operator keeps one session to the leader (application_name
+  SESSION, as the superuser) and runs a statement on it every monitor tick; the agent in the leader's pod
+  (scripts/fence.sh) measures the session's last statement on the leader's own clock (pg_stat_activity
+  state_change), so no two clocks are compared; or
+- failsafe: every follower the operator may promote (the MEMBERS_SETTING list, which the operator keeps on
+  the leader) streams from it and replied within FAILSAFE_REPLY_SECONDS. A failover detaches its candidate
+  before promoting it, which ends this at once; while no failover can happen it lets the leader write
+  through an operator restart.
+When neither holds the agent stops the postmaster (the hard fence) within AGENT_INTERVAL_SECONDS.
+
+Pure: constants and the operator-side arithmetic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SESSION = "archop-lease"
+MEMBERS_SETTING = "archop.followers"
+TTL_SECONDS = 4.0  # an operator renewal keeps the lease this long on the leader's clock
+FAILSAFE_REPLY_SECONDS = 3.0  # idle followers answer the leader's keepalive every 2 s (wal_sender_timeout/2)
+AGENT_INTERVAL_SECONDS = 0.5  # how often the agent checks
+# The agent's check and an immediate shutdown take well under this, and it also covers the clock-rate
+# difference between the operator's and the leader's clocks over a few seconds.
+MARGIN_SECONDS = 1.0
+
+
+def expires_at(renewed_at: float, detached_at: float) -> float:
+    """When the old leader's lease has surely run out, on the operator's clock: TTL after the last renewal,
+    FAILSAFE_REPLY after the candidate stopped replying to it (it was detached), plus the agent's reaction."""
+    return (max(renewed_at + TTL_SECONDS, detached_at + FAILSAFE_REPLY_SECONDS)
+            + AGENT_INTERVAL_SECONDS + MARGIN_SECONDS)
+
+
+@dataclass
+class LeaseClock:
+    """The times this process knows of. Another process's renewals all happened before this one started
+    (an operator renews only while it holds the operator Lease), so `started` bounds them; a failover resumed
+    by a new process had its followers detached before that process saw it."""
+
+    started: float
+    renewed: dict[str, float] = field(default_factory=dict)  # leader pod -> last renewal by this process
+    # (old leader, failover startedAt) -> when that failover's fencing (detaching the followers) finished
+    fenced: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def renewal(self, pod: str, at: float) -> None:
+        self.renewed[pod] = at
+
+    def mark_fenced(self, old: str, started_at: str, at: float) -> None:
+        self.fenced[(old, started_at)] = at
+
+    def expiry(self, old: str, started_at: str, now: float) -> float:
+        detached = self.fenced.setdefault((old, started_at), now)
+        return expires_at(max(self.renewed.get(old, self.started), self.started), detached)
