@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
+import pytest
 from archop import names, reasons
 from archop.failover import decide as d
 from archop.failover import lease, report
+from archop.failover.act import Executor, NotLeading
 from archop.health.model import DbObservation, Instance, PodState, Probe, ReplicaRow
 from archop.spec import DatabaseSpec, Durability, FailoverSpec
 
@@ -815,3 +818,16 @@ def test_lease_expiry_arithmetic():
     clock.renewal(L, 58.0)
     clock.mark_fenced(L, "t2", 59.0)
     assert clock.expiry(L, "t2", now=70.0) == lease.expires_at(58.0, 59.0)
+
+
+def test_an_operator_unsure_of_its_lease_acts_on_nothing():
+    """Even best-effort actions are refused, and the refusal is never swallowed as a best-effort failure."""
+    done: list[str] = []
+    ex = Executor(target=lambda p: None, upstream=lambda f, lead: "", set_label=lambda p, r: done.append(p),
+                  delete_pod=done.append, may_act=lambda: False)
+    with pytest.raises(NotLeading):
+        asyncio.run(ex.run_all((d.Fence(L), d.SetRole(L, names.FENCED)), best_effort=(d.Fence,)))
+    assert done == []
+    ex.may_act = lambda: True
+    asyncio.run(ex.run_all((d.SetRole(L, names.FENCED),)))
+    assert done == [L]

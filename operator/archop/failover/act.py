@@ -68,6 +68,10 @@ FENCE_MARKER = "archop-fenced"
 STOP_SQL = script("stop.sql")
 
 
+class NotLeading(RuntimeError):
+    """This operator replica is not sure it holds the operator Lease."""
+
+
 class NotThatInstance(RuntimeError):
     """The address answers, but as another instance: never stop it."""
 
@@ -207,8 +211,13 @@ class Executor:
     upstream: Callable[[str, str], str]
     set_label: Callable[[str, str], None]
     delete_pod: Callable[[str], None]
+    # Checked before every action: an operator replica that may have lost its Lease (paused past the renew
+    # deadline) must not fence, promote or relabel anything another replica may be deciding about.
+    may_act: Callable[[], bool] = lambda: True
 
     async def run(self, action: d.Action) -> None:
+        if not self.may_act():
+            raise NotLeading(f"not sure to hold the operator Lease; {type(action).__name__} not run")
         match action:
             case d.SetRole(pod=pod, role=role):
                 await asyncio.to_thread(self.set_label, pod, role)
@@ -249,7 +258,8 @@ class Executor:
             try:
                 await self.run(a)
             except Exception as exc:
-                if not (isinstance(a, best_effort) or (isinstance(a, d.Stop) and not a.required)):
+                optional = isinstance(a, best_effort) or (isinstance(a, d.Stop) and not a.required)
+                if isinstance(exc, NotLeading) or not optional:
                     raise
                 failed.append((a, exc))
         return failed

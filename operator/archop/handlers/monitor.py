@@ -21,7 +21,7 @@ from archop import status as st
 from archop.build.database import PGDATA, PORT
 from archop.failover import decide as d
 from archop.failover import report, runner
-from archop.failover.act import Executor, LeaseSession, follower_conninfo, kube_effects
+from archop.failover.act import Executor, LeaseSession, NotLeading, follower_conninfo, kube_effects
 from archop.failover.lease import LeaseClock
 from archop.health.model import DbObservation, Instance, PodState
 from archop.health.pods import observe_pods
@@ -67,7 +67,7 @@ class DbMonitor:
         set_label, delete_pod = kube_effects(api, namespace)
         self.pods: dict[str, PodState] = {}
         self.executor = Executor(target=self._target, upstream=self._upstream, set_label=set_label,
-                                 delete_pod=delete_pod)
+                                 delete_pod=delete_pod, may_act=election.holds_now)
         self.lease = LeaseClock(started=time.time())
         self.lease_session = LeaseSession()
 
@@ -126,6 +126,8 @@ class DbMonitor:
         return {k: v for k, v in merged.items() if v is not None}
 
     async def patch(self, patch: dict[str, Any]) -> None:
+        if not election.holds_now():
+            raise NotLeading("not sure to hold the operator Lease; status not written")
         await asyncio.to_thread(apply.patch_status, self.api, self.name, self.namespace, patch)
         self.written.update(patch)
 
