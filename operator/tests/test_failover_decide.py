@@ -405,7 +405,7 @@ def test_promoting_promotes_the_recorded_target():
     rec = replace(REC, phase=d.PROMOTING)
     o = obs(down(L), follower(F1, recv=500, status=None), follower(F2, recv=500, status=None))
     plan = d.phase_plan(rec, o, SPEC, STATE, NOW)
-    assert plan.actions == (d.Promote(F1),)
+    assert plan.actions == (d.RenewLease(F1), d.Promote(F1))
     assert plan.after == replace(rec, phase=d.REWIRING)
 
 
@@ -413,7 +413,7 @@ def test_promoting_switches_to_a_more_advanced_follower():
     rec = replace(REC, phase=d.PROMOTING)
     o = obs(down(L), follower(F1, recv=500, status=None), follower(F2, recv=700, status=None))
     plan = d.phase_plan(rec, o, SPEC, STATE, NOW)
-    assert plan.actions == (d.Promote(F2),)
+    assert plan.actions == (d.RenewLease(F2), d.Promote(F2))
     assert plan.after is not None and plan.after.to == F2
 
 
@@ -436,7 +436,8 @@ def test_switchover_waits_for_target_to_catch_up():
     assert plan.outcome is d.Outcome.WAIT and "500 bytes" in plan.message and plan.actions == ()
     caught = obs(leader(lsn=2000), follower(F1, recv=2000), follower(F2))
     # The clean stop hands the target what a client still committed with BEGIN READ WRITE.
-    assert d.phase_plan(rec, caught, SPEC, STATE, NOW).actions == (d.Stop(L, clean=True), d.Promote(F1))
+    assert d.phase_plan(rec, caught, SPEC, STATE, NOW).actions == (
+        d.Stop(L, clean=True), d.RenewLease(F1), d.Promote(F1))
 
 
 def test_a_switchover_whose_target_went_away_is_called_off():
@@ -444,7 +445,7 @@ def test_a_switchover_whose_target_went_away_is_called_off():
     gone = obs(leader(lsn=2000, read_only=True, role=names.FENCED), down(F1), follower(F2))
     plan = d.phase_plan(rec, gone, SPEC, STATE, NOW)
     assert plan.outcome is d.Outcome.ABORTED and plan.after is None and plan.current_leader == L
-    assert plan.actions == (d.SetRole(L, names.LEADER), d.Unfence(L), d.Repoint(F2, L))
+    assert plan.actions == (d.RenewLease(L), d.SetRole(L, names.LEADER), d.Unfence(L), d.Repoint(F2, L))
     assert plan.notes[0].reason == reasons.FAILOVER_ABORTED
 
 
@@ -473,6 +474,7 @@ def test_rewiring_moves_labels_repoints_and_sets_sync_names():
     o = obs(down(L), leader(F1, streaming=(), read_only=True), follower(F2, upstream=""))
     plan = d.phase_plan(rec, o, spec, STATE, NOW)
     assert plan.actions == (
+        d.RenewLease(F1),
         d.SetLeaseMembers(F1, (L, F2)),
         d.SetRole(L, names.FENCED),
         d.SetRole(F1, names.LEADER),
@@ -530,7 +532,7 @@ def test_old_leader_back_as_primary_is_fenced_and_restarted():
         follower(F2, upstream=F1)
     )
     step = d.decide(o, replace(STATE, current_leader=F1), SPEC, NOW, d.Memory())
-    assert d.Fence(L) in step.actions and d.DeletePod(L) in step.actions
+    assert d.Fence(L) in step.actions and d.Stop(L) in step.actions
     assert reasons.REJOIN_STARTED in [n.reason for n in step.notes]
     deleting = obs(
         leader(F1, streaming=(F2,), lease=(L, F2)),
@@ -754,9 +756,10 @@ def test_promoting_waits_for_the_old_leaders_lease_unless_it_is_known_stopped():
     plan = d.phase_plan(rec, o, SPEC, STATE, NOW, lease_expiry=NOW + 2.5)
     assert plan.outcome is d.Outcome.WAIT and plan.retry_at == NOW + 2.5 and plan.actions == ()
     assert "lease" in plan.message
-    assert d.phase_plan(rec, o, SPEC, STATE, NOW + 2.5, lease_expiry=NOW + 2.5).actions == (d.Promote(F1),)
+    promote_f1 = (d.RenewLease(F1), d.Promote(F1))
+    assert d.phase_plan(rec, o, SPEC, STATE, NOW + 2.5, lease_expiry=NOW + 2.5).actions == promote_f1
     stopped = replace(rec, stopped=True)
-    assert d.phase_plan(stopped, o, SPEC, STATE, NOW, lease_expiry=NOW + 2.5).actions == (d.Promote(F1),)
+    assert d.phase_plan(stopped, o, SPEC, STATE, NOW, lease_expiry=NOW + 2.5).actions == promote_f1
 
 
 def test_only_followers_the_old_leaders_lease_counts_are_promoted_while_it_may_run():
@@ -764,12 +767,13 @@ def test_only_followers_the_old_leaders_lease_counts_are_promoted_while_it_may_r
     rec = replace(REC, phase=d.PROMOTING)
     o = obs(down(L), follower(F1, recv=900, status=None), follower(F2, recv=400, status=None))
     only_f2 = replace(STATE, last_seen=d.LeaderSnapshot(L, lease_members=(F2,)))
-    assert d.phase_plan(rec, o, SPEC, only_f2, NOW).actions == (d.Promote(F2),)
+    assert d.phase_plan(rec, o, SPEC, only_f2, NOW).actions == (d.RenewLease(F2), d.Promote(F2))
     unknown = replace(STATE, last_seen=None)
     plan = d.phase_plan(rec, o, SPEC, unknown, NOW)
     assert plan.outcome is d.Outcome.WAIT and "lease" in plan.message
     # Once the old leader is known to be down, any follower will do.
-    assert d.phase_plan(replace(rec, stopped=True), o, SPEC, unknown, NOW).actions == (d.Promote(F1),)
+    plan = d.phase_plan(replace(rec, stopped=True), o, SPEC, unknown, NOW)
+    assert plan.actions == (d.RenewLease(F1), d.Promote(F1))
 
 
 def test_fencing_counts_a_refusal_at_the_old_address_as_stopped():
@@ -831,3 +835,17 @@ def test_an_operator_unsure_of_its_lease_acts_on_nothing():
     ex.may_act = lambda: True
     asyncio.run(ex.run_all((d.SetRole(L, names.FENCED),)))
     assert done == [L]
+
+
+def test_a_failover_is_called_off_when_the_old_leader_is_back_before_anyone_was_promoted():
+    """A blip shorter than the old leader's lease, or a crash restart: the cause is gone, even with a
+    candidate at hand."""
+    rec = replace(REC, phase=d.PROMOTING)
+    back = obs(leader(streaming=(), role=names.FENCED), follower(F1, status=None, upstream=""),
+               follower(F2, status=None, upstream=""))
+    plan = d.phase_plan(rec, back, SPEC, STATE, NOW)
+    assert plan.outcome is d.Outcome.ABORTED and plan.current_leader == L
+    assert {d.Repoint(F1, L), d.Repoint(F2, L)} <= set(plan.actions)
+    # Once the target is a primary, it was promoted: never call that off.
+    promoted = obs(leader(streaming=(), role=names.FENCED), leader(F1, streaming=()), follower(F2))
+    assert d.phase_plan(rec, promoted, SPEC, STATE, NOW).outcome is d.Outcome.NEXT

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -93,7 +93,8 @@ async def stop(target: Target, clean: bool = False, timeout: float = 15.0, name:
         raise NotThatInstance(f"{target.host} answers as {cluster!r}, not {name!r}")
     signal = "INT" if clean else "QUIT"
     with contextlib.suppress(psycopg.OperationalError):  # the shutdown it starts may end our own session
-        await _exec(target, sql.SQL("set archop.stop_signal = {}").format(sql.Literal(signal)), STOP_SQL)
+        await _exec(target, sql.SQL("set archop.stop_signal = {}").format(sql.Literal(signal)),
+                    "set archop.stop_marker = on", STOP_SQL)
     # A refused or failed connection means it is down; a time-out proves nothing (it may be frozen), so
     # that keeps polling until the deadline and then fails the phase, which runs again next tick.
     deadline = time.monotonic() + timeout
@@ -214,6 +215,8 @@ class Executor:
     # Checked before every action: an operator replica that may have lost its Lease (paused past the renew
     # deadline) must not fence, promote or relabel anything another replica may be deciding about.
     may_act: Callable[[], bool] = lambda: True
+    # Vouches for a pod's leader lease (the monitor's LeaseSession); False when it could not.
+    renew_lease: Callable[[str], Awaitable[bool]] | None = None
 
     async def run(self, action: d.Action) -> None:
         if not self.may_act():
@@ -232,6 +235,9 @@ class Executor:
                 log.warning("stopped %s (hard fence, %s shutdown)", pod, "fast" if clean else "immediate")
             case d.SetLeaseMembers(pod=pod, members=members):
                 await set_lease_members(self._t(pod), members)
+            case d.RenewLease(pod=pod):
+                if self.renew_lease is not None and not await self.renew_lease(pod):
+                    raise RuntimeError(f"could not renew {pod}'s leader lease")
             case d.Unfence(pod=pod):
                 await unfence(self._t(pod))
             case d.Detach(pod=pod):

@@ -302,6 +302,14 @@ class DeletePod:
 
 
 @dataclass(frozen=True)
+class RenewLease:
+    """Vouch for this instance's leader lease (failover/lease.py) now: right before it is promoted, so its
+    agent finds the lease held the moment it becomes a primary, and when it is made the leader again."""
+
+    pod: str
+
+
+@dataclass(frozen=True)
 class SetLeaseMembers:
     """archop.followers on the leader: the followers whose streaming keeps its lease (the failsafe)."""
 
@@ -310,7 +318,7 @@ class SetLeaseMembers:
 
 
 Action = (SetRole | Fence | Stop | Unfence | Detach | Promote | Repoint | SetSyncStandbys | DeletePod
-          | SetLeaseMembers)
+          | SetLeaseMembers | RenewLease)
 
 
 @dataclass(frozen=True)
@@ -624,15 +632,16 @@ def _steady(obs: DbObservation, state: State, spec: DatabaseSpec, now: float, me
         p = inst.probe
         deleting = inst.pod is None or inst.pod.deleting
         if p.is_primary:
-            # An old leader came back as a primary: keep it out of traffic, stop writes, restart it to rewind.
+            # An old leader came back as a primary: keep it out of traffic and stop it with the fence marker;
+            # its container restarts and start.sh rewinds it onto the leader.
             if inst.pod is not None and inst.pod.role != names.FENCED:
                 actions.append(SetRole(inst.name, names.FENCED))
             if not p.read_only:
                 actions.append(Fence(inst.name))
             if not deleting:
-                actions.append(DeletePod(inst.name))
+                actions.append(Stop(inst.name))
                 notes.append(Note(reasons.REJOIN_STARTED,
-                                  f"{inst.name} answers as a primary but {leader_name} leads; restarting "
+                                  f"{inst.name} answers as a primary but {leader_name} leads; stopping "
                                   "it to rejoin as a follower (pg_rewind)", True))
             continue
         is_streaming = p.streaming and inst.name in streaming_here
@@ -822,6 +831,11 @@ def _promoting(record: FailoverRecord, obs: DbObservation, spec: DatabaseSpec, s
         # with BEGIN READ WRITE, and nothing can commit on the old leader once the target is promoted.
         actions.append(Stop(record.from_, clean=True))
     else:
+        if old_alive and target is not None and target.probe.is_follower and not any(
+                i.probe.is_primary for i in obs.instances.values() if i.name != record.from_):
+            # Nobody was promoted (the target is persisted before any promotion) and the old leader answers
+            # as a primary again (a blip shorter than its lease, or a crash restart): the cause is gone.
+            return _abort(record, obs, f"{record.from_} answers as a primary again and nobody was promoted")
         # Re-check with the receivers stopped: the final received LSNs decide. While the old leader may still
         # run, only a follower its lease counts may be promoted (detaching that one ends the failsafe), and
         # only once the lease has surely run out.
@@ -834,26 +848,20 @@ def _promoting(record: FailoverRecord, obs: DbObservation, spec: DatabaseSpec, s
                 return PhasePlan(Outcome.WAIT, (), record, retry_at=lease_expiry, message=wait)
         choice = choose_candidate(obs, {record.from_}, spec, state, members)
         if choice.name is None:
-            # Nobody was promoted while the recorded target is still a follower: when the old leader answers
-            # as a primary again, the failover's cause is gone and it leads again.
-            if old_alive and target is not None and target.probe.is_follower and not any(
-                    i.probe.is_primary for i in obs.instances.values() if i.name != record.from_):
-                return _abort(record, obs, f"no follower can be promoted ({choice.why}) and "
-                                           f"{record.from_} answers as a primary again")
             return PhasePlan(Outcome.WAIT, (), record, (Note(reasons.FAILOVER_BLOCKED, choice.why, True),),
                              message=choice.why)
         # The best eligible follower now, which may differ from the one chosen when the failover started
         # (the receivers are stopped now, and the lease and quorum rules may rule that one out).
         record = replace(record, to=choice.name)
     note = Note(reasons.FOLLOWER_PROMOTED, f"{record.to} promoted to leader")
-    actions.append(Promote(record.to))
+    actions += [RenewLease(record.to), Promote(record.to)]
     return PhasePlan(Outcome.NEXT, tuple(actions), replace(record, phase=REWIRING), (note,))
 
 
 def _abort(record: FailoverRecord, obs: DbObservation, why: str) -> PhasePlan:
     """Call the change off: the old leader (a primary that answers) leads again, its followers follow it."""
     old = record.from_
-    actions: list[Action] = [SetRole(old, names.LEADER), Unfence(old)]
+    actions: list[Action] = [RenewLease(old), SetRole(old, names.LEADER), Unfence(old)]
     actions += [Repoint(i.name, old) for i in sorted(obs.instances.values(), key=lambda i: i.name)
                 if i.name != old and i.probe.is_follower]
     note = Note(reasons.FAILOVER_ABORTED, f"{record.reason} {old} -> {record.to} called off: {why}", True)
@@ -877,7 +885,7 @@ def _rewiring(record: FailoverRecord, obs: DbObservation, spec: DatabaseSpec, no
         actions.append(SetSyncStandbys(record.to, render_quorum(quorum)))
     # The new leader's lease counts every other desired instance from the start (set before the labels move).
     members = followers_of_record(obs, record.to, streaming)
-    actions.insert(0, SetLeaseMembers(record.to, members))
+    actions[:0] = [RenewLease(record.to), SetLeaseMembers(record.to, members)]
     last_seen = snapshot(new, quorum, now, members) if new is not None else LeaderSnapshot(
         record.to, quorum=quorum, at=iso(now), lease_members=members)
     notes = (

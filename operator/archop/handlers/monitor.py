@@ -67,7 +67,7 @@ class DbMonitor:
         set_label, delete_pod = kube_effects(api, namespace)
         self.pods: dict[str, PodState] = {}
         self.executor = Executor(target=self._target, upstream=self._upstream, set_label=set_label,
-                                 delete_pod=delete_pod, may_act=election.holds_now)
+                                 delete_pod=delete_pod, may_act=election.holds_now, renew_lease=self.vouch)
         self.lease = LeaseClock(started=time.time())
         self.lease_session = LeaseSession()
 
@@ -160,7 +160,7 @@ class DbMonitor:
         if step.last_seen is not None and step.persist_first:
             await self.patch({"leaderLastSeen": step.last_seen.to_status()})
         if step.kind is d.StepKind.STEADY and leader is not None:
-            await self.renew_lease(leader)
+            await self.vouch(leader)
         if step.kind is d.StepKind.BOOTSTRAP:
             await self.patch({"currentLeader": leader, "targetLeader": leader})
             await self.executor.run_all(step.actions)
@@ -168,7 +168,8 @@ class DbMonitor:
             if state.failover is None:
                 rec = step.record
                 self.log.warning("%s -> %s starting (%s)", rec.from_, rec.to, rec.reason)
-            await self.lease_session.close()  # no renewal for a leader being replaced
+            if state.failover is None:
+                await self.lease_session.close()  # no more renewals for the leader being replaced
             fx = runner.Effects(observe=self._reobserve(spec), persist=self.patch, executor=self.executor,
                                 emit=self.emit, lease=self.lease)
             result = await runner.run_failover(step.record, state, obs, spec.database, fx)
@@ -184,13 +185,15 @@ class DbMonitor:
         last_seen = step.last_seen if step.kind is d.StepKind.STEADY else None
         await self.write_status(body, spec, obs, leader, message, last_seen)
 
-    async def renew_lease(self, leader: str) -> None:
-        """Vouch for the leader, only while this process surely holds the operator Lease."""
-        target = self._target(leader)
+    async def vouch(self, pod: str) -> bool:
+        """Renew this pod's leader lease, only while this process surely holds the operator Lease."""
+        target = self._target(pod)
         if target is None or not election.holds_now():
-            return
-        if await self.lease_session.renew(leader, target):
-            self.lease.renewal(leader, time.time())
+            return False
+        if not await self.lease_session.renew(pod, target):
+            return False
+        self.lease.renewal(pod, time.time())
+        return True
 
     def _reobserve(self, spec: ArchitectureSpec) -> runner.Observe:
         async def again(previous: DbObservation, skip: frozenset[str]) -> DbObservation:

@@ -6,10 +6,13 @@
 #   - the operator vouches for it: the operator's lease session (application_name archop-lease, a superuser
 #     over TCP) ran a statement less than ARCHOP_LEASE_SECONDS ago, measured on this server's own clock; or
 #   - failsafe: every follower named in archop.followers (set by the operator) streams from it and replied
-#     within ARCHOP_FAILSAFE_REPLY_SECONDS. A failover detaches its candidate first, which ends this.
-# When neither holds, the agent stops the postmaster at once and leaves the fence marker (scripts/stop.sql,
-# the same hard fence the operator uses): the operator promotes a follower only after the lease has surely
-# run out, so the old leader acknowledges nothing once the new one takes writes.
+#     within ARCHOP_FAILSAFE_REPLY_SECONDS. A failover detaches its candidate first, which ends this; or
+#   - the postmaster started less than ARCHOP_LEASE_SECONDS ago: a leader restarted after a crash gets the
+#     operator's first renewal (a promoted follower is renewed before its promotion).
+# When none holds, the agent stops the postmaster at once (scripts/stop.sql, the shutdown the operator's
+# fence uses, without the fence marker: start.sh may start it as a primary again, but only when no other
+# primary answers on N-db-rw, and it then needs the lease again). The operator promotes a follower only
+# after the lease has surely run out, so the old leader acknowledges nothing once the new one takes writes.
 set -uo pipefail
 for d in /usr/lib/postgresql/*/bin; do
   if [[ -d $d ]]; then PATH="$d:$PATH"; fi
@@ -30,10 +33,11 @@ log() { echo "archop-lease: $(date -u +%FT%T.%3NZ) $*" >&2; }
 export PGCONNECT_TIMEOUT=2
 sql() { timeout 3 psql -h "$RUN_DIR" -p "$PGPORT" -U "$SUPERUSER" -d postgres -XAtq "$@" 2>/dev/null; }
 
-# standby | renewed | failsafe | expired; nothing when Postgres does not answer.
+# standby | starting | renewed | failsafe | expired; nothing when Postgres does not answer.
 lease_state() {
   sql -c "select case
     when pg_is_in_recovery() then 'standby'
+    when clock_timestamp() - pg_postmaster_start_time() < interval '$TTL seconds' then 'starting'
     when exists (select 1 from pg_stat_activity a join pg_roles r on r.oid = a.usesysid
                   where a.application_name = 'archop-lease' and r.rolsuper and a.client_addr is not null
                     and clock_timestamp() - a.state_change < interval '$TTL seconds') then 'renewed'
@@ -46,7 +50,7 @@ lease_state() {
 }
 
 stop_now() {
-  sql -c "set archop.stop_signal = 'QUIT'" -f "$CONF_DIR/stop.sql" >/dev/null
+  sql -c "set archop.stop_signal = 'QUIT'" -c "set archop.stop_marker = off" -f "$CONF_DIR/stop.sql" >/dev/null
   log "SelfFenced: no renewal by the operator for ${TTL}s and not every follower streams; postmaster stopped"
 }
 

@@ -67,7 +67,24 @@ async def test_the_operators_renewals_keep_the_lease_and_their_end_stops_the_lea
     took = await stopped_within(leader, lease.TTL_SECONDS + REACTION + 2)
     # The operator promotes only after lease.expires_at: the old leader must be down by then.
     assert time.monotonic() - renewed <= lease.expires_at(0, 0), f"stopped {took:.1f}s after the last renewal"
-    assert (Path(leader.datadir) / act.FENCE_MARKER).exists()
+    # The agent's stop leaves no fence marker: start.sh may bring it back, but only when no other primary
+    # answers on rw, and then it needs the lease again (the startup grace below).
+    assert not (Path(leader.datadir) / act.FENCE_MARKER).exists()
+
+
+async def test_a_restarted_leader_gets_one_lease_period_to_be_renewed(pg):
+    """A leader's postmaster that just started (a crash restart) is not stopped before the operator could
+    renew it, and is stopped one lease period later when nobody does."""
+    leader, follower, _ = await leader_with_follower(pg)
+    follower.stop()
+    leader.stop()
+    leader.start()
+    started = time.monotonic()
+    agent(pg, leader)
+    await asyncio.sleep(lease.TTL_SECONDS - 1.5)
+    assert up(leader)
+    await stopped_within(leader, 1.5 + REACTION + 2)
+    assert time.monotonic() - started >= lease.TTL_SECONDS - 0.5
 
 
 async def test_failsafe_holds_while_every_follower_streams_and_detaching_one_ends_it(pg):
