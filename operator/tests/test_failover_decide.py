@@ -377,6 +377,13 @@ def test_sync_quorum_parse_and_widen():
 REC = d.FailoverRecord(d.FENCING, L, F1, reasons.LEADER_UNREACHABLE, "2024-01-01T00:00:00.000Z")
 
 
+def promoting(pod: str, sync: str = "") -> tuple[d.Action, ...]:
+    """What a promotion does, in order: the new leader's standbys and lease members while it is a standby,
+    its lease renewed, then pg_promote."""
+    members = tuple(n for n in (L, F1, F2) if n != pod)
+    return (d.SetSyncStandbys(pod, sync), d.SetLeaseMembers(pod, members), d.RenewLease(pod), d.Promote(pod))
+
+
 def test_fencing_unreachable_leader_relabels_and_detaches_followers():
     o = obs(down(L, names.LEADER), follower(F1), follower(F2))
     plan = d.phase_plan(REC, o, SPEC, STATE, NOW)
@@ -405,15 +412,17 @@ def test_promoting_promotes_the_recorded_target():
     rec = replace(REC, phase=d.PROMOTING)
     o = obs(down(L), follower(F1, recv=500, status=None), follower(F2, recv=500, status=None))
     plan = d.phase_plan(rec, o, SPEC, STATE, NOW)
-    assert plan.actions == (d.RenewLease(F1), d.Promote(F1))
-    assert plan.after == replace(rec, phase=d.REWIRING)
+    assert plan.actions == promoting(F1)
+    # Persisted before the Promote runs: from then on only F1 may be promoted.
+    assert plan.before == replace(rec, promote_sent=True)
+    assert plan.after == replace(rec, phase=d.REWIRING, promote_sent=True)
 
 
 def test_promoting_switches_to_a_more_advanced_follower():
     rec = replace(REC, phase=d.PROMOTING)
     o = obs(down(L), follower(F1, recv=500, status=None), follower(F2, recv=700, status=None))
     plan = d.phase_plan(rec, o, SPEC, STATE, NOW)
-    assert plan.actions == (d.RenewLease(F2), d.Promote(F2))
+    assert plan.actions == promoting(F2)
     assert plan.after is not None and plan.after.to == F2
 
 
@@ -437,7 +446,7 @@ def test_switchover_waits_for_target_to_catch_up():
     caught = obs(leader(lsn=2000), follower(F1, recv=2000), follower(F2))
     # The clean stop hands the target what a client still committed with BEGIN READ WRITE.
     assert d.phase_plan(rec, caught, SPEC, STATE, NOW).actions == (
-        d.Stop(L, clean=True), d.RenewLease(F1), d.Promote(F1))
+        d.Stop(L, clean=True), *promoting(F1))
 
 
 def test_a_switchover_whose_target_went_away_is_called_off():
@@ -463,9 +472,13 @@ def test_a_stuck_failover_is_called_off_once_the_old_leader_answers_again():
     plan = d.phase_plan(rec, back, spec, state, NOW)
     assert plan.outcome is d.Outcome.ABORTED and plan.current_leader == L
     assert d.Unfence(L) in plan.actions and d.Repoint(F1, L) in plan.actions
-    # Not when the recorded target may have been promoted (it does not answer): keep waiting.
+    # No Promote was sent, so even an unreachable target cannot be a primary: called off too.
     unsure = obs(leader(lsn=5000, streaming=()), down(F1), down(F2))
-    assert d.phase_plan(rec, unsure, spec, state, NOW).outcome is d.Outcome.WAIT
+    assert d.phase_plan(rec, unsure, spec, state, NOW).outcome is d.Outcome.ABORTED
+    # Once a Promote may have been sent, the target may be a primary: wait for it, never call it off.
+    sent = replace(rec, promote_sent=True)
+    plan = d.phase_plan(sent, unsure, spec, state, NOW)
+    assert plan.outcome is d.Outcome.WAIT and "may have been promoted" in plan.message
 
 
 def test_rewiring_moves_labels_repoints_and_sets_sync_names():
@@ -756,7 +769,7 @@ def test_promoting_waits_for_the_old_leaders_lease_unless_it_is_known_stopped():
     plan = d.phase_plan(rec, o, SPEC, STATE, NOW, lease_expiry=NOW + 2.5)
     assert plan.outcome is d.Outcome.WAIT and plan.retry_at == NOW + 2.5 and plan.actions == ()
     assert "lease" in plan.message
-    promote_f1 = (d.RenewLease(F1), d.Promote(F1))
+    promote_f1 = promoting(F1)
     assert d.phase_plan(rec, o, SPEC, STATE, NOW + 2.5, lease_expiry=NOW + 2.5).actions == promote_f1
     stopped = replace(rec, stopped=True)
     assert d.phase_plan(stopped, o, SPEC, STATE, NOW, lease_expiry=NOW + 2.5).actions == promote_f1
@@ -767,13 +780,13 @@ def test_only_followers_the_old_leaders_lease_counts_are_promoted_while_it_may_r
     rec = replace(REC, phase=d.PROMOTING)
     o = obs(down(L), follower(F1, recv=900, status=None), follower(F2, recv=400, status=None))
     only_f2 = replace(STATE, last_seen=d.LeaderSnapshot(L, lease_members=(F2,)))
-    assert d.phase_plan(rec, o, SPEC, only_f2, NOW).actions == (d.RenewLease(F2), d.Promote(F2))
+    assert d.phase_plan(rec, o, SPEC, only_f2, NOW).actions == promoting(F2)
     unknown = replace(STATE, last_seen=None)
     plan = d.phase_plan(rec, o, SPEC, unknown, NOW)
     assert plan.outcome is d.Outcome.WAIT and "lease" in plan.message
     # Once the old leader is known to be down, any follower will do.
     plan = d.phase_plan(replace(rec, stopped=True), o, SPEC, unknown, NOW)
-    assert plan.actions == (d.RenewLease(F1), d.Promote(F1))
+    assert plan.actions == promoting(F1)
 
 
 def test_fencing_counts_a_refusal_at_the_old_address_as_stopped():
@@ -849,3 +862,13 @@ def test_a_failover_is_called_off_when_the_old_leader_is_back_before_anyone_was_
     # Once the target is a primary, it was promoted: never call that off.
     promoted = obs(leader(streaming=(), role=names.FENCED), leader(F1, streaming=()), follower(F2))
     assert d.phase_plan(rec, promoted, SPEC, STATE, NOW).outcome is d.Outcome.NEXT
+
+
+def test_a_primary_that_is_not_the_leader_is_stopped_while_the_leader_is_unhealthy():
+    """Finding F3 of the property test: an old leader back as a primary (its agent stopped it, its container
+    restarted) must not take writes while the operator waits for the current leader or is blocked."""
+    o = obs(leader(L, role=names.FENCED, streaming=()), down(F1, names.LEADER), follower(F2, upstream=F1))
+    for memory in (d.Memory(), lost(5)):
+        step = d.decide(o, replace(STATE, current_leader=F1), SPEC, NOW, memory)
+        assert step.kind in ("waiting", "blocked"), step.kind
+        assert d.Stop(L) in step.actions and d.Fence(L) in step.actions

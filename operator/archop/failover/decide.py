@@ -76,6 +76,9 @@ class FailoverRecord:
     # its address): it acknowledges nothing, so promoting need not wait for its lease to run out.
     stopped: bool = False
     from_address: str | None = None  # the old leader's pod IP when it was last seen healthy
+    # A Promote of `to` may have been sent (persisted before it is): from then on `to` stays the target,
+    # nobody else is promoted and the change is never called off, since `to` may be a primary already.
+    promote_sent: bool = False
 
     @property
     def planned(self) -> bool:
@@ -88,6 +91,8 @@ class FailoverRecord:
             out["oldLeaderStopped"] = True
         if self.from_address:
             out["fromAddress"] = self.from_address
+        if self.promote_sent:
+            out["promoteSent"] = True
         return out
 
     @classmethod
@@ -97,7 +102,7 @@ class FailoverRecord:
         return cls(phase=Phase(raw["phase"]), from_=raw.get("from") or "", to=raw["to"],
                    reason=raw.get("reason") or reasons.LEADER_UNREACHABLE,
                    started_at=raw.get("startedAt") or "", stopped=bool(raw.get("oldLeaderStopped")),
-                   from_address=raw.get("fromAddress") or None)
+                   from_address=raw.get("fromAddress") or None, promote_sent=bool(raw.get("promoteSent")))
 
 
 _QUORUM = re.compile(r"^\s*(?:(ANY|FIRST)\s+)?(?:(\d+)\s*\((.*)\)|(.*))\s*$", re.IGNORECASE | re.DOTALL)
@@ -555,18 +560,20 @@ def decide(obs: DbObservation, state: State, spec: DatabaseSpec, now: float, mem
         return _steady(obs, state, spec, now, memory)
     if verdict.reason == reasons.OPERATOR_CUT_OFF:
         return Step(StepKind.CUTOFF, leader, None, memory, verdict.message)
+    rogue, rogue_notes = _rogues(obs, leader)
     if not verdict.failed:
-        return Step(StepKind.WAITING, leader, None, memory, verdict.message)
+        return Step(StepKind.WAITING, leader, None, memory, verdict.message, rogue, rogue_notes)
     notes = [Note(reasons.LEADER_UNREACHABLE, verdict.message, warning=True)]
     if not spec.failover.enabled:
+        disabled = Note(reasons.FAILOVER_BLOCKED, "automatic failover is disabled", True)
         return Step(StepKind.BLOCKED, leader, None, memory,
-                    f"{verdict.message}; automatic failover is disabled",
-                    notes=(*notes, Note(reasons.FAILOVER_BLOCKED, "automatic failover is disabled", True)))
+                    f"{verdict.message}; automatic failover is disabled", rogue,
+                    (*notes, *rogue_notes, disabled))
     choice = choose_candidate(obs, {leader}, spec, state)
     if choice.name is None:
         msg = f"{verdict.message}; no failover: {choice.why}"
-        return Step(StepKind.BLOCKED, leader, None, memory, msg,
-                    notes=(*notes, Note(reasons.FAILOVER_BLOCKED, choice.why, True)))
+        return Step(StepKind.BLOCKED, leader, None, memory, msg, rogue,
+                    (*notes, *rogue_notes, Note(reasons.FAILOVER_BLOCKED, choice.why, True)))
     seen = memory.leader_pod if memory.leader_pod is not None and memory.leader_pod.name == leader else None
     pod_now = obs.instances[leader].pod if leader in obs.instances else None
     address = seen.ip if seen is not None else (pod_now.ip if pod_now is not None else None)
@@ -632,17 +639,9 @@ def _steady(obs: DbObservation, state: State, spec: DatabaseSpec, now: float, me
         p = inst.probe
         deleting = inst.pod is None or inst.pod.deleting
         if p.is_primary:
-            # An old leader came back as a primary: keep it out of traffic and stop it with the fence marker;
-            # its container restarts and start.sh rewinds it onto the leader.
-            if inst.pod is not None and inst.pod.role != names.FENCED:
-                actions.append(SetRole(inst.name, names.FENCED))
-            if not p.read_only:
-                actions.append(Fence(inst.name))
-            if not deleting:
-                actions.append(Stop(inst.name))
-                notes.append(Note(reasons.REJOIN_STARTED,
-                                  f"{inst.name} answers as a primary but {leader_name} leads; stopping "
-                                  "it to rejoin as a follower (pg_rewind)", True))
+            rogue_actions, rogue_notes = _fence_rogue(inst, leader_name)
+            actions += rogue_actions
+            notes += rogue_notes
             continue
         is_streaming = p.streaming and inst.name in streaming_here
         if p.primary_host != leader_host or _stale_address(p, leader_ip, is_streaming):
@@ -695,6 +694,35 @@ def _steady(obs: DbObservation, state: State, spec: DatabaseSpec, now: float, me
     msg = planned if isinstance(planned, str) else f"leader {leader_name} healthy"
     return Step(StepKind.STEADY, leader_name, None, memory, msg, tuple(actions), tuple(notes), last_seen,
                 persist_first)
+
+
+def _fence_rogue(inst: Instance, leader: str) -> tuple[list[Action], list[Note]]:
+    """A primary that is not the leader (an old leader back as a primary): keep it out of traffic and stop it
+    with the fence marker; its container restarts and start.sh rewinds it onto the leader."""
+    actions: list[Action] = []
+    if inst.pod is not None and inst.pod.role != names.FENCED:
+        actions.append(SetRole(inst.name, names.FENCED))
+    if not inst.probe.read_only:
+        actions.append(Fence(inst.name))
+    if inst.pod is None or inst.pod.deleting:
+        return actions, []
+    actions.append(Stop(inst.name))
+    return actions, [Note(reasons.REJOIN_STARTED, f"{inst.name} answers as a primary but {leader} leads; "
+                                                  "stopping it to rejoin as a follower (pg_rewind)", True)]
+
+
+def _rogues(obs: DbObservation, leader: str) -> tuple[tuple[Action, ...], tuple[Note, ...]]:
+    """Fence every reachable primary but the leader, also while the leader itself is unhealthy: nobody but
+    the operator promotes, so another primary is an old leader back (a crash restart after its agent stopped
+    it) and must not take writes while the operator waits or is blocked."""
+    actions: list[Action] = []
+    notes: list[Note] = []
+    for inst in sorted(obs.instances.values(), key=lambda i: i.name):
+        if inst.name != leader and inst.probe.is_primary:
+            a, n = _fence_rogue(inst, leader)
+            actions += a
+            notes += n
+    return tuple(actions), tuple(notes)
 
 
 def _stale_address(p: Probe, leader_ip: str | None, streaming: bool) -> bool:
@@ -774,6 +802,7 @@ class PhasePlan:
     current_leader: str | None = None
     last_seen: LeaderSnapshot | None = None
     retry_at: float | None = None  # WAIT: nothing will change before this time (a lease running out)
+    before: FailoverRecord | None = None  # the record to persist before the actions (None: `after`'s target)
 
 
 def phase_plan(record: FailoverRecord, obs: DbObservation, spec: DatabaseSpec, state: State,
@@ -817,6 +846,13 @@ def _promoting(record: FailoverRecord, obs: DbObservation, spec: DatabaseSpec, s
     target = obs.get(record.to)
     if target is not None and target.probe.is_primary:
         return PhasePlan(Outcome.NEXT, (), replace(record, phase=REWIRING))
+    if record.promote_sent:
+        # The target may be a primary already (a status write after the Promote failed, or the operator
+        # restarted): only it may be promoted, again, once it answers.
+        if target is None or not target.probe.is_follower:
+            return PhasePlan(Outcome.WAIT, (), record,
+                             message=f"{record.to} may have been promoted already; waiting for it to answer")
+        return _promote(record, obs, spec, [])
     old = obs.get(record.from_)
     old_alive = old is not None and old.probe.is_primary
     actions: list[Action] = []
@@ -830,32 +866,43 @@ def _promoting(record: FailoverRecord, obs: DbObservation, spec: DatabaseSpec, s
         # Caught up while read-only. A clean stop now hands the target whatever a client still committed
         # with BEGIN READ WRITE, and nothing can commit on the old leader once the target is promoted.
         actions.append(Stop(record.from_, clean=True))
-    else:
-        if old_alive and target is not None and target.probe.is_follower and not any(
-                i.probe.is_primary for i in obs.instances.values() if i.name != record.from_):
-            # Nobody was promoted (the target is persisted before any promotion) and the old leader answers
-            # as a primary again (a blip shorter than its lease, or a crash restart): the cause is gone.
-            return _abort(record, obs, f"{record.from_} answers as a primary again and nobody was promoted")
-        # Re-check with the receivers stopped: the final received LSNs decide. While the old leader may still
-        # run, only a follower its lease counts may be promoted (detaching that one ends the failsafe), and
-        # only once the lease has surely run out.
-        members = None
-        if not record.stopped:
-            seen = state.seen(record.from_)
-            members = frozenset(seen.lease_members or ()) if seen is not None else frozenset()
-            if lease_expiry is not None and now < lease_expiry:
-                wait = f"waiting {lease_expiry - now:.1f}s for {record.from_}'s leader lease to run out"
-                return PhasePlan(Outcome.WAIT, (), record, retry_at=lease_expiry, message=wait)
-        choice = choose_candidate(obs, {record.from_}, spec, state, members)
-        if choice.name is None:
-            return PhasePlan(Outcome.WAIT, (), record, (Note(reasons.FAILOVER_BLOCKED, choice.why, True),),
-                             message=choice.why)
-        # The best eligible follower now, which may differ from the one chosen when the failover started
-        # (the receivers are stopped now, and the lease and quorum rules may rule that one out).
-        record = replace(record, to=choice.name)
-    note = Note(reasons.FOLLOWER_PROMOTED, f"{record.to} promoted to leader")
-    actions += [RenewLease(record.to), Promote(record.to)]
-    return PhasePlan(Outcome.NEXT, tuple(actions), replace(record, phase=REWIRING), (note,))
+        return _promote(record, obs, spec, actions)
+    if old_alive and not any(i.probe.is_primary for i in obs.instances.values() if i.name != record.from_):
+        # Nobody was promoted (no Promote was sent) and the old leader answers as a primary again (a blip
+        # shorter than its lease, or a crash restart): the cause is gone.
+        return _abort(record, obs, f"{record.from_} answers as a primary again and nobody was promoted")
+    # Re-check with the receivers stopped: the final received LSNs decide. While the old leader may still
+    # run, only a follower its lease counts may be promoted (detaching that one ends the failsafe), and only
+    # once the lease has surely run out.
+    members = None
+    if not record.stopped:
+        seen = state.seen(record.from_)
+        members = frozenset(seen.lease_members or ()) if seen is not None else frozenset()
+        if lease_expiry is not None and now < lease_expiry:
+            wait = f"waiting {lease_expiry - now:.1f}s for {record.from_}'s leader lease to run out"
+            return PhasePlan(Outcome.WAIT, (), record, retry_at=lease_expiry, message=wait)
+    choice = choose_candidate(obs, {record.from_}, spec, state, members)
+    if choice.name is None:
+        return PhasePlan(Outcome.WAIT, (), record, (Note(reasons.FAILOVER_BLOCKED, choice.why, True),),
+                         message=choice.why)
+    # The best eligible follower now, which may differ from the one chosen when the failover started (the
+    # receivers are stopped now, and the lease and quorum rules may rule that one out).
+    return _promote(replace(record, to=choice.name), obs, spec, actions)
+
+
+def _promote(record: FailoverRecord, obs: DbObservation, spec: DatabaseSpec,
+             actions: list[Action]) -> PhasePlan:
+    """Promote record.to. Before it: its synchronous standbys and lease members (ALTER SYSTEM works on a
+    standby), so it acknowledges nothing asynchronously in required mode and its agent counts the right
+    followers from its first moment as a primary; then its lease is renewed; and the record says that a
+    Promote may have been sent."""
+    to = record.to
+    actions += [SetSyncStandbys(to, render_quorum(want_quorum(obs, to, (), spec))),
+                SetLeaseMembers(to, followers_of_record(obs, to, ()) if spec.failover.enabled else ()),
+                RenewLease(to), Promote(to)]
+    sent = replace(record, promote_sent=True)
+    note = Note(reasons.FOLLOWER_PROMOTED, f"{to} promoted to leader")
+    return PhasePlan(Outcome.NEXT, tuple(actions), replace(sent, phase=REWIRING), (note,), before=sent)
 
 
 def _abort(record: FailoverRecord, obs: DbObservation, why: str) -> PhasePlan:

@@ -79,7 +79,9 @@ async def run_failover(record: d.FailoverRecord, state: d.State, obs: DbObservat
                 continue
             return Result(d.Outcome.WAIT, current, leader, plan.message, obs)
         # Persist first: the phase with its (possibly re-chosen) target, and what moves with it.
-        if plan.after is not None:
+        if plan.before is not None:
+            current = plan.before
+        elif plan.after is not None:
             current = replace(current, to=plan.after.to)
         pre: dict[str, Any] = {"failover": current.to_status(), "targetLeader": current.to}
         if plan.current_leader:
