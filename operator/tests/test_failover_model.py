@@ -29,18 +29,14 @@ from __future__ import annotations
 import os
 import tempfile
 
-import pytest
-
-pytest.importorskip("hypothesis", reason="hypothesis is not installed (a dev dependency)")
-
-from archop import names  # noqa: E402
-from archop.failover import decide as d  # noqa: E402
-from archop.spec import DatabaseSpec, Durability, FailoverSpec  # noqa: E402
-from failover_model import NAMES, OPERATOR, Cluster, Monitor, Role  # noqa: E402
-from hypothesis import HealthCheck, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from hypothesis.database import DirectoryBasedExampleDatabase  # noqa: E402
-from hypothesis.stateful import (  # noqa: E402
+from archop import names
+from archop.failover import decide as d
+from archop.spec import DatabaseSpec, Durability, FailoverSpec
+from failover_model import NAMES, OPERATOR, Cluster, Monitor, Role
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.database import DirectoryBasedExampleDatabase
+from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
     invariant,
