@@ -217,6 +217,8 @@ class Executor:
     may_act: Callable[[], bool] = lambda: True
     # Vouches for a pod's leader lease (the monitor's LeaseSession); False when it could not.
     renew_lease: Callable[[str], Awaitable[bool]] | None = None
+    # How to reach an instance at an explicit address (same credentials as target()).
+    target_at: Callable[[str], Target | None] = lambda address: None
 
     async def run(self, action: d.Action) -> None:
         if not self.may_act():
@@ -230,7 +232,8 @@ class Executor:
                 n = await fence(self._t(pod), checkpoint=cp)
                 log.info("fenced %s (%d sessions ended)", pod, n)
             case d.Stop(pod=pod, clean=clean, address=address, required=required):
-                target = self._t(pod) if address is None else replace(self._t(pod), host=address)
+                # The old process's address, when its pod is gone or replaced (the pod may have no IP now).
+                target = self._t(pod) if address is None else self._t(pod, address)
                 await stop(target, clean=clean, name=pod, connect_timeout=3.0 if required else 1.0)
                 log.warning("stopped %s (hard fence, %s shutdown)", pod, "fast" if clean else "immediate")
             case d.SetLeaseMembers(pod=pod, members=members):
@@ -270,8 +273,8 @@ class Executor:
                 failed.append((a, exc))
         return failed
 
-    def _t(self, pod: str) -> Target:
-        t = self.target(pod)
+    def _t(self, pod: str, address: str | None = None) -> Target:
+        t = self.target(pod) if address is None else self.target_at(address)
         if t is None:
             raise LookupError(f"pod {pod} has no address")
         return t

@@ -67,7 +67,8 @@ class DbMonitor:
         set_label, delete_pod = kube_effects(api, namespace)
         self.pods: dict[str, PodState] = {}
         self.executor = Executor(target=self._target, upstream=self._upstream, set_label=set_label,
-                                 delete_pod=delete_pod, may_act=election.holds_now, renew_lease=self.vouch)
+                                 delete_pod=delete_pod, may_act=election.holds_now, renew_lease=self.vouch,
+                                 target_at=self._target_at)
         self.lease = LeaseClock(started=time.time())
         self.lease_session = LeaseSession()
 
@@ -88,9 +89,12 @@ class DbMonitor:
 
     def _target(self, pod: str) -> Target | None:
         state = self.pods.get(pod)
-        if state is None or not state.ip or self.secret is None:
+        return self._target_at(state.ip) if state is not None and state.ip else None
+
+    def _target_at(self, address: str) -> Target | None:
+        if self.secret is None:
             return None
-        return Target(host=state.ip, port=PORT, user=self.secret[0], password=self.secret[1])
+        return Target(host=address, port=PORT, user=self.secret[0], password=self.secret[1])
 
     def _upstream(self, follower: str, leader: str) -> str:
         state = self.pods.get(leader)
