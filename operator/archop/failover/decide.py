@@ -931,7 +931,7 @@ def _rewiring(record: FailoverRecord, obs: DbObservation, spec: DatabaseSpec, no
     if spec.synchronous or (new is not None and new.probe.sync_standby_names):
         actions.append(SetSyncStandbys(record.to, render_quorum(quorum)))
     # The new leader's lease counts every other desired instance from the start (set before the labels move).
-    members = followers_of_record(obs, record.to, streaming)
+    members = followers_of_record(obs, record.to, streaming) if spec.failover.enabled else ()
     actions[:0] = [RenewLease(record.to), SetLeaseMembers(record.to, members)]
     last_seen = snapshot(new, quorum, now, members) if new is not None else LeaderSnapshot(
         record.to, quorum=quorum, at=iso(now), lease_members=members)
