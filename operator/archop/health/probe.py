@@ -23,6 +23,8 @@ select pg_is_in_recovery(),
        case when pg_is_in_recovery() then null
             else ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int end,
        (select timeline_id from pg_control_checkpoint()),
+       (select max(('x' || substr(name, 1, 8))::bit(32)::int) from pg_ls_waldir()
+         where name ~ '^[0-9A-F]{8}[.]history$'),
        current_setting('default_transaction_read_only'),
        current_setting('synchronous_standby_names'),
        current_setting('primary_conninfo'),
@@ -90,7 +92,8 @@ async def _query(conn: psycopg.AsyncConnection) -> Probe:
     cur = await conn.execute(_STATE_SQL)
     row = await cur.fetchone()
     assert row is not None
-    (in_rec, cur_lsn, recv, replay, wal_tli, ckpt_tli, read_only, sync_names, conninfo, marker, lease) = row
+    (in_rec, cur_lsn, recv, replay, wal_tli, ckpt_tli, history_tli, read_only, sync_names, conninfo, marker,
+     lease) = row
     status = None
     msg_age = None
     recv_tli = None
@@ -113,7 +116,12 @@ async def _query(conn: psycopg.AsyncConnection) -> Probe:
         except psycopg.ProgrammingError:
             parsed = {}
         host, hostaddr = str(parsed.get("host", "")), str(parsed.get("hostaddr", "")) or None
-    timeline = wal_tli if not in_rec else (recv_tli or ckpt_tli)
+    # A follower's timeline is that of the WAL it received: the receiver says so while it runs. Once it has
+    # stopped (its leader is gone: exactly when candidates are compared) the last checkpoint's timeline may
+    # be older than the WAL it holds (a follower that streamed across a promotion makes no checkpoint of its
+    # own), so the newest timeline history it fetched counts too: the receiver fetches a timeline's history
+    # before streaming it.
+    timeline = wal_tli if not in_rec else (recv_tli or max(history_tli or 0, ckpt_tli or 0) or None)
     return Probe(
         reachable=True, in_recovery=bool(in_rec), timeline=timeline, current_lsn=parse_lsn(cur_lsn),
         received_lsn=parse_lsn(recv), replay_lsn=parse_lsn(replay), receiver_status=status,

@@ -1,0 +1,29 @@
+"""The probe's timeline of a follower on real Postgres 15, in the case that once promoted the wrong follower:
+candidates rank newest timeline first, and a follower whose WAL receiver has stopped (its leader is gone,
+which is when candidates are compared) must still report the timeline of the WAL it holds."""
+
+from __future__ import annotations
+
+import pytest
+from archop.failover import act
+from archop.health.probe import Target, probe
+
+from .loopback import sql, streaming_from, three_streaming, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_follower_that_streamed_across_a_promotion_keeps_the_new_timeline_once_its_receiver_stops(pg):
+    leader, f1, f2, _, _ = await three_streaming(pg)
+    assert await act.promote(Target("127.0.0.1", f1.port))  # timeline 2
+    await act.set_primary_conninfo(
+        Target("127.0.0.1", f2.port), f"host=127.0.0.1 port={f1.port} user=postgres application_name=db-2")
+    await wait_for(lambda: streaming_from(f1, "db-2"), what="db-2 streams from the new leader")
+    assert (await probe(Target("127.0.0.1", f2.port))).timeline == 2  # the receiver says so
+    f1.stop("immediate")
+    leader.stop("immediate")
+    await wait_for(lambda: sql(f2, "select count(*) from pg_stat_wal_receiver") == [(0,)],
+                   what="db-2's WAL receiver stops")
+    # The case itself: db-2 made no checkpoint on timeline 2, so pg_control still says 1.
+    assert sql(f2, "select timeline_id from pg_control_checkpoint()") == [(1,)]
+    assert (await probe(Target("127.0.0.1", f2.port))).timeline == 2
