@@ -102,7 +102,8 @@ class PgInstance:
         """SIGKILL the postmaster, as a crash would (children exit once they notice)."""
         pid = self.postmaster_pid()
         if pid:
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # gone already (a stale postmaster.pid)
+                os.kill(pid, signal.SIGKILL)
             for _ in range(100):
                 if not self.running:
                     break
@@ -152,6 +153,7 @@ hot_standby = on
 hot_standby_feedback = on
 wal_receiver_timeout = '4s'
 wal_sender_timeout = '4s'
+wal_receiver_status_interval = '1s'
 wal_retrieve_retry_interval = '500ms'
 fsync = off
 full_page_writes = on

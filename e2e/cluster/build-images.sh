@@ -72,6 +72,9 @@ RUN groupadd -r -g 999 postgres && useradd -r -u 999 -g 999 -d /var/lib/postgres
  && rm -rf /var/lib/apt/lists/* /usr/share/doc /usr/share/man \
  && mkdir -p /var/run/postgresql /var/lib/postgresql/data && chown -R 999:999 /var/run/postgresql /var/lib/postgresql
 ENV PATH=/usr/lib/postgresql/15/bin:$PATH PGDATA=/var/lib/postgresql/data
+# As the official image: a stop is a fast shutdown (sessions end, nothing more is acknowledged), not a smart
+# one that waits for every client to leave.
+STOPSIGNAL SIGINT
 USER 999'
 build "$OFFLINE/redis:7" 'ARG BASE
 FROM ${BASE}

@@ -171,6 +171,7 @@ def statefulset(name: str, namespace: str, spec: ArchitectureSpec, image: str, c
             {"name": "PGPORT", "value": str(PORT)},
             {"name": "ARCHOP_RUN_DIR", "value": RUN_DIR},
             {"name": "ARCHOP_CONF_DIR", "value": CONF_DIR},
+            {"name": "PGDATA", "value": PGDATA},  # names the postmaster the agent may kill (no mount)
             _secret_env("POSTGRES_USER", names.db_secret(name, "superuser"), "username"),
             {"name": "ARCHOP_LEASE_SECONDS", "value": f"{lease.TTL_SECONDS:g}"},
             {"name": "ARCHOP_FAILSAFE_REPLY_SECONDS", "value": f"{lease.FAILSAFE_REPLY_SECONDS:g}"},

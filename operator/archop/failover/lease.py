@@ -21,8 +21,12 @@ from dataclasses import dataclass, field
 
 SESSION = "archop-lease"
 MEMBERS_SETTING = "archop.followers"
-TTL_SECONDS = 4.0  # an operator renewal keeps the lease this long on the leader's clock
-FAILSAFE_REPLY_SECONDS = 3.0  # idle followers answer the leader's keepalive every 2 s (wal_sender_timeout/2)
+# An operator renewal keeps the lease this long on the leader's clock: three monitor ticks, so two slow or
+# failed ticks in a row do not end it (and while every follower streams, the failsafe holds anyway).
+TTL_SECONDS = 3.0
+# Followers report every second (wal_receiver_status_interval = 1s in scripts/postgresql.conf); a reply
+# older than this means the follower stopped streaming (a failover's Detach, a partition).
+FAILSAFE_REPLY_SECONDS = 1.5
 AGENT_INTERVAL_SECONDS = 0.5  # how often the agent checks
 # The agent's check and an immediate shutdown take well under this, and it also covers the clock-rate
 # difference between the operator's and the leader's clocks over a few seconds.

@@ -7,12 +7,13 @@
 #     over TCP) ran a statement less than ARCHOP_LEASE_SECONDS ago, measured on this server's own clock; or
 #   - failsafe: every follower named in archop.followers (set by the operator) streams from it and replied
 #     within ARCHOP_FAILSAFE_REPLY_SECONDS. A failover detaches its candidate first, which ends this; or
-#   - the postmaster started less than ARCHOP_LEASE_SECONDS ago: a leader restarted after a crash gets the
-#     operator's first renewal (a promoted follower is renewed before its promotion).
-# When none holds, the agent stops the postmaster at once (scripts/stop.sql, the shutdown the operator's
-# fence uses, without the fence marker: start.sh may start it as a primary again, but only when no other
-# primary answers on N-db-rw, and it then needs the lease again). The operator promotes a follower only
-# after the lease has surely run out, so the old leader acknowledges nothing once the new one takes writes.
+# When neither holds, the agent stops the postmaster at once (scripts/stop.sql, the shutdown the operator's
+# fence uses, without the fence marker). The operator promotes a follower only after the lease has surely
+# run out, so the old leader acknowledges nothing once the new one takes writes.
+#
+# A primary that start.sh started on its own (a crash restart) is gated: its clients are refused until the
+# lease holds (start.sh, write_hba). The agent never stops a gated primary, it opens the gate when the
+# lease holds; a gated primary the operator does not want is stopped by the operator (a rogue primary).
 set -uo pipefail
 for d in /usr/lib/postgresql/*/bin; do
   if [[ -d $d ]]; then PATH="$d:$PATH"; fi
@@ -22,22 +23,25 @@ export PATH
 PGPORT=${PGPORT:-5432}
 RUN_DIR=${ARCHOP_RUN_DIR:-/var/run/postgresql}
 CONF_DIR=${ARCHOP_CONF_DIR:-/etc/archop}
+HBA_FILE=${ARCHOP_HBA_FILE:-$CONF_DIR/pg_hba.conf}
+ACTIVE_HBA=${ARCHOP_ACTIVE_HBA:-$RUN_DIR/pg_hba.active.conf}
+GATE=${ARCHOP_GATE_FILE:-$RUN_DIR/archop-gated}
 SUPERUSER=${POSTGRES_USER:-postgres}
-TTL=${ARCHOP_LEASE_SECONDS:-4}
-REPLY=${ARCHOP_FAILSAFE_REPLY_SECONDS:-3}
+PGDATA=${PGDATA:?names the postmaster of this instance}
+TTL=${ARCHOP_LEASE_SECONDS:-3}
+REPLY=${ARCHOP_FAILSAFE_REPLY_SECONDS:-1.5}
 INTERVAL=${ARCHOP_LEASE_CHECK_SECONDS:-0.5}
 
 log() { echo "archop-lease: $(date -u +%FT%T.%3NZ) $*" >&2; }
 
 # Bounded: a frozen postmaster must not hang the agent.
-export PGCONNECT_TIMEOUT=2
-sql() { timeout 3 psql -h "$RUN_DIR" -p "$PGPORT" -U "$SUPERUSER" -d postgres -XAtq "$@" 2>/dev/null; }
+export PGCONNECT_TIMEOUT=1
+sql() { timeout 1 psql -h "$RUN_DIR" -p "$PGPORT" -U "$SUPERUSER" -d postgres -XAtq "$@" 2>/dev/null; }
 
-# standby | starting | renewed | failsafe | expired; nothing when Postgres does not answer.
+# standby | renewed | failsafe | expired; nothing when Postgres does not answer.
 lease_state() {
   sql -c "select case
     when pg_is_in_recovery() then 'standby'
-    when clock_timestamp() - pg_postmaster_start_time() < interval '$TTL seconds' then 'starting'
     when exists (select 1 from pg_stat_activity a join pg_roles r on r.oid = a.usesysid
                   where a.application_name = 'archop-lease' and r.rolsuper and a.client_addr is not null
                     and clock_timestamp() - a.state_change < interval '$TTL seconds') then 'renewed'
@@ -54,10 +58,65 @@ stop_now() {
   log "SelfFenced: no renewal by the operator for ${TTL}s and not every follower streams; postmaster stopped"
 }
 
+# The gate's open form is the configured rules themselves (start.sh, write_hba open).
+open_gate() {
+  cp "$HBA_FILE" "$ACTIVE_HBA.tmp" && mv "$ACTIVE_HBA.tmp" "$ACTIVE_HBA" && sql -c "select pg_reload_conf()" >/dev/null &&
+    rm -f "$GATE" && log "GateOpened: the lease holds ($1); clients may connect"
+}
+
+uptime_s() { local u _; read -r u _ </proc/uptime; echo "$u"; }
+older_than() { awk -v now="$(uptime_s)" -v at="$1" -v s="$2" 'BEGIN { exit !(now - at > s) }'; }
+
+# The pod shares one process namespace: the agent sees this instance's postmaster (the postgres started
+# with -D $PGDATA) and its children. SIGKILL reaches stopped (SIGSTOPped) processes too, and every child is
+# killed, not only the postmaster, so that no backend finishes a commit when thawed.
+kill_postgres() {
+  local p pm="" ppid
+  for p in /proc/[0-9]*; do
+    if [[ $(cat "$p/comm" 2>/dev/null) == postgres ]] &&
+      [[ $(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) == *" -D $PGDATA "* ]]; then
+      pm=${p#/proc/}
+    fi
+  done
+  [[ -n $pm ]] || return 0
+  for p in /proc/[0-9]*; do
+    ppid=$(awk '{print $4}' "$p/stat" 2>/dev/null) || continue
+    if [[ $ppid == "$pm" ]]; then kill -KILL "${p#/proc/}" 2>/dev/null; fi
+  done
+  kill -KILL "$pm" 2>/dev/null
+}
+
+HELD_AT=""  # /proc/uptime when this instance last held the lease as an open primary; "" otherwise
+
+held() {
+  if [[ -z $HELD_AT ]]; then log "LeaseHeld: $1"; fi
+  HELD_AT=$(uptime_s)
+}
+
 check_once() {
   local s
-  s=$(lease_state) || return 0
-  if [[ $s == expired ]]; then stop_now; fi
+  if ! s=$(lease_state); then
+    # No answer. A primary that held the lease and has not answered for TTL cannot have been renewed
+    # since (a renewal is a statement it completes), so its lease is over: a frozen or hung postmaster is
+    # killed rather than left to acknowledge a commit when it resumes. Never a standby, a gated primary or
+    # one still starting (crash recovery answers nothing for a while).
+    if [[ -n $HELD_AT ]] && older_than "$HELD_AT" "$TTL"; then
+      kill_postgres
+      HELD_AT=""
+      log "SelfFenced: the primary has not answered for ${TTL}s since it last held the lease; killed"
+    fi
+    return 0
+  fi
+  if [[ -f $GATE ]]; then
+    if [[ $s == renewed || $s == failsafe ]]; then open_gate "$s" && held "$s"; fi
+  elif [[ $s == renewed || $s == failsafe ]]; then
+    held "$s"
+  elif [[ $s == expired ]]; then
+    stop_now
+    HELD_AT=""
+  else
+    HELD_AT=""
+  fi
 }
 
 main() {

@@ -24,6 +24,9 @@ PGPORT=${PGPORT:-5432}
 RUN_DIR=${ARCHOP_RUN_DIR:-/var/run/postgresql}
 CONF_DIR=${ARCHOP_CONF_DIR:-/etc/archop}
 HBA_FILE=${ARCHOP_HBA_FILE:-$CONF_DIR/pg_hba.conf}
+# The rules Postgres reads: HBA_FILE itself, or its gated form (see write_hba). fence.sh opens the gate.
+ACTIVE_HBA=${ARCHOP_ACTIVE_HBA:-$RUN_DIR/pg_hba.active.conf}
+GATE=${ARCHOP_GATE_FILE:-$RUN_DIR/archop-gated}
 PRIMARY_PORT=${ARCHOP_PRIMARY_PORT:-5432}
 BOOTSTRAP_LEADER=${ARCHOP_BOOTSTRAP_LEADER:-}
 PEERS=${ARCHOP_PEERS:-}                      # "host[:port] ..." of every database pod
@@ -227,6 +230,23 @@ prepare_pgdata() {
   fi
 }
 
+# write_hba open|gated. A primary that starts without the operator's word (a crash restart of the leader)
+# is gated: only the superuser (the operator) and replication may connect over TCP, so no application
+# write can be acknowledged before the leader lease holds. The lease agent (fence.sh) opens the gate once
+# the operator renews the lease or every follower the operator may promote streams from this instance;
+# until then a failover elsewhere cannot overlap with writes here (docs/failover.md, "Start gate").
+write_hba() {
+  if [[ $1 == gated ]]; then
+    touch "$GATE"
+    awk -v su="\"$SUPERUSER\"" '$1 ~ /^host/ && $2 != "replication" { $3 = su } { print }' \
+      "$HBA_FILE" >"$ACTIVE_HBA.tmp"
+  else
+    cp "$HBA_FILE" "$ACTIVE_HBA.tmp"
+    rm -f "$GATE"
+  fi
+  mv "$ACTIVE_HBA.tmp" "$ACTIVE_HBA"
+}
+
 # An existing follower keeps the primary_conninfo the operator set last (ALTER SYSTEM), if any.
 configure_follower_keep_conninfo() {
   if ! grep -Eq '^[[:space:]]*primary_conninfo[[:space:]]*=' "$PGDATA/postgresql.auto.conf" 2>/dev/null; then
@@ -237,7 +257,7 @@ configure_follower_keep_conninfo() {
 run_postgres() {
   # shellcheck disable=SC2086  # EXTRA_OPTS is a list of options
   exec postgres -D "$PGDATA" -p "$PGPORT" \
-    -c config_file="$CONF_DIR/postgresql.conf" -c hba_file="$HBA_FILE" \
+    -c config_file="$CONF_DIR/postgresql.conf" -c hba_file="$ACTIVE_HBA" \
     -c listen_addresses="$LISTEN" -c unix_socket_directories="$RUN_DIR" -c cluster_name="$POD_NAME" \
     $EXTRA_OPTS
 }
@@ -262,6 +282,7 @@ main() {
   local mode
   mode=$(prepare_pgdata)
   log "start mode: $mode"
+  if [[ $mode == primary ]]; then write_hba gated; else write_hba open; fi
   run_postgres
 }
 

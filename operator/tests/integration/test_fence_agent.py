@@ -14,7 +14,14 @@ import pytest
 from archop.failover import act, lease
 from archop.health.probe import Target
 
-from testsupport.postgres import clone_follower, init_leader, run_script, script_env
+from testsupport.postgres import (
+    clone_follower,
+    free_port,
+    init_leader,
+    run_script,
+    script_env,
+    start_by_script,
+)
 
 from .loopback import sql, streaming_from, wait_for
 
@@ -67,24 +74,61 @@ async def test_the_operators_renewals_keep_the_lease_and_their_end_stops_the_lea
     took = await stopped_within(leader, lease.TTL_SECONDS + REACTION + 2)
     # The operator promotes only after lease.expires_at: the old leader must be down by then.
     assert time.monotonic() - renewed <= lease.expires_at(0, 0), f"stopped {took:.1f}s after the last renewal"
-    # The agent's stop leaves no fence marker: start.sh may bring it back, but only when no other primary
-    # answers on rw, and then it needs the lease again (the startup grace below).
+    # The agent's stop leaves no fence marker: start.sh may bring it back, but only gated (below).
     assert not (Path(leader.datadir) / act.FENCE_MARKER).exists()
 
 
-async def test_a_restarted_leader_gets_one_lease_period_to_be_renewed(pg):
-    """A leader's postmaster that just started (a crash restart) is not stopped before the operator could
-    renew it, and is stopped one lease period later when nobody does."""
+def app_connects(inst) -> bool:
+    try:
+        psycopg.connect(inst.dsn(user="app"), connect_timeout=2).close()
+        return True
+    except psycopg.OperationalError as e:
+        assert "pg_hba.conf" in str(e), e  # refused by the gate, not down
+        return False
+
+
+async def restarted_on_its_own(pg, leader):
+    """The leader's postmaster comes back through start.sh with nobody else answering on rw: the crash
+    restart that starts it as a primary without the operator's word."""
+    sql(leader, "create role app login")
+    leader.stop("immediate")
+    inst, proc = start_by_script(pg.base, leader.name, primary_port=free_port(), port=leader.port,
+                                 ARCHOP_RESTART_GRACE_SECONDS="0")
+    pg.add(inst, proc)
+    assert (pg.base / "archop-gated").exists()
+    return inst
+
+
+async def test_a_primary_restarted_on_its_own_takes_no_client_until_the_operator_renews_it(pg):
+    """The start gate: the operator's superuser and replication may connect, applications may not, and the
+    agent neither stops it nor lets clients in while the lease does not hold, however long that lasts."""
+    leader, follower, target = await leader_with_follower(pg)
+    follower.stop()
+    inst = await restarted_on_its_own(pg, leader)
+    agent(pg, inst)
+    await asyncio.sleep(lease.TTL_SECONDS + REACTION + 1)
+    assert up(inst)
+    assert not app_connects(inst)
+    session = act.LeaseSession()
+    try:
+        assert await session.renew(inst.name, target)
+        await wait_for(lambda: app_connects(inst), timeout=REACTION + 2, interval=0.1, what="the gate opens")
+    finally:
+        await session.close()
+    assert not (pg.base / "archop-gated").exists()
+
+
+async def test_the_gate_opens_when_every_follower_streams_from_the_restarted_primary(pg):
+    """With the operator away, followers streaming from it prove that none of them was promoted."""
     leader, follower, _ = await leader_with_follower(pg)
     follower.stop()
-    leader.stop()
-    leader.start()
-    started = time.monotonic()
-    agent(pg, leader)
-    await asyncio.sleep(lease.TTL_SECONDS - 1.5)
-    assert up(leader)
-    await stopped_within(leader, 1.5 + REACTION + 2)
-    assert time.monotonic() - started >= lease.TTL_SECONDS - 0.5
+    inst = await restarted_on_its_own(pg, leader)
+    agent(pg, inst)
+    await asyncio.sleep(1.5)
+    assert not app_connects(inst)
+    follower.start()
+    await wait_for(lambda: app_connects(inst), timeout=lease.FAILSAFE_REPLY_SECONDS + REACTION + 10,
+                   interval=0.2, what="the gate opens on failsafe")
 
 
 async def test_failsafe_holds_while_every_follower_streams_and_detaching_one_ends_it(pg):
@@ -125,3 +169,25 @@ async def test_a_standby_is_left_alone(pg):
     await asyncio.sleep(2)
     assert sql(follower, "select pg_is_in_recovery()") == [(True,)]
     assert agent_proc.poll() is None
+
+
+async def test_a_frozen_primary_is_killed_before_it_can_resume(pg):
+    """A primary that held its lease and then stops answering (every process SIGSTOPped) is killed once it
+    has not answered for TTL: it cannot have been renewed since, and a thawed backend must not acknowledge
+    a commit after a failover elsewhere. SIGKILL reaches stopped processes."""
+    leader, follower, _ = await leader_with_follower(pg)
+    agent(pg, leader)
+    log = pg.base / f"{leader.name}-lease.log"
+    await wait_for(lambda: "LeaseHeld" in log.read_text(), timeout=10, interval=0.1,
+                   what="the agent sees the lease held (failsafe)")
+    frozen = leader.children() + [leader.postmaster_pid()]
+    leader.freeze_all()
+    started = time.monotonic()
+
+    def all_gone() -> bool:
+        return not any(pid and Path(f"/proc/{pid}").exists() and "zombie" not in
+                       Path(f"/proc/{pid}/status").read_text().lower() for pid in frozen)
+
+    await wait_for(all_gone, timeout=lease.TTL_SECONDS + REACTION + 3, interval=0.1,
+                   what="the frozen postmaster and backends are killed")
+    assert time.monotonic() - started >= lease.TTL_SECONDS - 1.5  # not before the lease could have run out
