@@ -20,7 +20,8 @@ from typing import Any
 KIND_NETWORK = os.environ.get("ARCHOP_KIND_NETWORK", "kind")
 OPERATOR_NAMESPACE = os.environ.get("ARCHOP_OPERATOR_NAMESPACE", "archop-system")
 SCENARIOS = ("pod-delete", "kill-postmaster", "node-stop", "node-partition", "leader-freeze", "operator-kill",
-             "node-stop-with-operator")
+             "node-stop-with-operator", "partial-partition", "leader-and-sync-follower", "lagging-follower",
+             "operator-freeze")
 
 # Inserts one id per connection (a fresh connection each time, as an app reconnecting would).
 WRITER = r"""
@@ -42,6 +43,35 @@ while true; do
   else echo "err $i $(date +%s.%N)"; sleep 0.05
   fi
 done
+"""
+# Split brain measured directly: one loop per database pod writes to that pod by its own address (never
+# through a Service), as the application user, and prints every acknowledged write with the time it was
+# sent and the time it was acknowledged. Two pods whose acknowledgements interleave took writes at once.
+DIRECT = r"""
+set -u
+for d in /usr/lib/postgresql/*/bin; do [ -d "$d" ] && PATH="$d:$PATH"; done
+export PGCONNECT_TIMEOUT=1 PGPASSWORD="$APP_PASSWORD"
+until psql "host=$RW port=5432 user=$APP_USER dbname=app" -XAtqc \
+  "create table if not exists bench_direct (run text, pod text, id bigint, primary key (run, pod, id))"; do
+  sleep 0.5
+done
+for i in $(seq 0 $((INSTANCES - 1))); do
+  (
+    pod="$ARCH-db-$i"
+    conn="host=$pod.$ARCH-db-headless port=5432 user=$APP_USER dbname=app"
+    n=0
+    while true; do
+      n=$((n + 1))
+      s=$(date +%s.%N)
+      if timeout -s KILL 3 psql "$conn" -XAtqc "insert into bench_direct values ('$RUN', '$pod', $n)" \
+        >/dev/null 2>&1
+      then echo "direct $pod $n $s $(date +%s.%N)"
+      else sleep 0.3
+      fi
+    done
+  ) &
+done
+wait
 """
 # Every database pod's answer to pg_is_in_recovery(), twice a second.
 SAMPLER = r"""
@@ -89,6 +119,11 @@ class Arch:
     namespace: str
     followers: int = 2
     synchronous: bool = False
+    durability: str = "required"  # spec.database.replication.dataDurability in sync mode
+
+    @property
+    def data_durability(self) -> str | None:
+        return self.durability if self.synchronous else None
 
     @property
     def instances(self) -> int:
@@ -105,7 +140,8 @@ class Arch:
             "spec": {
                 "database": {
                     "followers": self.followers,
-                    "replication": {"mode": "sync" if self.synchronous else "async", "syncReplicas": 1},
+                    "replication": {"mode": "sync" if self.synchronous else "async", "syncReplicas": 1,
+                                    **({"dataDurability": self.durability} if self.synchronous else {})},
                     "storage": {"size": "256Mi"},
                     "failover": {"leaderTimeoutSeconds": 3},
                 },
@@ -171,7 +207,7 @@ class Arch:
 
 
 def _client_pod(
-    arch: Arch, name: str, script: str, env: dict[str, Any], avoid_node: str | None = None
+    arch: Arch, name: str, script: str, env: dict[str, Any], avoid_nodes: tuple[str, ...] = ()
 ) -> None:
     sts = get("statefulset", f"{arch.name}-db", arch.namespace)
     image = sts["spec"]["template"]["spec"]["containers"][0]["image"]
@@ -191,7 +227,7 @@ def _client_pod(
         "spec": {
             "restartPolicy": "Never",
             "terminationGracePeriodSeconds": 1,
-            # Never next to the leader: a node fault must not take the measuring client down with it.
+            # Never on a node the fault touches: it must not take the measuring client down with it.
             "affinity": {
                 "nodeAffinity": {
                     "requiredDuringSchedulingIgnoredDuringExecution": {
@@ -201,7 +237,7 @@ def _client_pod(
                                     {
                                         "key": "kubernetes.io/hostname",
                                         "operator": "NotIn",
-                                        "values": [avoid_node or "none"],
+                                        "values": list(avoid_nodes) or ["none"],
                                     }
                                 ]
                             }
@@ -238,10 +274,18 @@ def _secret_ref(secret_name: str, key: str) -> dict[str, Any]:
 
 
 @dataclass
+class DirectAck:
+    pod: str
+    sent: float
+    acked: float
+
+
+@dataclass
 class Traffic:
-    """The writer and sampler pods of one run."""
+    """The writer, direct writer and sampler pods of one run, kept off the nodes the fault touches."""
 
     arch: Arch
+    avoid_nodes: tuple[str, ...] = ()
     run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
     @property
@@ -249,24 +293,26 @@ class Traffic:
         return f"bench-writer-{self.run}"
 
     @property
+    def direct(self) -> str:
+        return f"bench-direct-{self.run}"
+
+    @property
     def sampler(self) -> str:
         return f"bench-sampler-{self.run}"
 
     def start(self) -> None:
         a = self.arch
-        avoid = node_of(a, a.leader())
-        _client_pod(
-            a,
-            self.writer,
-            WRITER,
-            {
-                "RW": f"{a.name}-db-rw",
-                "RUN": self.run,
-                "APP_USER": _secret_ref(f"{a.name}-db-app", "username"),
-                "APP_PASSWORD": _secret_ref(f"{a.name}-db-app", "password"),
-            },
-            avoid,
-        )
+        avoid = tuple(sorted({node_of(a, a.leader()), *self.avoid_nodes}))
+        app = {
+            "RW": f"{a.name}-db-rw",
+            "RUN": self.run,
+            "ARCH": a.name,
+            "INSTANCES": a.instances,
+            "APP_USER": _secret_ref(f"{a.name}-db-app", "username"),
+            "APP_PASSWORD": _secret_ref(f"{a.name}-db-app", "password"),
+        }
+        _client_pod(a, self.writer, WRITER, app, avoid)
+        _client_pod(a, self.direct, DIRECT, app, avoid)
         _client_pod(
             a,
             self.sampler,
@@ -280,7 +326,7 @@ class Traffic:
             avoid,
         )
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not self.acks():
+        while time.monotonic() < deadline and not (self.acks() and self.direct_acks()):
             time.sleep(1)
 
     def log(self, pod: str) -> list[list[str]]:
@@ -293,8 +339,12 @@ class Traffic:
     def errors(self) -> list[tuple[int, float]]:
         return [(int(p[1]), float(p[2])) for p in self.log(self.writer) if len(p) == 3 and p[0] == "err"]
 
+    def direct_acks(self) -> list[DirectAck]:
+        return [DirectAck(p[1], float(p[3]), float(p[4])) for p in self.log(self.direct)
+                if len(p) == 5 and p[0] == "direct"]
+
     def stop(self) -> None:
-        for pod in (self.writer, self.sampler):
+        for pod in (self.writer, self.direct, self.sampler):
             kubectl("delete", "pod", pod, "-n", self.arch.namespace, "--wait=false", check=False)
 
     def stored_ids(self) -> set[int]:
@@ -364,6 +414,20 @@ def split_brain(samples: list[list[str]], label_history: list[tuple[float, dict[
     return False
 
 
+def split_brain_direct(acks: list[DirectAck]) -> list[tuple[str, str]]:
+    """Pairs of pods that acknowledged writes in overlapping windows. A pod's window runs from the sending
+    of its first acknowledged write to the acknowledgement of its last one (every ack of a run, so a leader
+    that took writes, stopped, and took writes again spans the gap). A clean handover leaves the old
+    leader's window closed before the new leader's first write was even sent."""
+    windows: dict[str, tuple[float, float]] = {}
+    for a in acks:
+        lo, hi = windows.get(a.pod, (a.sent, a.acked))
+        windows[a.pod] = (min(lo, a.sent), max(hi, a.acked))
+    pods = sorted(windows)
+    return [(p, q) for i, p in enumerate(pods) for q in pods[i + 1:]
+            if windows[p][0] < windows[q][1] and windows[q][0] < windows[p][1]]
+
+
 # ------------------------------------------------------------------------------------------ faults
 
 
@@ -421,7 +485,127 @@ def colocate_leader_with_operator(arch: Arch, timeout: float = 180) -> str:
     return target
 
 
-def inject(scenario: str, arch: Arch, leader: str) -> tuple[float, Any]:
+def node_ip_and_pod_cidr(node: str) -> tuple[str, str]:
+    n = get("node", node, "")
+    ip = next(a["address"] for a in n["status"]["addresses"] if a["type"] == "InternalIP")
+    return ip, str(n["spec"]["podCIDR"])
+
+
+def pod_ip(arch: Arch, pod: str) -> str:
+    return str(arch.pod(pod)["status"]["podIP"])
+
+
+def switchover(arch: Arch, target: str, timeout: float = 180) -> None:
+    """Move the leader to `target` (the archop.io/switchover-to annotation) and wait until all is healthy."""
+    if arch.leader() == target:
+        return
+    kubectl("annotate", "architectures.archop.io", arch.name, "-n", arch.namespace, "--overwrite",
+            f"archop.io/switchover-to={target}")
+    deadline = time.monotonic() + timeout
+    while not (arch.leader() == target and arch.healthy()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"switchover to {target} did not finish: {arch.status()}")
+        time.sleep(1)
+
+
+def operator_node() -> str:
+    return str(get("pod", operator_leader(), OPERATOR_NAMESPACE)["spec"]["nodeName"])
+
+
+def lead_away_from_operator(arch: Arch) -> tuple[str, str]:
+    """The leader on a node the operator's Lease holder does not run on (a switchover when it does);
+    returns (leader, operator node)."""
+    op = operator_node()
+    pods = arch.labels()
+    if node_of(arch, arch.leader()) == op:
+        switchover(arch, sorted(p for p in pods if node_of(arch, p) != op)[0])
+    return arch.leader(), op
+
+
+def most_advanced_follower(arch: Arch, leader: str) -> str:
+    """The follower whose flushed position on the leader is highest right now (a synchronous one in sync
+    mode: every follower is in the quorum)."""
+    out = _psql_local(arch, leader, "select application_name from pg_stat_replication "
+                      "where state = 'streaming' order by flush_lsn desc, application_name limit 1")
+    return out.strip()
+
+
+def _psql_local(arch: Arch, pod: str, sql: str, db: str = "postgres", timeout: float = 60) -> str:
+    return kubectl("exec", pod, "-n", arch.namespace, "-c", "postgres", "--", "bash", "-c",
+                   f'psql -h /var/run/postgresql -U "$POSTGRES_USER" -d {db} -XAtqc "{sql}"', timeout=timeout)
+
+
+# The iptables chain the partial partition adds to the leader's node (pod traffic crosses its FORWARD chain).
+CUT_CHAIN = "ARCHOP-BENCH-CUT"
+
+
+def cut(node: str, ip: str, peers: list[str]) -> None:
+    """Drop every packet between `ip` and each of `peers` (addresses or CIDRs), in both directions, in the
+    node's network namespace; established connections stop too (no conntrack exemption)."""
+    rules = [f"iptables -N {CUT_CHAIN} 2>/dev/null || iptables -F {CUT_CHAIN}",
+             f"iptables -C FORWARD -j {CUT_CHAIN} 2>/dev/null || iptables -I FORWARD 1 -j {CUT_CHAIN}"]
+    for p in peers:
+        rules += [f"iptables -A {CUT_CHAIN} -s {ip} -d {p} -j DROP",
+                  f"iptables -A {CUT_CHAIN} -s {p} -d {ip} -j DROP"]
+    docker("exec", node, "bash", "-c", " && ".join(rules))
+
+
+def uncut(node: str) -> None:
+    docker("exec", node, "bash", "-c",
+           f"iptables -D FORWARD -j {CUT_CHAIN} 2>/dev/null; iptables -F {CUT_CHAIN} 2>/dev/null; "
+           f"iptables -X {CUT_CHAIN} 2>/dev/null; true", check=False)
+
+
+_SIGNAL_WALRECEIVER = (
+    'for p in /proc/[0-9]*; do case "$(tr "\\0" " " < $p/cmdline 2>/dev/null)" in '
+    '"postgres: "*walreceiver*) kill -{sig} ${{p#/proc/}};; esac; done; true'
+)
+LAG_BYTES = 32 * 1024 * 1024  # how far behind the lagging follower is at the fault, at least
+
+
+def in_fence(arch: Arch, pod: str, script: str, check: bool = True) -> None:
+    """Run `script` in the pod's fence container, which sees the pod's processes (one namespace)."""
+    kubectl("exec", pod, "-n", arch.namespace, "-c", "fence", "--", "bash", "-c", script, check=check)
+
+
+def make_lag(arch: Arch, leader: str, follower: str) -> None:
+    """Stop `follower`'s WAL receiver and write LAG_BYTES of WAL on the leader (in required mode the other
+    follower acknowledges it), so that at the fault this follower is far behind."""
+    in_fence(arch, follower, _SIGNAL_WALRECEIVER.format(sig="STOP"))
+    rows = LAG_BYTES // 1100
+    _psql_local(arch, leader, "create table if not exists bench_bulk (x text); truncate bench_bulk; "
+                f"insert into bench_bulk select repeat('x', 1000) from generate_series(1, {rows})", db="app",
+                timeout=300)
+
+
+@dataclass
+class Plan:
+    """What a scenario set up before the traffic started."""
+
+    avoid_nodes: tuple[str, ...] = ()  # the clients run elsewhere
+    op_node: str = ""  # the operator's Lease holder's node
+    peer: str = ""  # the follower the fault touches as well
+
+
+def prepare(scenario: str, arch: Arch) -> Plan:
+    if scenario == "node-stop-with-operator":
+        colocate_leader_with_operator(arch)
+        return Plan()
+    if scenario in ("partial-partition", "operator-freeze"):
+        leader, op = lead_away_from_operator(arch)
+        followers = sorted(p for p in arch.labels() if p != leader)
+        return Plan(avoid_nodes=(op,), op_node=op, peer=followers[0])
+    if scenario == "leader-and-sync-follower":
+        leader = arch.leader()
+        peer = sorted(p for p in arch.labels() if p != leader)[0]
+        return Plan(avoid_nodes=(node_of(arch, peer),), peer=peer)
+    if scenario == "lagging-follower":
+        leader = arch.leader()
+        return Plan(peer=sorted(p for p in arch.labels() if p != leader)[0])
+    return Plan()
+
+
+def inject(scenario: str, arch: Arch, leader: str, plan: Plan) -> tuple[float, Any]:
     """Start the fault; returns (time, undo-state)."""
     ns = arch.namespace
     if scenario == "pod-delete":
@@ -469,7 +653,46 @@ def inject(scenario: str, arch: Arch, leader: str) -> tuple[float, Any]:
             check=False,
         )
         return at, None
+    if scenario == "lagging-follower":
+        lagging = plan.peer
+        make_lag(arch, leader, lagging)
+        at = time.time()
+        kubectl("exec", leader, "-n", ns, "-c", "postgres", "--", "bash", "-c",
+                'kill -9 "$(head -1 "$PGDATA/postmaster.pid")"', check=False)
+        return at, lagging
+    if scenario == "operator-freeze":
+        started_before = _failovers_started(ns)
+        at = time.time()
+        in_fence(arch, leader, _SIGNAL_POSTGRES.format(sig="STOP"))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _failovers_started(ns) <= started_before:
+            time.sleep(0.2)
+        # Mid-failover: the Lease holder's whole node stops (kubelet, the operator, a database pod).
+        docker("pause", plan.op_node)
+        return at, (leader, plan.op_node)
     node = node_of(arch, leader)
+    if scenario == "partial-partition":
+        ip = pod_ip(arch, leader)
+        op_ip, op_cidr = node_ip_and_pod_cidr(plan.op_node)
+        peers = [op_ip, op_cidr]
+        if not any(node_of(arch, p) == plan.op_node for p in arch.labels() if p != leader):
+            peers.append(pod_ip(arch, plan.peer))  # no follower on the operator's node: cut one by address
+        at = time.time()
+        cut(node, ip, peers)
+        return at, node
+    if scenario == "leader-and-sync-follower":
+        # The other follower's receiver stops for a few seconds while writes are acknowledged (by the peer
+        # alone in sync mode), then resumes as the two nodes stop: only the lost follower had every write.
+        other = next(p for p in arch.labels() if p not in (leader, plan.peer))
+        in_fence(arch, other, _SIGNAL_WALRECEIVER.format(sig="STOP"))
+        time.sleep(3)
+        in_fence(arch, other, _SIGNAL_WALRECEIVER.format(sig="CONT"))
+        nodes = [node, node_of(arch, plan.peer)]
+        at = time.time()
+        procs = [subprocess.Popen(["docker", "stop", "-t", "0", n], stdout=subprocess.DEVNULL) for n in nodes]
+        for proc in procs:
+            proc.wait(timeout=120)
+        return at, nodes
     if scenario in ("node-stop", "node-stop-with-operator"):
         at = time.time()
         docker("stop", "-t", "0", node)
@@ -500,6 +723,17 @@ def undo(scenario: str, arch: Arch, state: Any) -> None:
         docker("start", state)
     elif scenario == "node-partition" and state:
         docker("network", "connect", KIND_NETWORK, state)
+    elif scenario == "partial-partition" and state:
+        uncut(state)
+    elif scenario == "leader-and-sync-follower" and state:
+        for node in state:
+            docker("start", node, check=False)
+    elif scenario == "lagging-follower" and state:
+        in_fence(arch, state, _SIGNAL_WALRECEIVER.format(sig="CONT"), check=False)
+    elif scenario == "operator-freeze" and state:
+        leader, op_node = state
+        docker("unpause", op_node, check=False)
+        in_fence(arch, leader, _SIGNAL_POSTGRES.format(sig="CONT"), check=False)
 
 
 @dataclass
@@ -511,9 +745,15 @@ class RunResult:
     split_brain: bool
     old_leader: str
     new_leader: str
+    split_brain_direct: list[tuple[str, str]] = field(default_factory=list)
+    direct_acks: dict[str, int] = field(default_factory=dict)
 
 
-UNDOABLE = ("node-stop", "node-partition", "leader-freeze", "operator-kill", "node-stop-with-operator")
+UNDOABLE = ("node-stop", "node-partition", "leader-freeze", "operator-kill", "node-stop-with-operator",
+            "partial-partition", "leader-and-sync-follower", "lagging-follower", "operator-freeze")
+# Scenarios whose fault is held for a fixed time whatever --hold says: the lagging follower resumes soon
+# after the fault; the frozen operator node stays paused past its Lease so the standby takes over.
+HOLD_S = {"lagging-follower": 3.0, "operator-freeze": 15.0}
 
 
 def old_leader_back(arch: Arch, old: str) -> bool:
@@ -550,14 +790,14 @@ def run_once(arch: Arch, scenario: str, hold_s: float = 20.0, timeout: float = 3
     Nothing counts as recovered before the fault has been felt (a failed or stalled write, another leader,
     or an unhealthy status): right after the fault the status still says "healthy"."""
     arch.wait_healthy()
-    if scenario == "node-stop-with-operator":
-        colocate_leader_with_operator(arch)
-    traffic = Traffic(arch)
+    hold_s = HOLD_S.get(scenario, hold_s)
+    plan = prepare(scenario, arch)
+    traffic = Traffic(arch, plan.avoid_nodes)
     traffic.start()
     labels: list[tuple[float, dict[str, str]]] = []
     leader = arch.leader()
     time.sleep(2)
-    fault_at, state = inject(scenario, arch, leader)
+    fault_at, state = inject(scenario, arch, leader, plan)
     back_from = fault_at
     undone = scenario not in UNDOABLE
     disrupted = status_moved = False
@@ -591,6 +831,16 @@ def run_once(arch: Arch, scenario: str, hold_s: float = 20.0, timeout: float = 3
             raise TimeoutError(f"{scenario}: writes did not resume: {len(acks)} acks, {len(errors)} errors")
         lost = len({i for i, _ in acks} - traffic.stored_ids())
         samples = traffic.log(traffic.sampler)
+        direct = traffic.direct_acks()
+        new_leader = arch.leader()
+        # The direct measurement must have seen both sides of the fault, or it proves nothing.
+        if not any(d.acked < fault_at for d in direct):
+            raise RuntimeError(f"{scenario}: the direct writer saw no acknowledged write before the fault")
+        if not any(d.sent > fault_at and d.pod == new_leader for d in direct):
+            raise RuntimeError(f"{scenario}: the direct writer saw no write acknowledged by {new_leader}")
+        counts: dict[str, int] = {}
+        for d in direct:
+            counts[d.pod] = counts.get(d.pod, 0) + 1
         return RunResult(
             scenario,
             rto(acks, errors, fault_at),
@@ -598,7 +848,9 @@ def run_once(arch: Arch, scenario: str, hold_s: float = 20.0, timeout: float = 3
             rejoined_at - back_from,
             split_brain(samples, labels),
             leader,
-            arch.leader(),
+            new_leader,
+            split_brain_direct(direct),
+            counts,
         )
     finally:
         if not undone:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, home of bench/
 
-from bench.failover.harness import rto, split_brain  # noqa: E402
+from bench.failover.harness import DirectAck, rto, split_brain, split_brain_direct  # noqa: E402
 
 
 def test_rto_from_fault_to_first_ack_after_the_outage():
@@ -34,3 +34,18 @@ def test_split_brain_needs_two_primaries_both_labelled_leader():
     assert split_brain(samples, both)
     far = [(105.0, {"a-db-0": "leader", "a-db-1": "leader"})]
     assert not split_brain(samples, far)
+
+
+def test_direct_split_brain_is_two_pods_acknowledging_in_overlapping_windows():
+    def acks(pod: str, *times: float) -> list[DirectAck]:
+        return [DirectAck(pod, t, t + 0.02) for t in times]
+
+    handover = acks("a-db-0", 1.0, 1.1, 1.2) + acks("a-db-1", 5.0, 5.1)
+    assert split_brain_direct(handover) == []
+    # The old leader acknowledged once more after the new one took a write: their windows overlap.
+    late = handover + acks("a-db-0", 5.05)
+    assert split_brain_direct(late) == [("a-db-0", "a-db-1")]
+    # Overlap by the sending time: a write sent to the new leader before the old one's last ack came back.
+    racing = acks("a-db-0", 1.0) + [DirectAck("a-db-1", 1.01, 1.5)]
+    assert split_brain_direct(racing) == [("a-db-0", "a-db-1")]
+    assert split_brain_direct(acks("a-db-0", 1.0, 2.0)) == []
