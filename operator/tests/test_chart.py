@@ -348,6 +348,9 @@ EXPECTED_APPLICATION = [
     {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": _RW},
     {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": _RW},
     {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses", "networkpolicies"], "verbs": _RW},
+    # Cluster-wide, one name, read only: whether the release that claimed an Architecture is alive.
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["archop-operator"],
+     "verbs": ["get"]},
 ]
 EXPECTED_LEASE = [
     {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
@@ -413,6 +416,16 @@ def test_rbac_rules_are_exactly_least_privilege(default_render: str) -> None:
 def test_lease_name_matches_names_py() -> None:
     names = pytest.importorskip("archop.names")
     assert EXPECTED_LEASE[1]["resourceNames"][0] == names.LEASE_NAME
+    assert EXPECTED_APPLICATION[-1]["resourceNames"] == [names.LEASE_NAME]
+
+
+def test_other_releases_leases_are_read_only_and_by_name(default_render: str) -> None:
+    """The claim check reads the Lease of the release that claimed an Architecture, in any namespace:
+    get only, and only Leases named archop-operator."""
+    application = _one(_docs(default_render), "ClusterRole", f"{RELEASE}-application")
+    leases = [rule for rule in application["rules"] if "leases" in rule["resources"]]
+    assert leases == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                       "resourceNames": ["archop-operator"], "verbs": ["get"]}]
 
 
 # ------------------------------------------------------------------------------------------ one release
