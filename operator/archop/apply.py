@@ -182,6 +182,21 @@ def patch_status(client: pykube.HTTPClient, name: str, namespace: str, patch: di
     _check(response, "patching", what)
 
 
+def annotate_if_unchanged(
+    client: pykube.HTTPClient, name: str, namespace: str, resource_version: str, annotations: dict[str, str]
+) -> bool:
+    """Set annotations on Architecture `name` only if it is still at `resource_version`: a merge patch that
+    carries metadata.resourceVersion is refused with 409 Conflict when someone wrote in between. False then
+    (and when the Architecture is gone); the caller reads it again and decides anew."""
+    what = f"{names.KIND} {namespace}/{name} annotations"
+    response = _request(
+        client, "PATCH", what, "annotating", url=f"{names.PLURAL}/{name}", version=names.API_VERSION,
+        namespace=namespace, headers=MERGE,
+        data=json.dumps({"metadata": {"resourceVersion": resource_version, "annotations": annotations}}),
+    )
+    return _check(response, "annotating", what, ok_codes=(404, 409))
+
+
 def patch_pod_labels(
     client: pykube.HTTPClient, namespace: str, pod: str, labels: dict[str, str | None]
 ) -> None:

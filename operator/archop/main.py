@@ -1,6 +1,8 @@
 """kopf decorators only: each one delegates to a function in archop.handlers.
 
-Imported by cli.py right before kopf.run(), and only on the operator replica that holds the Lease.
+Imported by cli.py right before kopf.run(), and only on the operator replica that holds the Lease. Each
+entry point first asks archop.handlers.claim whether this release manages the Architecture: another live
+release may have claimed it, and then this one does nothing to it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import kopf
 
 from archop import config, names
+from archop.handlers import claim
 from archop.handlers import reconcile as rec
 
 RESOURCE = (names.GROUP, names.VERSION, names.PLURAL)
@@ -56,6 +59,8 @@ def reconcile(
     *, name: str, namespace: str | None, body: kopf.Body, spec: kopf.Spec, status: kopf.Status,
     meta: kopf.Meta, logger: kopf.Logger, old: Any = None, **_: Any,
 ) -> None:
+    if not claim.may_act(body):
+        return
     # With field="spec" kopf hands over the old *spec* on updates (None on create and resume).
     previous = {"spec": dict(old)} if isinstance(old, Mapping) else None
     rec.reconcile(
@@ -65,10 +70,17 @@ def reconcile(
 
 
 @kopf.on.delete(*RESOURCE)
-def delete(
+async def delete(
     *, name: str, namespace: str | None, body: kopf.Body, spec: kopf.Spec, logger: kopf.Logger, **_: Any
 ) -> None:
-    rec.delete(name=name, namespace=namespace or "", body=body, spec=spec, logger=logger)  # type: ignore[arg-type]
+    # Both releases use the same finalizer: returning at once would let kopf remove it before the managing
+    # release has handled the volumes. So wait (idle) until that release is done and the object is gone, or
+    # until it is gone itself and this release takes the claim over.
+    if not await claim.wait_for_turn(body):
+        return
+    await asyncio.to_thread(
+        rec.delete, name=name, namespace=namespace or "", body=body, spec=spec, logger=logger,  # type: ignore[arg-type]
+    )
 
 
 @kopf.daemon(*RESOURCE, id="monitor", cancellation_timeout=5.0)
@@ -77,6 +89,9 @@ async def monitor(
     stopped: kopf.DaemonStopped, logger: kopf.Logger, **_: Any,
 ) -> None:
     """Health watch and failover of one Architecture (archop.handlers.monitor, the database side)."""
+    # Idle while another live release manages it; carry on once this release holds the claim.
+    if not await claim.wait_for_turn(body, stopped):
+        return
     # Imported at call time: this module must import (and the other handlers run) even if it is broken.
     target = importlib.import_module("archop.handlers.monitor").monitor
     kwargs = dict(name=name, namespace=namespace, body=body, spec=spec, status=status, stopped=stopped,

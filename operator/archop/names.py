@@ -13,6 +13,8 @@ API_VERSION = f"{GROUP}/{VERSION}"
 FINALIZER = f"{GROUP}/finalizer"
 LEASE_NAME = "archop-operator"
 MANAGER = "archop"  # field manager for server-side apply, and app.kubernetes.io/managed-by
+# Annotation on each Architecture: the namespace of the operator release that manages it (handlers/claim.py).
+CLAIM_ANNOTATION = f"{GROUP}/operator"
 
 # Label keys.
 L_NAME = "app.kubernetes.io/name"

@@ -33,6 +33,10 @@ VOLUMES_GROWN = "VolumesGrown"
 VOLUME_GROWTH_REFUSED = "VolumeGrowthRefused"
 DELETING = "Deleting"
 
+# Event reasons: which operator release manages an Architecture (handlers/claim.py).
+MANAGED_BY_ANOTHER_OPERATOR = "ManagedByAnotherOperator"  # another live release claimed it: hands off
+CLAIM_TAKEN_OVER = "ClaimTakenOver"  # the release that claimed it is gone: this one manages it now
+
 # Event reasons: database health and failover.
 LEADER_ELECTED = "LeaderElected"  # first leader chosen at bootstrap
 LEADER_UNREACHABLE = "LeaderUnreachable"

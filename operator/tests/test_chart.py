@@ -348,6 +348,9 @@ EXPECTED_APPLICATION = [
     {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": _RW},
     {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": _RW},
     {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses", "networkpolicies"], "verbs": _RW},
+    # Cluster-wide, one name, read only: whether the release that claimed an Architecture is alive.
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["archop-operator"],
+     "verbs": ["get"]},
 ]
 EXPECTED_LEASE = [
     {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
@@ -413,6 +416,118 @@ def test_rbac_rules_are_exactly_least_privilege(default_render: str) -> None:
 def test_lease_name_matches_names_py() -> None:
     names = pytest.importorskip("archop.names")
     assert EXPECTED_LEASE[1]["resourceNames"][0] == names.LEASE_NAME
+    assert EXPECTED_APPLICATION[-1]["resourceNames"] == [names.LEASE_NAME]
+
+
+def test_other_releases_leases_are_read_only_and_by_name(default_render: str) -> None:
+    """The claim check reads the Lease of the release that claimed an Architecture, in any namespace:
+    get only, and only Leases named archop-operator."""
+    application = _one(_docs(default_render), "ClusterRole", f"{RELEASE}-application")
+    leases = [rule for rule in application["rules"] if "leases" in rule["resources"]]
+    assert leases == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                       "resourceNames": ["archop-operator"], "verbs": ["get"]}]
+
+
+# ------------------------------------------------------------------------------------------ one release
+
+# The install-time check (templates/_single_release.tpl) reads Helm's `lookup`, which answers nothing without
+# a cluster and cannot be stubbed in `helm template`. So its logic lives in two pure templates,
+# archop.otherRelease (which Deployment belongs to another release) and archop.failOnOtherRelease (the
+# message); PROBE renders them in a throwaway chart fed with DeploymentLists as values, the way `lookup`
+# would answer. Only the one-line `lookup` call itself is left to e2e (e2e/tests/test_two_releases.py).
+PROBE = """\
+{{- $deployments := .Values.deployments | default dict }}
+{{- $me := dict "release" .Release.Name "namespace" .Release.Namespace }}
+{{- $args := merge (dict "deployments" $deployments "name" (include "archop.name" .)) $me }}
+{{- $other := include "archop.otherRelease" $args }}
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: probe
+data:
+  other: {{ $other | quote }}
+{{- include "archop.failOnOtherRelease" (merge (dict "other" $other) $me) }}
+"""
+
+
+def _operator_deployment(namespace: str, release: str, name: str | None = None) -> dict[str, Any]:
+    labels = {"app.kubernetes.io/name": "archop", "app.kubernetes.io/instance": release,
+              "app.kubernetes.io/component": "operator"}
+    return {"metadata": {"name": name or f"{release}-archop", "namespace": namespace, "labels": labels}}
+
+
+def _probe(helm: str, tmp_path: Path, deployments: dict[str, Any] | None, release: str = RELEASE,
+           namespace: str = NAMESPACE) -> subprocess.CompletedProcess[str]:
+    chart = tmp_path / "probe"
+    (chart / "templates").mkdir(parents=True, exist_ok=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: archop\nversion: 0.1.0\n")
+    for helper in ("_helpers.tpl", "_single_release.tpl"):
+        shutil.copy(CHART / "templates" / helper, chart / "templates" / helper)
+    (chart / "templates" / "probe.yaml").write_text(PROBE)
+    values = tmp_path / "probe-values.yaml"
+    values.write_text(yaml.safe_dump({"deployments": deployments}))
+    return _run([helm, "template", release, str(chart), "--namespace", namespace, "--values", str(values)])
+
+
+def test_the_deployment_template_runs_the_single_release_check() -> None:
+    first = (CHART / "templates" / "deployment.yaml").read_text().splitlines()[0]
+    assert first == '{{- include "archop.singleRelease" . }}'
+    helper = (CHART / "templates" / "_single_release.tpl").read_text()
+    assert 'lookup "apps/v1" "Deployment" "" ""' in helper
+
+
+def test_without_a_cluster_the_chart_still_renders(helm: str, tmp_path: Path) -> None:
+    """`helm template` and a client-side dry run: lookup answers nothing, nothing to refuse."""
+    docs = _docs(_template(helm, tmp_path))
+    assert _one(docs, "Deployment")["metadata"]["name"] == RELEASE
+    result = _run([helm, "install", "second", str(CHART), "--namespace", "elsewhere", "--dry-run=client"])
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("deployments", "release", "namespace"),
+    [
+        ({}, RELEASE, NAMESPACE),  # lookup without a cluster
+        ({"items": []}, RELEASE, NAMESPACE),  # a cluster without archop
+        ({"items": [_operator_deployment(NAMESPACE, RELEASE)]}, RELEASE, NAMESPACE),  # upgrading itself
+        # The operands' Deployments and other apps are no releases.
+        ({"items": [{"metadata": {"name": "shop-app", "namespace": "shop",
+                                  "labels": {"app.kubernetes.io/name": "demoapp"}}},
+                    {"metadata": {"name": "bare", "namespace": "x"}},
+                    {"metadata": {"name": "web", "namespace": "other", "labels": {
+                        "app.kubernetes.io/name": "archop", "app.kubernetes.io/component": "web"}}}]},
+         RELEASE, NAMESPACE),
+    ],
+    ids=["no-cluster", "empty-cluster", "same-release", "unrelated-deployments"],
+)
+def test_single_release_check_lets_these_through(helm: str, tmp_path: Path, deployments: dict[str, Any],
+                                                 release: str, namespace: str) -> None:
+    result = _probe(helm, tmp_path, deployments, release, namespace)
+    assert result.returncode == 0, result.stderr
+    assert _one(_docs(result.stdout), "ConfigMap")["data"]["other"] == ""
+
+
+@pytest.mark.parametrize(
+    ("existing", "release", "namespace"),
+    [
+        (_operator_deployment("archop-system", "archop", "archop"), "second", "team-b"),
+        (_operator_deployment("team-a", "ops"), "archop", "archop-system"),
+        # Two releases in one namespace would share the Lease, yet run with different settings by turns.
+        (_operator_deployment("archop-system", "archop", "archop"), "again", "archop-system"),
+    ],
+    ids=["other-namespace", "other-release-name", "same-namespace-other-release"],
+)
+def test_single_release_check_refuses_a_second_release(helm: str, tmp_path: Path, existing: dict[str, Any],
+                                                       release: str, namespace: str) -> None:
+    mine = _operator_deployment(namespace, release)
+    result = _probe(helm, tmp_path, {"items": [mine, existing]}, release, namespace)
+    assert result.returncode != 0, f"{release} in {namespace} rendered next to {existing}"
+    other_ns = existing["metadata"]["namespace"]
+    other = existing["metadata"]["labels"]["app.kubernetes.io/instance"]
+    assert f"another archop release already runs an operator in namespace {other_ns}" in result.stderr
+    assert f"release {other}, Deployment {existing['metadata']['name']}" in result.stderr
+    assert f"helm uninstall {other} -n {other_ns}" in result.stderr
+    assert f"helm upgrade {other} charts/archop -n {other_ns}" in result.stderr
 
 
 # ------------------------------------------------------------------------------------------ optional parts
