@@ -8,8 +8,6 @@ release may have claimed it, and then this one does nothing to it.
 from __future__ import annotations
 
 import asyncio
-import importlib
-import inspect
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +16,7 @@ import kopf
 
 from archop import config, names
 from archop.handlers import claim
+from archop.handlers import monitor as db_monitor
 from archop.handlers import reconcile as rec
 
 RESOURCE = (names.GROUP, names.VERSION, names.PLURAL)
@@ -92,11 +91,5 @@ async def monitor(
     # Idle while another live release manages it; carry on once this release holds the claim.
     if not await claim.wait_for_turn(body, stopped):
         return
-    # Imported at call time: this module must import (and the other handlers run) even if it is broken.
-    target = importlib.import_module("archop.handlers.monitor").monitor
-    kwargs = dict(name=name, namespace=namespace, body=body, spec=spec, status=status, stopped=stopped,
-                  logger=logger)
-    if inspect.iscoroutinefunction(target):
-        await target(**kwargs)
-    else:
-        await asyncio.to_thread(target, **kwargs)
+    await db_monitor.monitor(name=name, namespace=namespace or "", body=body, spec=spec, status=status,
+                             stopped=stopped, logger=logger)

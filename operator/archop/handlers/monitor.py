@@ -12,6 +12,7 @@ import asyncio
 import base64
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import pykube
@@ -264,8 +265,8 @@ class DbMonitor:
                 m.replication_lag_bytes.labels(self.namespace, self.name, row["name"]).set(row["lagBytes"])
 
 
-async def monitor(*, name: str, namespace: str, body: dict, spec: dict, status: dict, stopped: Any,
-                  logger: Any, **_: Any) -> None:
+async def monitor(*, name: str, namespace: str, body: Mapping[str, Any], spec: Mapping[str, Any],
+                  status: Mapping[str, Any], stopped: Any, logger: Any, **_: Any) -> None:
     """kopf daemon body: loop until stopped. Errors of one tick are logged and the next tick retries."""
     settings = config.Settings.from_env()
     interval = float(settings.monitor_interval_seconds)
