@@ -563,6 +563,11 @@ _SIGNAL_WALRECEIVER = (
 LAG_BYTES = 32 * 1024 * 1024  # how far behind the lagging follower is at the fault, at least
 
 
+def lease_agent_log(arch: Arch, pod: str) -> str:
+    """What the pod's leader-lease agent (scripts/fence.sh, container fence) logged."""
+    return kubectl("logs", pod, "-n", arch.namespace, "-c", "fence", timeout=60)
+
+
 def in_fence(arch: Arch, pod: str, script: str, check: bool = True) -> None:
     """Run `script` in the pod's fence container, which sees the pod's processes (one namespace)."""
     kubectl("exec", pod, "-n", arch.namespace, "-c", "fence", "--", "bash", "-c", script, check=check)
