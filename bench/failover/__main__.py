@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     # becomes SystemExit, so run_once's `finally` runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     modes = {"both": (False, True), "on": (True,), "off": (False,)}[args.sync]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent, check=False).stdout.strip() or None
     out: list[dict] = []
     for sync in modes:
         arch = Arch(name="bench-sync" if sync else "bench-async", namespace=args.namespace, synchronous=sync,
@@ -84,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
                 results.append(r)
-            out.append({**summarise(scenario, sync, results, args.durability), "failed_runs": failures})
+            out.append({**summarise(scenario, sync, results, args.durability), "failed_runs": failures,
+                        "commit": commit})
             Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
         kubectl(
             "delete", "architectures.archop.io", arch.name, "-n", args.namespace, "--wait=false", check=False
