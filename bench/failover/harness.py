@@ -686,17 +686,18 @@ def inject(scenario: str, arch: Arch, leader: str, plan: Plan) -> tuple[float, A
         cut(node, ip, peers)
         return at, node
     if scenario == "leader-and-sync-follower":
-        # The other follower's receiver stops for a few seconds while writes are acknowledged (by the peer
-        # alone in sync mode), then resumes as the two nodes stop: only the lost follower had every write.
+        # The other follower's receiver is stopped for 3 s while writes are acknowledged (by the peer alone
+        # in sync mode) and resumed only once the two nodes are stopped: the remaining follower surely lacks
+        # acknowledged writes, which the lost follower had.
         other = next(p for p in arch.labels() if p not in (leader, plan.peer))
         in_fence(arch, other, _SIGNAL_WALRECEIVER.format(sig="STOP"))
         time.sleep(3)
-        in_fence(arch, other, _SIGNAL_WALRECEIVER.format(sig="CONT"))
         nodes = [node, node_of(arch, plan.peer)]
         at = time.time()
         procs = [subprocess.Popen(["docker", "stop", "-t", "0", n], stdout=subprocess.DEVNULL) for n in nodes]
         for proc in procs:
             proc.wait(timeout=120)
+        in_fence(arch, other, _SIGNAL_WALRECEIVER.format(sig="CONT"))
         return at, nodes
     if scenario in ("node-stop", "node-stop-with-operator"):
         at = time.time()
