@@ -72,6 +72,11 @@ class DbMonitor:
                                  target_at=self._target_at)
         self.lease = LeaseClock(started=time.time())
         self.lease_session = LeaseSession()
+        # The pod whose leader lease this process keeps renewing between ticks (renewals()): the leader the
+        # last tick found healthy, or a failover's target from its pre-promotion renewal on. A tick can take
+        # seconds (probes of unreachable pods time out), longer than the lease's TTL.
+        self.vouched: str | None = None
+        self.renew_lock = asyncio.Lock()  # one renewal at a time, and none in flight once a tick withdraws
 
     # ------------------------------------------------------------------ observing
 
@@ -158,6 +163,7 @@ class DbMonitor:
         obs = await self.observe(spec)
         step = d.decide(obs, state, spec.database, time.time(), self.memory)
         self.memory = step.memory
+        await self.withdraw_unless(_vouch_for(step))
         for note in step.notes:
             self.emit(note)
         leader = step.current_leader
@@ -174,7 +180,8 @@ class DbMonitor:
                 rec = step.record
                 self.log.warning("%s -> %s starting (%s)", rec.from_, rec.to, rec.reason)
             if state.failover is None:
-                await self.lease_session.close()  # no more renewals for the leader being replaced
+                async with self.renew_lock:
+                    await self.lease_session.close()  # no more renewals for the leader being replaced
             fx = runner.Effects(observe=self._reobserve(spec), persist=self.patch, executor=self.executor,
                                 emit=self.emit, lease=self.lease)
             result = await runner.run_failover(step.record, state, obs, spec.database, fx)
@@ -191,14 +198,35 @@ class DbMonitor:
         await self.write_status(body, spec, obs, leader, message, last_seen)
 
     async def vouch(self, pod: str) -> bool:
-        """Renew this pod's leader lease, only while this process surely holds the operator Lease."""
-        target = self._target(pod)
-        if target is None or not election.holds_now():
-            return False
-        if not await self.lease_session.renew(pod, target):
-            return False
-        self.lease.renewal(pod, time.time())
-        return True
+        """Renew this pod's leader lease, only while this process surely holds the operator Lease; from then
+        on renewals() keeps renewing it until a tick withdraws it."""
+        async with self.renew_lock:
+            target = self._target(pod)
+            if target is None or not election.holds_now():
+                return False
+            if not await self.lease_session.renew(pod, target):
+                return False
+            self.lease.renewal(pod, time.time())
+            self.vouched = pod
+            return True
+
+    async def withdraw_unless(self, pod: str | None) -> None:
+        """Stop renewing any pod but `pod`. Taking the lock waits out a renewal in flight, so once this
+        returns, the lease clock holds this process' last renewal of a withdrawn leader."""
+        if self.vouched is not None and self.vouched != pod:
+            async with self.renew_lock:
+                self.vouched = None
+
+    async def renewals(self, every: float) -> None:
+        """Renew the vouched pod's lease every `every` seconds, independent of how long a tick takes."""
+        while True:
+            pod = self.vouched
+            if pod is not None:
+                try:
+                    await self.vouch(pod)
+                except Exception as exc:  # the next round retries; the lease's TTL spans three of them
+                    self.log.debug("lease renewal of %s failed: %s", pod, exc)
+            await asyncio.sleep(every)
 
     def _reobserve(self, spec: ArchitectureSpec) -> runner.Observe:
         async def again(previous: DbObservation, skip: frozenset[str]) -> DbObservation:
@@ -265,6 +293,17 @@ class DbMonitor:
                 m.replication_lag_bytes.labels(self.namespace, self.name, row["name"]).set(row["lagBytes"])
 
 
+def _vouch_for(step: d.Step) -> str | None:
+    """The pod whose lease may still be renewed after this decision: the healthy leader, or the target of a
+    failover that already sent its Promote. Anything else (a failover starting, a leader in doubt) ends the
+    renewals at once, before anything is acted on."""
+    if step.kind is d.StepKind.STEADY:
+        return step.current_leader
+    if step.kind is d.StepKind.FAILOVER and step.record is not None and step.record.promote_sent:
+        return step.record.to
+    return None
+
+
 async def monitor(*, name: str, namespace: str, body: Mapping[str, Any], spec: Mapping[str, Any],
                   status: Mapping[str, Any], stopped: Any, logger: Any, **_: Any) -> None:
     """kopf daemon body: loop until stopped. Errors of one tick are logged and the next tick retries."""
@@ -272,6 +311,7 @@ async def monitor(*, name: str, namespace: str, body: Mapping[str, Any], spec: M
     interval = float(settings.monitor_interval_seconds)
     api = apply.api()
     mon = DbMonitor(name, namespace, api, logger)
+    renewing = asyncio.create_task(mon.renewals(every=interval))
     try:
         while not stopped:
             started = time.monotonic()
@@ -284,4 +324,6 @@ async def monitor(*, name: str, namespace: str, body: Mapping[str, Any], spec: M
                                str(exc).splitlines()[0][:300])
             await asyncio.sleep(max(0.05, interval - (time.monotonic() - started)))
     finally:
-        await mon.lease_session.close()
+        renewing.cancel()
+        async with mon.renew_lock:
+            await mon.lease_session.close()

@@ -71,19 +71,23 @@ older_than() { awk -v now="$(uptime_s)" -v at="$1" -v s="$2" 'BEGIN { exit !(now
 # with -D $PGDATA) and its children. SIGKILL reaches stopped (SIGSTOPped) processes too, and every child is
 # killed, not only the postmaster, so that no backend finishes a commit when thawed.
 kill_postgres() {
-  local p pm="" ppid
+  local p pm="" comm stat fields args victims=()
+  # Builtins only: one pass over /proc must stay fast wherever it runs (a host shows thousands of processes).
   for p in /proc/[0-9]*; do
-    if [[ $(cat "$p/comm" 2>/dev/null) == postgres ]] &&
-      [[ $(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) == *" -D $PGDATA "* ]]; then
-      pm=${p#/proc/}
-    fi
+    read -r comm <"$p/comm" 2>/dev/null || continue
+    [[ $comm == postgres ]] || continue
+    mapfile -d '' args <"$p/cmdline" 2>/dev/null || continue
+    if [[ " ${args[*]} " == *" -D $PGDATA "* ]]; then pm=${p#/proc/}; fi
   done
   [[ -n $pm ]] || return 0
+  victims=("$pm")
   for p in /proc/[0-9]*; do
-    ppid=$(awk '{print $4}' "$p/stat" 2>/dev/null) || continue
-    if [[ $ppid == "$pm" ]]; then kill -KILL "${p#/proc/}" 2>/dev/null; fi
+    read -r stat <"$p/stat" 2>/dev/null || continue
+    read -ra fields <<<"${stat##*) }"  # after the command name: state, ppid, ...
+    if [[ ${fields[1]:-} == "$pm" ]]; then victims+=("${p#/proc/}"); fi
   done
-  kill -KILL "$pm" 2>/dev/null
+  # One call: the postmaster and every child at once, before any child can be re-parented or resumed.
+  kill -KILL "${victims[@]}" 2>/dev/null
 }
 
 HELD_AT=""  # /proc/uptime when this instance last held the lease as an open primary; "" otherwise
