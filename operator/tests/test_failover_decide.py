@@ -10,7 +10,7 @@ from archop import names, reasons
 from archop.failover import decide as d
 from archop.failover import lease, report
 from archop.failover.act import Executor, NotLeading
-from archop.health.model import DbObservation, Instance, PodState, Probe, ReplicaRow
+from archop.health.model import DbObservation, Instance, PodState, Probe, ReplicaRow, SlotRow
 from archop.spec import DatabaseSpec, Durability, FailoverSpec
 
 L, F1, F2 = "a-db-0", "a-db-1", "a-db-2"
@@ -31,9 +31,14 @@ def leader(
     tl: int = 1,
     read_only: bool = False,
     lease: tuple[str, ...] | None = (F1, F2),
+    slots: tuple[SlotRow, ...] | None = None,
+    oldest_wal: int | None = None,
     **podkw,
 ) -> Instance:
     rows = tuple(ReplicaRow(name=f, state="streaming", sync_state=sync) for f in streaming)
+    if slots is None:  # by default the leader keeps a slot for every other instance, in use while it streams
+        slots = tuple(SlotRow(names.db_slot(n), active=n in streaming, wal_status="reserved")
+                      for n in (L, F1, F2) if n != name)
     probe = Probe(
         reachable=True,
         in_recovery=False,
@@ -43,6 +48,8 @@ def leader(
         sync_standby_names=sync_names,
         read_only=read_only,
         lease_members=lease,
+        slots=slots,
+        oldest_wal_lsn=oldest_wal,
     )
     return Instance(name, pod(name, role, **podkw), probe)
 
@@ -57,6 +64,7 @@ def follower(
     role: str | None = names.FOLLOWER,
     tl: int = 1,
     marker: str | None = None,
+    slot: str | None = "",
     **podkw,
 ) -> Instance:
     probe = Probe(
@@ -69,6 +77,7 @@ def follower(
         primary_host=upstream,
         timeline=tl,
         rejoin_marker=marker,
+        primary_slot_name=names.db_slot(name) if slot == "" else slot,  # "": its own slot
     )
     return Instance(name, pod(name, role, **podkw), probe)
 
@@ -454,7 +463,7 @@ def test_a_switchover_whose_target_went_away_is_called_off():
     gone = obs(leader(lsn=2000, read_only=True, role=names.FENCED), down(F1), follower(F2))
     plan = d.phase_plan(rec, gone, SPEC, STATE, NOW)
     assert plan.outcome is d.Outcome.ABORTED and plan.after is None and plan.current_leader == L
-    assert plan.actions == (d.RenewLease(L), d.SetRole(L, names.LEADER), d.Unfence(L), d.Repoint(F2, L))
+    assert plan.actions == (d.RenewLease(L), d.SetRole(L, names.LEADER), d.Unfence(L), d.Repoint(F2, L, names.db_slot(F2)))
     assert plan.notes[0].reason == reasons.FAILOVER_ABORTED
 
 
@@ -471,7 +480,7 @@ def test_a_stuck_failover_is_called_off_once_the_old_leader_answers_again():
                follower(F1, status=None, upstream=""), down(F2))
     plan = d.phase_plan(rec, back, spec, state, NOW)
     assert plan.outcome is d.Outcome.ABORTED and plan.current_leader == L
-    assert d.Unfence(L) in plan.actions and d.Repoint(F1, L) in plan.actions
+    assert d.Unfence(L) in plan.actions and d.Repoint(F1, L, names.db_slot(F1)) in plan.actions
     # No Promote was sent, so even an unreachable target cannot be a primary: called off too.
     unsure = obs(leader(lsn=5000, streaming=()), down(F1), down(F2))
     assert d.phase_plan(rec, unsure, spec, state, NOW).outcome is d.Outcome.ABORTED
@@ -492,7 +501,9 @@ def test_rewiring_moves_labels_repoints_and_sets_sync_names():
         d.SetRole(L, names.FENCED),
         d.SetRole(F1, names.LEADER),
         d.Unfence(F1),
-        d.Repoint(F2, F1),
+        # The promoted follower has no slots: they are created before anyone is pointed at them.
+        d.CreateSlots(F1, (names.db_slot(L), names.db_slot(F2))),
+        d.Repoint(F2, F1, names.db_slot(F2)),
         d.SetSyncStandbys(F1, ""),
     )
     assert plan.outcome is d.Outcome.DONE and plan.after is None and plan.current_leader == F1
@@ -557,7 +568,7 @@ def test_old_leader_back_as_primary_is_fenced_and_restarted():
 
 def test_follower_with_wrong_upstream_is_repointed():
     o = obs(leader(streaming=(F2,)), follower(F1, upstream="a-db-9", status=None), follower(F2))
-    assert d.Repoint(F1, L) in d.decide(o, STATE, SPEC, NOW, d.Memory()).actions
+    assert d.Repoint(F1, L, names.db_slot(F1)) in d.decide(o, STATE, SPEC, NOW, d.Memory()).actions
 
 
 def _with_addr(inst: Instance, hostaddr: str | None) -> Instance:
@@ -570,14 +581,14 @@ def test_follower_pinned_to_a_stale_leader_ip_is_repointed():
     o = obs(leader(ip="10.0.0.9", streaming=(F2,)),
             _with_addr(follower(F1, status=None), "10.0.0.1"), _with_addr(follower(F2), "10.0.0.9"))
     actions = d.decide(o, STATE, SPEC, NOW, d.Memory()).actions
-    assert d.Repoint(F1, L) in actions and d.Repoint(F2, L) not in actions
+    assert d.Repoint(F1, L, names.db_slot(F1)) in actions and d.Repoint(F2, L, names.db_slot(F2)) not in actions
 
 
 def test_unpinned_follower_is_repointed_only_when_it_does_not_stream():
     # start.sh writes host= only; a streaming follower keeps it (a re-point restarts its WAL receiver).
     o = obs(leader(streaming=(F2,)), follower(F1, status=None), follower(F2))
     actions = d.decide(o, STATE, SPEC, NOW, d.Memory()).actions
-    assert d.Repoint(F1, L) in actions and d.Repoint(F2, L) not in actions
+    assert d.Repoint(F1, L, names.db_slot(F1)) in actions and d.Repoint(F2, L, names.db_slot(F2)) not in actions
 
 
 def test_sync_names_follow_streaming_followers_when_preferred():
@@ -858,7 +869,7 @@ def test_a_failover_is_called_off_when_the_old_leader_is_back_before_anyone_was_
                follower(F2, status=None, upstream=""))
     plan = d.phase_plan(rec, back, SPEC, STATE, NOW)
     assert plan.outcome is d.Outcome.ABORTED and plan.current_leader == L
-    assert {d.Repoint(F1, L), d.Repoint(F2, L)} <= set(plan.actions)
+    assert {d.Repoint(F1, L, names.db_slot(F1)), d.Repoint(F2, L, names.db_slot(F2))} <= set(plan.actions)
     # Once the target is a primary, it was promoted: never call that off.
     promoted = obs(leader(streaming=(), role=names.FENCED), leader(F1, streaming=()), follower(F2))
     assert d.phase_plan(rec, promoted, SPEC, STATE, NOW).outcome is d.Outcome.NEXT
