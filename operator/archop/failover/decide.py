@@ -617,15 +617,18 @@ def _slot_upkeep(obs: DbObservation, leader: Instance, spec: DatabaseSpec,
 
 
 def cannot_catch_up(inst: Instance, leader: Instance) -> str | None:
-    """Why this follower can never catch up with `leader` by streaming, or None: its slot there is lost, or
-    it needs WAL older than the oldest segment the leader still has (no archive to fetch it from)."""
-    row = leader.probe.slot(names.db_slot(inst.name))
-    if row is not None and row.lost:
-        return f"its replication slot {row.name} on {leader.name} is lost (past max_slot_wal_keep_size)"
+    """Why this follower can never catch up with `leader` by streaming, or None:
+    - it needs WAL older than the oldest segment the leader still has (there is no archive to fetch it from).
+      This holds whatever the receiver's status says: a receiver that asks for removed WAL shows `streaming`
+      for a moment before every failure;
+    - or its slot there is lost (past max_slot_wal_keep_size) and it does not stream."""
     oldest, have = leader.probe.oldest_wal_lsn, _received(inst)
     if oldest is not None and 0 < have < oldest:
         return (f"it needs WAL from {format_lsn(have)}, and {leader.name}'s oldest WAL starts at "
                 f"{format_lsn(oldest)}")
+    row = leader.probe.slot(names.db_slot(inst.name))
+    if row is not None and row.lost and not inst.probe.streaming:
+        return f"its replication slot {row.name} on {leader.name} is lost (past max_slot_wal_keep_size)"
     return None
 
 
@@ -774,8 +777,10 @@ def _steady(obs: DbObservation, state: State, spec: DatabaseSpec, now: float, me
                 stuck.pop(inst.name)
         else:
             stuck.pop(inst.name, None)
-        why = cannot_catch_up(inst, leader) if p.primary_host == leader_host and not p.streaming else None
-        if why is not None and not deleting:
+        # Only a member: an instance being scaled away is not worth a copy of the database.
+        member = inst.ordinal < obs.desired
+        why = cannot_catch_up(inst, leader) if p.primary_host == leader_host else None
+        if why is not None and member and not deleting:
             first = behind.setdefault(inst.name, now)
             # One at a time: each rebuild copies the whole database from the leader.
             if now - first >= REBUILD_AFTER_SECONDS and not rebuild:

@@ -198,9 +198,22 @@ rebuild() {
   pending=$(rebuild_pending)
   log "rebuilding from a fresh base backup of $1 (the operator's rebuild marker)"
   touch "$pending"; sync "$pending"
+  fresh_slot
   base_backup
   rm -f "$PGDATA/$FENCED" "$pending"
   printf 'method=rebuild pod=%s at=%s\n' "$POD_NAME" "$(date +%s)" >"$PGDATA/$MARKER"
+}
+
+# This instance's slot on the primary, fresh (a lost one is dropped first; nothing streams through it while we
+# are down): it holds the WAL from before the base backup until we stream through it. The operator creates it
+# too; this is in case its drop of the lost slot raced with our last WAL receiver's retries. Best effort.
+fresh_slot() {
+  remote_sql "$ARCHOP_PRIMARY_HOST" "$PRIMARY_PORT" \
+    "select count(pg_drop_replication_slot(slot_name)) from pg_replication_slots
+      where slot_name = '$SLOT' and wal_status = 'lost' and not active" >/dev/null || true
+  remote_sql "$ARCHOP_PRIMARY_HOST" "$PRIMARY_PORT" \
+    "select count(pg_create_physical_replication_slot('$SLOT', true))
+      where not exists (select from pg_replication_slots where slot_name = '$SLOT')" >/dev/null || true
 }
 
 rebuild_pending() { echo "$(dirname "$PGDATA")/$POD_NAME.rebuilding"; }
