@@ -463,7 +463,8 @@ def test_a_switchover_whose_target_went_away_is_called_off():
     gone = obs(leader(lsn=2000, read_only=True, role=names.FENCED), down(F1), follower(F2))
     plan = d.phase_plan(rec, gone, SPEC, STATE, NOW)
     assert plan.outcome is d.Outcome.ABORTED and plan.after is None and plan.current_leader == L
-    assert plan.actions == (d.RenewLease(L), d.SetRole(L, names.LEADER), d.Unfence(L), d.Repoint(F2, L, names.db_slot(F2)))
+    assert plan.actions == (d.RenewLease(L), d.SetRole(L, names.LEADER), d.Unfence(L),
+                            d.Repoint(F2, L, names.db_slot(F2)))
     assert plan.notes[0].reason == reasons.FAILOVER_ABORTED
 
 
@@ -581,14 +582,16 @@ def test_follower_pinned_to_a_stale_leader_ip_is_repointed():
     o = obs(leader(ip="10.0.0.9", streaming=(F2,)),
             _with_addr(follower(F1, status=None), "10.0.0.1"), _with_addr(follower(F2), "10.0.0.9"))
     actions = d.decide(o, STATE, SPEC, NOW, d.Memory()).actions
-    assert d.Repoint(F1, L, names.db_slot(F1)) in actions and d.Repoint(F2, L, names.db_slot(F2)) not in actions
+    assert d.Repoint(F1, L, names.db_slot(F1)) in actions
+    assert d.Repoint(F2, L, names.db_slot(F2)) not in actions
 
 
 def test_unpinned_follower_is_repointed_only_when_it_does_not_stream():
     # start.sh writes host= only; a streaming follower keeps it (a re-point restarts its WAL receiver).
     o = obs(leader(streaming=(F2,)), follower(F1, status=None), follower(F2))
     actions = d.decide(o, STATE, SPEC, NOW, d.Memory()).actions
-    assert d.Repoint(F1, L, names.db_slot(F1)) in actions and d.Repoint(F2, L, names.db_slot(F2)) not in actions
+    assert d.Repoint(F1, L, names.db_slot(F1)) in actions
+    assert d.Repoint(F2, L, names.db_slot(F2)) not in actions
 
 
 def test_sync_names_follow_streaming_followers_when_preferred():

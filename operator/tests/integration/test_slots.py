@@ -1,5 +1,5 @@
-"""Replication slots and rebuilds on real Postgres 15: followers stream through the slots the operator keeps on
-the leader, a slot holds WAL while its follower is away, a follower whose slot was lost (past
+"""Replication slots and rebuilds on real Postgres 15: followers stream through the slots the operator keeps
+on the leader, a slot holds WAL while its follower is away, a follower whose slot was lost (past
 max_slot_wal_keep_size) is rebuilt by the pods' own start.sh, and a promoted leader gets slots for the
 others before they are re-pointed."""
 
@@ -62,15 +62,16 @@ async def test_followers_stream_through_their_slots_which_hold_wal_while_they_ar
     sql(leader, "create table t (id int primary key)")
     await wait_for(lambda: try_sql(f1, "select count(*) from t") == [(0,)], what="db-1 has the table")
     f1.stop()
-    held = sql(leader, "select restart_lsn::text from pg_replication_slots where slot_name = 'archop_db_1'")[0][0]
+    restart_lsn = "select restart_lsn::text from pg_replication_slots where slot_name = 'archop_db_1'"
+    held = sql(leader, restart_lsn)[0][0]
     for i in range(6):  # six segments further, each checkpoint free to remove what nobody holds
         sql(leader, f"insert into t values ({i})")
         sql(leader, "select pg_switch_wal()")
         sql(leader, "checkpoint")
     assert slots(leader)["archop_db_1"][1] in ("reserved", "extended")
-    assert sql(leader, f"select restart_lsn::text from pg_replication_slots "
-                       f"where slot_name = 'archop_db_1'")[0][0] == held
-    assert sql(leader, f"select count(*) from pg_ls_waldir() where name = pg_walfile_name('{held}')") == [(1,)]
+    assert sql(leader, restart_lsn)[0][0] == held
+    segment = f"select count(*) from pg_ls_waldir() where name = pg_walfile_name('{held}')"
+    assert sql(leader, segment) == [(1,)]  # the segment it will ask for first is still there
     # db-2's slot moved on with it: only the absent follower's slot holds old WAL.
     assert sql(leader, f"select restart_lsn > '{held}' from pg_replication_slots "
                        "where slot_name = 'archop_db_2'") == [(True,)]
