@@ -167,3 +167,16 @@ async def test_a_promoted_follower_gets_slots_for_the_others_before_they_are_rep
     step = await lb.steady(d.State(current_leader=new), SPEC)
     assert not [a for a in step.actions if isinstance(a, d.CreateSlots | d.DropSlots | d.Repoint)]
     assert streaming_from(new_leader, other)
+
+
+async def test_a_primary_is_never_rebuilt(pg):
+    from archop.failover.act import rebuild
+    from archop.health.probe import Target
+
+    from testsupport.postgres import init_leader
+
+    leader = pg.add(init_leader(pg.base, "db-0"))
+    with pytest.raises(RuntimeError, match="never rebuilt"):
+        await rebuild(Target(host="127.0.0.1", port=leader.port))  # loopback sets no cluster_name
+    assert sql(leader, "select pg_is_in_recovery()") == [(False,)]
+    assert not (leader.datadir / "archop-rebuild").exists()
