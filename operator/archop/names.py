@@ -88,6 +88,15 @@ def db_pod(arch: str, ordinal: int) -> str:
     return f"{arch}-db-{ordinal}"
 
 
+SLOT_PREFIX = "archop_"
+
+
+def db_slot(pod: str) -> str:
+    """The physical replication slot a follower streams through on the leader: archop_<pod, - as _>. Slot
+    names allow only lower-case letters, digits and underscores; start.sh derives the same name."""
+    return SLOT_PREFIX + pod.replace("-", "_")
+
+
 def db_pod_host(arch: str, pod: str, namespace: str) -> str:
     """Stable DNS name of one database pod, through the headless Service."""
     return f"{pod}.{db_headless(arch)}.{namespace}.svc"

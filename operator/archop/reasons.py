@@ -53,6 +53,10 @@ SWITCHOVER_STARTED = "SwitchoverStarted"
 SWITCHOVER_COMPLETED = "SwitchoverCompleted"
 FAILOVER_ABORTED = "FailoverAborted"  # nobody was promoted and the old leader answers again: it leads again
 SYNC_STANDBYS_UPDATED = "SynchronousStandbysUpdated"
+# A follower needs WAL the leader no longer has (its slot is lost, or it is older than the leader's oldest
+# segment): it is stopped with the rebuild marker and cloned afresh by its start script.
+REBUILD_STARTED = "RebuildStarted"
+FOLLOWER_REBUILT = "FollowerRebuilt"  # a rebuilt follower streams again
 
 
 # Failover/switchover reasons recorded in status.failover.reason (and used as event reasons where noted).

@@ -23,6 +23,22 @@ class Durability(StrEnum):
     PREFERRED = "preferred"
 
 
+_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+          "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+
+
+def quantity_bytes(text: str) -> int:
+    """A Kubernetes quantity as the CRD admits it for storage (1Gi, 1.5G, 500Mi) -> bytes."""
+    number = text.rstrip("".join({c for u in _UNITS for c in u}))
+    return int(float(number) * _UNITS[text[len(number):]])
+
+
+# A follower's slot may hold at most this share of the volume in WAL (max_slot_wal_keep_size), and never less
+# than one 16 MB segment. Past it the slot is lost and the operator rebuilds that follower instead.
+SLOT_WAL_SHARE = 0.25
+WAL_SEGMENT_MB = 16
+
+
 @dataclass(frozen=True)
 class Resources:
     requests: dict[str, str] = field(default_factory=dict)
@@ -85,6 +101,13 @@ class DatabaseSpec:
     @property
     def instances(self) -> int:
         return 1 + self.followers
+
+    @property
+    def slot_wal_keep_mb(self) -> int:
+        """max_slot_wal_keep_size for this volume size: a quarter of it, so that a follower that stays away
+        costs at most that much disk on the leader (the rest holds data, max_wal_size and wal_keep_size)."""
+        mb = int(quantity_bytes(self.storage_size) * SLOT_WAL_SHARE) // 2**20
+        return max(WAL_SEGMENT_MB, mb)
 
     @property
     def sync_required(self) -> bool:

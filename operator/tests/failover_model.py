@@ -36,6 +36,7 @@ from archop import names
 from archop.failover import decide as d
 from archop.failover import lease, report, runner
 from archop.failover.act import Executor
+from archop.handlers.monitor import MAINTENANCE_BEST_EFFORT
 from archop.health.model import DbObservation, Instance, PodState, Probe, ReplicaRow
 from archop.spec import DatabaseSpec
 
@@ -641,6 +642,13 @@ class Cluster:
                 m = self._reach(pod)
                 if m.role is Role.STANDBY:
                     self._promote(m)
+            case d.CreateSlots(pod=pod) | d.DropSlots(pod=pod) | d.SetSlotWalKeep(pod=pod):
+                # WAL retention is not modelled (every member keeps all WAL): slots change nothing here, but
+                # they need the instance to answer like any SQL effect.
+                self._reach(pod)
+            case d.Rebuild(pod=pod):
+                # The model reports no slots and no WAL horizon, so no follower ever looks unable to catch up.
+                raise AssertionError(f"a rebuild of {pod} was decided without evidence")
 
     def renew(self, pod: str) -> bool:
         """The operator's lease session runs a statement on `pod` (LeaseSession.renew)."""
@@ -792,7 +800,7 @@ class Monitor:
             result = await runner.run_failover(step.record, state, obs, spec, fx, clock=lambda: c.now)
             leader, message, obs = result.leader, result.message, result.obs
         else:
-            await executor.run_all(step.actions, best_effort=(d.Fence, d.DeletePod, d.Repoint))
+            await executor.run_all(step.actions, best_effort=MAINTENANCE_BEST_EFFORT)
             if c.annotations.get(d.SWITCHOVER_ANNOTATION) == leader:
                 c.annotations.pop(d.SWITCHOVER_ANNOTATION)
         last_seen = step.last_seen if step.kind is d.StepKind.STEADY else None

@@ -10,7 +10,7 @@ from archop import names, reasons
 from archop.failover import decide as d
 from archop.failover import lease, report
 from archop.failover.act import Executor, NotLeading
-from archop.health.model import DbObservation, Instance, PodState, Probe, ReplicaRow
+from archop.health.model import DbObservation, Instance, PodState, Probe, ReplicaRow, SlotRow
 from archop.spec import DatabaseSpec, Durability, FailoverSpec
 
 L, F1, F2 = "a-db-0", "a-db-1", "a-db-2"
@@ -31,9 +31,14 @@ def leader(
     tl: int = 1,
     read_only: bool = False,
     lease: tuple[str, ...] | None = (F1, F2),
+    slots: tuple[SlotRow, ...] | None = None,
+    oldest_wal: int | None = None,
     **podkw,
 ) -> Instance:
     rows = tuple(ReplicaRow(name=f, state="streaming", sync_state=sync) for f in streaming)
+    if slots is None:  # by default the leader keeps a slot for every other instance, in use while it streams
+        slots = tuple(SlotRow(names.db_slot(n), active=n in streaming, wal_status="reserved")
+                      for n in (L, F1, F2) if n != name)
     probe = Probe(
         reachable=True,
         in_recovery=False,
@@ -43,6 +48,8 @@ def leader(
         sync_standby_names=sync_names,
         read_only=read_only,
         lease_members=lease,
+        slots=slots,
+        oldest_wal_lsn=oldest_wal,
     )
     return Instance(name, pod(name, role, **podkw), probe)
 
@@ -57,6 +64,7 @@ def follower(
     role: str | None = names.FOLLOWER,
     tl: int = 1,
     marker: str | None = None,
+    slot: str | None = "",
     **podkw,
 ) -> Instance:
     probe = Probe(
@@ -69,6 +77,7 @@ def follower(
         primary_host=upstream,
         timeline=tl,
         rejoin_marker=marker,
+        primary_slot_name=names.db_slot(name) if slot == "" else slot,  # "": its own slot
     )
     return Instance(name, pod(name, role, **podkw), probe)
 
@@ -454,7 +463,8 @@ def test_a_switchover_whose_target_went_away_is_called_off():
     gone = obs(leader(lsn=2000, read_only=True, role=names.FENCED), down(F1), follower(F2))
     plan = d.phase_plan(rec, gone, SPEC, STATE, NOW)
     assert plan.outcome is d.Outcome.ABORTED and plan.after is None and plan.current_leader == L
-    assert plan.actions == (d.RenewLease(L), d.SetRole(L, names.LEADER), d.Unfence(L), d.Repoint(F2, L))
+    assert plan.actions == (d.RenewLease(L), d.SetRole(L, names.LEADER), d.Unfence(L),
+                            d.Repoint(F2, L, names.db_slot(F2)))
     assert plan.notes[0].reason == reasons.FAILOVER_ABORTED
 
 
@@ -471,7 +481,7 @@ def test_a_stuck_failover_is_called_off_once_the_old_leader_answers_again():
                follower(F1, status=None, upstream=""), down(F2))
     plan = d.phase_plan(rec, back, spec, state, NOW)
     assert plan.outcome is d.Outcome.ABORTED and plan.current_leader == L
-    assert d.Unfence(L) in plan.actions and d.Repoint(F1, L) in plan.actions
+    assert d.Unfence(L) in plan.actions and d.Repoint(F1, L, names.db_slot(F1)) in plan.actions
     # No Promote was sent, so even an unreachable target cannot be a primary: called off too.
     unsure = obs(leader(lsn=5000, streaming=()), down(F1), down(F2))
     assert d.phase_plan(rec, unsure, spec, state, NOW).outcome is d.Outcome.ABORTED
@@ -492,7 +502,9 @@ def test_rewiring_moves_labels_repoints_and_sets_sync_names():
         d.SetRole(L, names.FENCED),
         d.SetRole(F1, names.LEADER),
         d.Unfence(F1),
-        d.Repoint(F2, F1),
+        # The promoted follower has no slots: they are created before anyone is pointed at them.
+        d.CreateSlots(F1, (names.db_slot(L), names.db_slot(F2))),
+        d.Repoint(F2, F1, names.db_slot(F2)),
         d.SetSyncStandbys(F1, ""),
     )
     assert plan.outcome is d.Outcome.DONE and plan.after is None and plan.current_leader == F1
@@ -557,7 +569,7 @@ def test_old_leader_back_as_primary_is_fenced_and_restarted():
 
 def test_follower_with_wrong_upstream_is_repointed():
     o = obs(leader(streaming=(F2,)), follower(F1, upstream="a-db-9", status=None), follower(F2))
-    assert d.Repoint(F1, L) in d.decide(o, STATE, SPEC, NOW, d.Memory()).actions
+    assert d.Repoint(F1, L, names.db_slot(F1)) in d.decide(o, STATE, SPEC, NOW, d.Memory()).actions
 
 
 def _with_addr(inst: Instance, hostaddr: str | None) -> Instance:
@@ -570,14 +582,16 @@ def test_follower_pinned_to_a_stale_leader_ip_is_repointed():
     o = obs(leader(ip="10.0.0.9", streaming=(F2,)),
             _with_addr(follower(F1, status=None), "10.0.0.1"), _with_addr(follower(F2), "10.0.0.9"))
     actions = d.decide(o, STATE, SPEC, NOW, d.Memory()).actions
-    assert d.Repoint(F1, L) in actions and d.Repoint(F2, L) not in actions
+    assert d.Repoint(F1, L, names.db_slot(F1)) in actions
+    assert d.Repoint(F2, L, names.db_slot(F2)) not in actions
 
 
 def test_unpinned_follower_is_repointed_only_when_it_does_not_stream():
     # start.sh writes host= only; a streaming follower keeps it (a re-point restarts its WAL receiver).
     o = obs(leader(streaming=(F2,)), follower(F1, status=None), follower(F2))
     actions = d.decide(o, STATE, SPEC, NOW, d.Memory()).actions
-    assert d.Repoint(F1, L) in actions and d.Repoint(F2, L) not in actions
+    assert d.Repoint(F1, L, names.db_slot(F1)) in actions
+    assert d.Repoint(F2, L, names.db_slot(F2)) not in actions
 
 
 def test_sync_names_follow_streaming_followers_when_preferred():
@@ -858,7 +872,7 @@ def test_a_failover_is_called_off_when_the_old_leader_is_back_before_anyone_was_
                follower(F2, status=None, upstream=""))
     plan = d.phase_plan(rec, back, SPEC, STATE, NOW)
     assert plan.outcome is d.Outcome.ABORTED and plan.current_leader == L
-    assert {d.Repoint(F1, L), d.Repoint(F2, L)} <= set(plan.actions)
+    assert {d.Repoint(F1, L, names.db_slot(F1)), d.Repoint(F2, L, names.db_slot(F2))} <= set(plan.actions)
     # Once the target is a primary, it was promoted: never call that off.
     promoted = obs(leader(streaming=(), role=names.FENCED), leader(F1, streaming=()), follower(F2))
     assert d.phase_plan(rec, promoted, SPEC, STATE, NOW).outcome is d.Outcome.NEXT
@@ -872,3 +886,185 @@ def test_a_primary_that_is_not_the_leader_is_stopped_while_the_leader_is_unhealt
         step = d.decide(o, replace(STATE, current_leader=F1), SPEC, NOW, memory)
         assert step.kind in ("waiting", "blocked"), step.kind
         assert d.Stop(L) in step.actions and d.Fence(L) in step.actions
+
+
+# ------------------------------------------------------------------ replication slots and rebuilds
+
+S1, S2, S0 = names.db_slot(F1), names.db_slot(F2), names.db_slot(L)
+
+
+def slot_actions(step_or_plan) -> list[d.Action]:
+    return [a for a in step_or_plan.actions if isinstance(a, d.SLOT_ACTIONS)]
+
+
+def test_slot_names_derive_from_the_pod_name():
+    assert names.db_slot("shop-db-2") == "archop_shop_db_2"
+
+
+def test_the_leader_gets_a_slot_for_every_member_and_followers_name_it_only_once_it_exists():
+    # No slot yet: created first; the followers stream without one meanwhile (nothing to re-point).
+    none_yet = obs(leader(slots=()), follower(F1, slot=None), follower(F2, slot=None))
+    step = d.decide(none_yet, STATE, SPEC, NOW, d.Memory())
+    assert step.actions == (d.CreateSlots(L, (S1, S2)),)
+    # The slots exist: each follower is pointed at its own.
+    exist = obs(leader(), follower(F1, slot=None), follower(F2))
+    assert d.decide(exist, STATE, SPEC, NOW, d.Memory()).actions == (d.Repoint(F1, L, S1),)
+
+
+def test_a_follower_naming_a_slot_the_leader_lacks_streams_without_it():
+    """Postgres does not stream at all through a slot that does not exist: never leave a follower so."""
+    step = d.decide(obs(leader(slots=()), follower(F1), follower(F2)), STATE, SPEC, NOW, d.Memory())
+    assert step.actions[0] == d.CreateSlots(L, (S1, S2))  # before anything is pointed at them
+    assert {d.Repoint(F1, L, None), d.Repoint(F2, L, None)} <= set(step.actions)
+
+
+def test_slots_of_instances_that_are_no_longer_members_are_dropped_unless_in_use():
+    from archop.health.model import SlotRow
+
+    rows = (SlotRow(S1, True, "reserved"), SlotRow(S2, False, "reserved"), SlotRow("archop_a_db_7", True),
+            SlotRow("someone_elses", False, "reserved"))
+    # Scaled down to one follower: a-db-2 is no member; a-db-7's slot is still used by a WAL sender.
+    o = obs(leader(slots=rows), follower(F1), follower(F2), desired=2)
+    step = d.decide(o, STATE, replace(SPEC, followers=1), NOW, d.Memory())
+    assert d.DropSlots(L, (S2,)) in step.actions
+    assert not [a for a in step.actions if isinstance(a, d.CreateSlots)]
+    # Its follower streams without a slot from now on.
+    assert d.Repoint(F2, L, None) in step.actions
+
+
+def test_slots_a_follower_kept_from_when_it_led_are_dropped():
+    from archop.health.model import SlotRow
+
+    f1 = follower(F1)
+    f1 = replace(f1, probe=replace(f1.probe, slots=(SlotRow(S2, False, "reserved"), SlotRow(S0, True))))
+    step = d.decide(obs(leader(), f1, follower(F2)), STATE, SPEC, NOW, d.Memory())
+    assert step.actions == (d.DropSlots(F1, (S2,)),)  # the active one is left alone (retried next tick)
+
+
+def test_slot_retention_is_set_on_every_instance_from_the_volume_size():
+    insts = [leader(), follower(F1), follower(F2)]
+    insts = [replace(i, probe=replace(i.probe, slot_wal_keep_mb=256)) for i in insts]
+    spec = replace(SPEC, storage_size="10Gi")
+    step = d.decide(obs(*insts), STATE, spec, NOW, d.Memory())
+    assert step.actions == tuple(d.SetSlotWalKeep(n, 2560) for n in (L, F1, F2))
+    assert d.decide(obs(*insts), STATE, SPEC, NOW, d.Memory()).actions == ()  # 1Gi: 256 MB already
+    assert replace(SPEC, storage_size="32Mi").slot_wal_keep_mb == 16  # never below one WAL segment
+
+
+def test_slot_upkeep_never_holds_up_a_planned_switchover():
+    o = obs(leader(slots=()), follower(F1, slot=None), follower(F2, slot=None))
+    step = d.decide(o, replace(STATE, switchover_request=F1), SPEC, NOW, d.Memory())
+    assert step.kind == "failover" and step.record is not None and step.record.to == F1
+
+
+def test_rewiring_creates_the_new_leaders_slots_before_repointing_with_them():
+    rec = replace(REC, phase=d.REWIRING)
+    o = obs(down(L), leader(F1, streaming=(), slots=()), follower(F2))
+    plan = d.phase_plan(rec, o, SPEC, STATE, NOW)
+    create = plan.actions.index(d.CreateSlots(F1, (S0, S2)))  # the old leader's too: it rejoins
+    assert create < plan.actions.index(d.Repoint(F2, F1, S2))
+    assert d.CreateSlots in runner_best_effort()  # a failure never fails the phase
+
+
+def runner_best_effort() -> tuple[type, ...]:
+    from archop.failover import runner
+
+    return runner.BEST_EFFORT
+
+
+def test_an_aborted_failover_repoints_with_the_old_leaders_slot_only_where_it_has_one():
+    from archop.health.model import SlotRow
+
+    state = replace(STATE, failover=replace(REC, phase=d.PROMOTING))
+    o = obs(leader(slots=(SlotRow(S1, False, "reserved"),)), follower(F1, upstream=""),
+            follower(F2, upstream=""))
+    plan = d.phase_plan(state.failover, o, SPEC, state, NOW)
+    assert plan.outcome is d.Outcome.ABORTED
+    assert {d.Repoint(F1, L, S1), d.Repoint(F2, L, None)} <= set(plan.actions)
+
+
+def behind(name: str, **kw) -> Instance:
+    """A follower that cannot stream: its WAL receiver keeps failing at position 1000."""
+    return follower(name, recv=1000, status=None, age=None, **kw)
+
+
+def test_a_follower_behind_the_leaders_oldest_wal_is_rebuilt_once_it_stayed_so():
+    o = obs(leader(oldest_wal=5000, streaming=(F2,)), behind(F1), follower(F2))
+    first = d.decide(o, STATE, SPEC, NOW, d.Memory())
+    assert not [a for a in first.actions if isinstance(a, d.Rebuild)]  # it may just be reconnecting
+    later = d.decide(o, STATE, SPEC, NOW + d.REBUILD_AFTER_SECONDS - 1, first.memory)
+    assert not [a for a in later.actions if isinstance(a, d.Rebuild)]
+    step = d.decide(o, STATE, SPEC, NOW + d.REBUILD_AFTER_SECONDS, later.memory)
+    # A fresh slot first (it holds the WAL from before the base backup), then the stop with the marker.
+    assert step.actions[-2:] == (d.CreateSlots(L, (S1,)), d.Rebuild(F1))
+    note = next(n for n in step.notes if n.reason == reasons.REBUILD_STARTED)
+    assert note.warning and "oldest WAL" in note.message
+    assert F1 not in step.memory.behind_since
+
+
+def test_a_follower_whose_slot_is_lost_and_that_does_not_stream_is_rebuilt():
+    from archop.health.model import SlotRow
+
+    rows = (SlotRow(S1, False, "lost"), SlotRow(S2, True, "reserved"))
+    o = obs(leader(slots=rows, streaming=(F2,)), behind(F1), follower(F2))
+    mem = d.decide(o, STATE, SPEC, NOW, d.Memory()).memory
+    # The lost slot is the evidence: not recreated while its follower does not stream, and not named by it.
+    first = d.decide(o, STATE, SPEC, NOW, d.Memory())
+    assert not [a for a in first.actions if isinstance(a, d.CreateSlots)]
+    assert d.Repoint(F1, L, None) in first.actions
+    step = d.decide(o, STATE, SPEC, NOW + d.REBUILD_AFTER_SECONDS, mem)
+    assert d.Rebuild(F1) in step.actions
+    assert "lost" in next(n.message for n in step.notes if n.reason == reasons.REBUILD_STARTED)
+
+
+def test_a_follower_that_streams_again_despite_a_lost_slot_is_not_rebuilt_and_gets_a_fresh_slot():
+    from archop.health.model import SlotRow
+
+    rows = (SlotRow(S1, False, "lost"), SlotRow(S2, True, "reserved"))
+    o = obs(leader(slots=rows, oldest_wal=500), follower(F1, slot=None), follower(F2))
+    step = d.decide(o, STATE, SPEC, NOW + 100, d.Memory(behind_since={F1: NOW}))
+    assert not [a for a in step.actions if isinstance(a, d.Rebuild)]
+    assert step.actions == (d.CreateSlots(L, (S1,)),)
+    assert step.memory.behind_since == {}
+
+
+def test_rebuilds_one_at_a_time_and_never_a_leaving_or_deleted_instance():
+    o = obs(leader(oldest_wal=5000, streaming=()), behind(F1), behind(F2))
+    mem = d.Memory(behind_since={F1: NOW - 60, F2: NOW - 60})
+    step = d.decide(o, STATE, SPEC, NOW, mem)
+    assert [a for a in step.actions if isinstance(a, d.Rebuild)] == [d.Rebuild(F1)]
+    assert F2 in step.memory.behind_since  # its turn comes
+    deleting = obs(leader(oldest_wal=5000, streaming=()), behind(F1, deleting=True), behind(F2))
+    assert [a for a in d.decide(deleting, STATE, SPEC, NOW, mem).actions
+            if isinstance(a, d.Rebuild)] == [d.Rebuild(F2)]
+    scaled = obs(leader(oldest_wal=5000, lsn=9000, streaming=(F1,)), follower(F1, recv=9000), behind(F2),
+                 desired=2)
+    assert not [a for a in d.decide(scaled, STATE, replace(SPEC, followers=1), NOW, mem).actions
+                if isinstance(a, d.Rebuild)]
+
+
+def test_never_a_rebuild_during_a_failover_nor_of_the_leader():
+    """A rebuild is decided in the steady state only, for a follower of a healthy leader: never while a
+    failover runs (its candidates' WAL decides the promotion), never while the leader is unhealthy."""
+    o = obs(leader(oldest_wal=5000, streaming=()), behind(F1), behind(F2))
+    mem = d.Memory(behind_since={F1: NOW - 60, F2: NOW - 60})
+    for phase in d.Phase:
+        state = replace(STATE, failover=replace(REC, phase=phase))
+        assert d.decide(o, state, SPEC, NOW, mem).kind == "failover"
+        plan = d.phase_plan(state.failover, o, SPEC, state, NOW)
+        assert not [a for a in plan.actions if isinstance(a, d.Rebuild)]
+    unhealthy = obs(down(L), behind(F1), behind(F2))
+    for t in (NOW, NOW + 1):
+        step = d.decide(unhealthy, STATE, SPEC, t, replace(mem, leader_lost_since=NOW - 1))
+        assert not [a for a in step.actions if isinstance(a, d.Rebuild)]
+    # The leader itself is never a candidate, even when the numbers would say so.
+    o = obs(leader(oldest_wal=5000, lsn=1000, streaming=()), follower(F1, recv=9000), follower(F2, recv=9000))
+    assert not [a for a in d.decide(o, STATE, SPEC, NOW, mem).actions if isinstance(a, d.Rebuild)]
+
+
+def test_a_rebuilt_follower_that_streams_is_reported_once():
+    o = obs(leader(), follower(F1, marker="method=rebuild pod=a-db-1 at=1"), follower(F2))
+    step = d.decide(o, STATE, SPEC, NOW, d.Memory())
+    assert [n.reason for n in step.notes] == [reasons.FOLLOWER_REBUILT]
+    again = d.decide(o, STATE, SPEC, NOW + 1, step.memory)
+    assert again.notes == ()

@@ -65,6 +65,8 @@ async def fence(target: Target, checkpoint: bool = False) -> int:
 # In PGDATA, so pg_rewind (which drops files the source lacks) and a fresh base backup clear it; start.sh
 # never starts an instance carrying it as a primary. scripts/stop.sql writes it.
 FENCE_MARKER = "archop-fenced"
+# Also in PGDATA: start.sh wipes PGDATA and clones the primary afresh (stop.sql writes it for rebuild()).
+REBUILD_MARKER = "archop-rebuild"
 STOP_SQL = script("stop.sql")
 
 
@@ -133,6 +135,56 @@ async def unfence(target: Target) -> None:
 async def set_primary_conninfo(target: Target, conninfo: str) -> None:
     """Re-point (or, with '', detach) a follower without a restart; recovery_target_timeline is 'latest'."""
     await _exec(target, _alter("primary_conninfo", conninfo), "select pg_reload_conf()")
+
+
+async def repoint(target: Target, conninfo: str, slot: str | None) -> None:
+    """primary_conninfo and primary_slot_name in one reload (a change of either restarts the WAL receiver).
+    slot None: stream without a slot."""
+    await _exec(target, _alter("primary_conninfo", conninfo), _alter("primary_slot_name", slot),
+                "select pg_reload_conf()")
+
+
+def _names(slots: tuple[str, ...]) -> sql.Composed:
+    return sql.SQL("{}::text[]").format(sql.Literal(list(slots)))
+
+
+async def create_slots(target: Target, slots: tuple[str, ...]) -> int:
+    """Make sure each physical slot exists and holds WAL: a lost one nobody streams through is dropped and
+    created again, a missing one is created reserving WAL at once (immediately_reserve), so it holds the WAL
+    from now on even before its follower connects. Returns how many were created."""
+    done = await _exec(
+        target,
+        sql.SQL("select count(pg_drop_replication_slot(slot_name)) from pg_replication_slots "
+                "where slot_name = any({}) and wal_status = 'lost' and not active").format(_names(slots)),
+        sql.SQL("select count(pg_create_physical_replication_slot(n, true)) from unnest({}) n "
+                "where n not in (select slot_name from pg_replication_slots)").format(_names(slots)))
+    return int(done[-1] or 0)
+
+
+async def drop_slots(target: Target, slots: tuple[str, ...]) -> int:
+    """Drop these slots unless a WAL sender uses them (that one goes on; the next tick tries again)."""
+    done = await _exec(target, sql.SQL(
+        "select count(pg_drop_replication_slot(slot_name)) from pg_replication_slots "
+        "where slot_name = any({}) and not active").format(_names(slots)))
+    return int(done[0] or 0)
+
+
+async def set_slot_wal_keep(target: Target, megabytes: int) -> None:
+    await _exec(target, _alter("max_slot_wal_keep_size", f"{int(megabytes)}MB"), "select pg_reload_conf()")
+
+
+async def rebuild(target: Target, name: str | None = None) -> None:
+    """Stop a follower with the rebuild marker (fast shutdown); its start script then wipes PGDATA and takes a
+    fresh base backup from the primary on rw. Refuses anything but a standby that answers as `name`: a
+    primary is never rebuilt."""
+    cluster, in_recovery = await _exec(target, "select current_setting('cluster_name')",
+                                       "select pg_is_in_recovery()")
+    if name is not None and cluster != name:
+        raise NotThatInstance(f"{target.host} answers as {cluster!r}, not {name!r}")
+    if not in_recovery:
+        raise RuntimeError(f"{cluster} is a primary; a primary is never rebuilt")
+    with contextlib.suppress(psycopg.OperationalError):  # the shutdown ends our own session
+        await _exec(target, "set archop.stop_signal = 'INT'", "set archop.stop_marker = 'rebuild'", STOP_SQL)
 
 
 async def set_sync_standbys(target: Target, value: str) -> None:
@@ -247,8 +299,19 @@ class Executor:
                 await set_primary_conninfo(self._t(pod), "")
             case d.Promote(pod=pod):
                 await promote(self._t(pod))
-            case d.Repoint(pod=pod, leader=leader):
-                await set_primary_conninfo(self._t(pod), self.upstream(pod, leader))
+            case d.Repoint(pod=pod, leader=leader, slot=slot):
+                await repoint(self._t(pod), self.upstream(pod, leader), slot)
+            case d.CreateSlots(pod=pod, slots=slots):
+                if n := await create_slots(self._t(pod), slots):
+                    log.info("created %d replication slot(s) on %s", n, pod)
+            case d.DropSlots(pod=pod, slots=slots):
+                if n := await drop_slots(self._t(pod), slots):
+                    log.info("dropped %d replication slot(s) on %s", n, pod)
+            case d.SetSlotWalKeep(pod=pod, megabytes=mb):
+                await set_slot_wal_keep(self._t(pod), mb)
+            case d.Rebuild(pod=pod):
+                await rebuild(self._t(pod), name=pod)
+                log.warning("stopped %s with the rebuild marker (fresh base backup)", pod)
             case d.SetSyncStandbys(pod=pod, value=value):
                 await set_sync_standbys(self._t(pod), value)
 

@@ -48,6 +48,10 @@ STUCK_SECONDS = 10.0
 # CrashLoopBackOff gets its pod deleted, which restarts it at once. Failing at start exits 1 and keeps the
 # kubelet's back-off; so does a process killed again and again within seconds.
 KILLED_AFTER_SECONDS = 10.0
+# A follower that does not stream and needs WAL its leader no longer has (its slot is lost, or its position is
+# older than the leader's oldest WAL segment) this long is rebuilt from a fresh base backup. The wait lets a
+# follower that is just reconnecting show that it streams.
+REBUILD_AFTER_SECONDS = 10.0
 SWITCHOVER_ANNOTATION = f"{names.GROUP}/switchover-to"
 
 
@@ -234,6 +238,7 @@ class Memory:
     # wait for leaderTimeoutSeconds counts from there (the witness rule still applies).
     unwatched_since: float | None = None
     stuck_since: dict[str, float] = field(default_factory=dict)
+    behind_since: dict[str, float] = field(default_factory=dict)  # followers that cannot catch up (rebuild)
     seen_markers: frozenset[str] = frozenset()
 
 
@@ -293,6 +298,10 @@ class Promote:
 class Repoint:
     pod: str
     leader: str
+    # primary_slot_name: the follower's slot on `leader`, set only when the slot exists there (or was created
+    # by an earlier action of the same plan): Postgres refuses to stream through a slot that does not exist.
+    # None streams without a slot.
+    slot: str | None = None
 
 
 @dataclass(frozen=True)
@@ -303,6 +312,43 @@ class SetSyncStandbys:
 
 @dataclass(frozen=True)
 class DeletePod:
+    pod: str
+
+
+@dataclass(frozen=True)
+class CreateSlots:
+    """Make sure these physical replication slots exist on `pod` (the leader) and hold WAL: create the missing
+    ones (reserving WAL at once), recreate lost ones no WAL sender uses. Best effort everywhere: a follower
+    only names its slot once the slot is seen (or was just created), so a missing slot blocks nothing."""
+
+    pod: str
+    slots: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DropSlots:
+    """Drop these archop slots on `pod` unless a WAL sender uses them: slots of instances that are no longer
+    members (scale-down), and slots an instance kept from a time it led (they would pin its WAL)."""
+
+    pod: str
+    slots: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SetSlotWalKeep:
+    """max_slot_wal_keep_size on `pod` (ALTER SYSTEM + reload), on every instance so a promoted follower
+    bounds its slots from its first moment as leader."""
+
+    pod: str
+    megabytes: int
+
+
+@dataclass(frozen=True)
+class Rebuild:
+    """A follower that can never catch up by streaming: stop it with the rebuild marker; its start script
+    then wipes PGDATA and takes a fresh base backup from the primary on rw. Decided only in the steady state,
+    for a follower of a healthy leader."""
+
     pod: str
 
 
@@ -323,7 +369,9 @@ class SetLeaseMembers:
 
 
 Action = (SetRole | Fence | Stop | Unfence | Detach | Promote | Repoint | SetSyncStandbys | DeletePod
-          | SetLeaseMembers | RenewLease)
+          | SetLeaseMembers | RenewLease | CreateSlots | DropSlots | SetSlotWalKeep | Rebuild)
+# Slot upkeep: never holds up a planned change (a slot must never block a leader change).
+SLOT_ACTIONS = (CreateSlots, DropSlots, SetSlotWalKeep)
 
 
 @dataclass(frozen=True)
@@ -518,6 +566,72 @@ def snapshot(leader: Instance, quorum: SyncQuorum | None, now: float,
                           quorum=quorum, at=iso(now), lease_members=lease_members)
 
 
+# ---------------------------------------------------------------------------------------------- slots
+
+
+def member_slots(obs: DbObservation, leader: str) -> dict[str, str]:
+    """The slot of every desired instance but the leader, by pod: what the leader keeps for its followers
+    (after a failover the old leader is one of them: it rejoins)."""
+    return {i.name: names.db_slot(i.name) for i in obs.instances.values()
+            if i.name != leader and i.ordinal < obs.desired}
+
+
+def slot_to_use(leader: Instance | None, slot: str | None) -> str | None:
+    """primary_slot_name for a follower of `leader`: its slot when the leader has it and it still holds WAL;
+    otherwise None (stream without one: a missing slot would stop the follower from streaming at all, a
+    lost one protects nothing)."""
+    row = leader.probe.slot(slot) if leader is not None and slot else None
+    return slot if row is not None and not row.lost else None
+
+
+def _slot_upkeep(obs: DbObservation, leader: Instance, spec: DatabaseSpec,
+                 streaming: set[str]) -> list[Action]:
+    """Slots for the members, none for anyone else, and their WAL bounded by max_slot_wal_keep_size. A lost
+    slot is recreated only once its follower streams again (without it): while the follower does not, the
+    lost slot is the evidence the rebuild decision reads, and it holds no WAL."""
+    p = leader.probe
+    members = member_slots(obs, leader.name)
+    ours = set(members.values())
+    actions: list[Action] = []
+    rows = {r.name: r for r in p.slots}
+    create = sorted(slot for pod, slot in members.items()
+                    if slot not in rows or (rows[slot].lost and pod in streaming))
+    if create:
+        actions.append(CreateSlots(leader.name, tuple(create)))
+    stale = tuple(sorted(r.name for r in p.slots
+                         if r.name.startswith(names.SLOT_PREFIX) and r.name not in ours and not r.active))
+    if stale:
+        actions.append(DropSlots(leader.name, stale))
+    keep = spec.slot_wal_keep_mb
+    for inst in sorted(obs.instances.values(), key=lambda i: i.name):
+        q = inst.probe
+        if inst.name != leader.name and not q.is_follower:
+            continue
+        leftovers = tuple(sorted(r.name for r in q.slots
+                                 if r.name.startswith(names.SLOT_PREFIX) and not r.active))
+        if inst.name != leader.name and leftovers:
+            actions.append(DropSlots(inst.name, leftovers))
+        if q.slot_wal_keep_mb is not None and q.slot_wal_keep_mb != keep:
+            actions.append(SetSlotWalKeep(inst.name, keep))
+    return actions
+
+
+def cannot_catch_up(inst: Instance, leader: Instance) -> str | None:
+    """Why this follower can never catch up with `leader` by streaming, or None:
+    - it needs WAL older than the oldest segment the leader still has (there is no archive to fetch it from).
+      This holds whatever the receiver's status says: a receiver that asks for removed WAL shows `streaming`
+      for a moment before every failure;
+    - or its slot there is lost (past max_slot_wal_keep_size) and it does not stream."""
+    oldest, have = leader.probe.oldest_wal_lsn, _received(inst)
+    if oldest is not None and 0 < have < oldest:
+        return (f"it needs WAL from {format_lsn(have)}, and {leader.name}'s oldest WAL starts at "
+                f"{format_lsn(oldest)}")
+    row = leader.probe.slot(names.db_slot(inst.name))
+    if row is not None and row.lost and not inst.probe.streaming:
+        return f"its replication slot {row.name} on {leader.name} is lost (past max_slot_wal_keep_size)"
+    return None
+
+
 # ---------------------------------------------------------------------------------------------- the tick
 
 
@@ -623,6 +737,8 @@ def _steady(obs: DbObservation, state: State, spec: DatabaseSpec, now: float, me
     streaming_here = {r.name for r in leader.probe.replicas
                       if r.state == "streaming" and r.name in obs.instances}
     stuck = dict(memory.stuck_since)
+    behind = dict(memory.behind_since)
+    rebuild: list[Action] = []
     seen = set(memory.seen_markers)
     for inst in sorted(obs.instances.values(), key=lambda i: i.name):
         back_off = inst.pod.back_off_after_kill if inst.pod is not None and not inst.pod.deleting else None
@@ -644,8 +760,10 @@ def _steady(obs: DbObservation, state: State, spec: DatabaseSpec, now: float, me
             notes += rogue_notes
             continue
         is_streaming = p.streaming and inst.name in streaming_here
-        if p.primary_host != leader_host or _stale_address(p, leader_ip, is_streaming):
-            actions.append(Repoint(inst.name, leader_name))
+        slot = slot_to_use(leader, member_slots(obs, leader_name).get(inst.name))
+        if (p.primary_host != leader_host or _stale_address(p, leader_ip, is_streaming)
+                or p.primary_slot_name != slot):
+            actions.append(Repoint(inst.name, leader_name, slot))
         if is_streaming and inst.pod is not None and inst.pod.role != names.FOLLOWER:
             actions.append(SetRole(inst.name, names.FOLLOWER))
         # A follower on an older timeline that cannot stream from the leader diverged: restart it to rewind.
@@ -659,12 +777,31 @@ def _steady(obs: DbObservation, state: State, spec: DatabaseSpec, now: float, me
                 stuck.pop(inst.name)
         else:
             stuck.pop(inst.name, None)
+        # Only a member: an instance being scaled away is not worth a copy of the database.
+        member = inst.ordinal < obs.desired
+        why = cannot_catch_up(inst, leader) if p.primary_host == leader_host else None
+        if why is not None and member and not deleting:
+            first = behind.setdefault(inst.name, now)
+            # One at a time: each rebuild copies the whole database from the leader.
+            if now - first >= REBUILD_AFTER_SECONDS and not rebuild:
+                own = names.db_slot(inst.name)
+                # A fresh slot first: it holds the WAL from before the base backup starts.
+                rebuild += [CreateSlots(leader_name, (own,)), Rebuild(inst.name)]
+                notes.append(Note(reasons.REBUILD_STARTED, f"{inst.name} cannot catch up with {leader_name}: "
+                                  f"{why}; rebuilding it from a fresh base backup", True))
+                behind.pop(inst.name)
+        else:
+            behind.pop(inst.name, None)
         marker = _marker(p.rejoin_marker, inst.name)
         if marker and is_streaming and p.rejoin_marker not in seen:
             seen.add(p.rejoin_marker or "")
-            reason = reasons.FOLLOWER_REJOINED if marker == "rewind" else reasons.REJOIN_BY_BASE_BACKUP
-            notes.append(Note(reason, f"{inst.name} rejoined as a follower of {leader_name} by {marker}",
-                              warning=marker != "rewind"))
+            if marker == "rebuild":
+                notes.append(Note(reasons.FOLLOWER_REBUILT, f"{inst.name} was rebuilt from a base backup of "
+                                                            f"{leader_name} and streams again"))
+            else:
+                reason = reasons.FOLLOWER_REJOINED if marker == "rewind" else reasons.REJOIN_BY_BASE_BACKUP
+                notes.append(Note(reason, f"{inst.name} rejoined as a follower of {leader_name} by {marker}",
+                                  warning=marker != "rewind"))
     configured = SyncQuorum.parse(leader.probe.sync_standby_names)
     want = want_quorum(obs, leader_name, streaming_here, spec)
     lease_now = leader.probe.lease_members
@@ -681,7 +818,10 @@ def _steady(obs: DbObservation, state: State, spec: DatabaseSpec, now: float, me
         actions.append(SetSyncStandbys(leader_name, text))
         notes.append(Note(reasons.SYNC_STANDBYS_UPDATED, f"synchronous_standby_names = '{text}'"
                           + ("" if text or not spec.synchronous else " (no follower streams: asynchronous)")))
-    memory = replace(memory, stuck_since=stuck, seen_markers=frozenset(seen))
+    memory = replace(memory, stuck_since=stuck, behind_since=behind, seen_markers=frozenset(seen))
+    actions += rebuild
+    # Slot upkeep never holds up a planned change (the change's Rewiring creates the new leader's slots).
+    slots = _slot_upkeep(obs, leader, spec, streaming_here)
     planned = _planned_change(obs, state, spec, now, streaming_here)
     if isinstance(planned, FailoverRecord) and not actions:
         note = Note(reasons.SWITCHOVER_STARTED,
@@ -691,6 +831,8 @@ def _steady(obs: DbObservation, state: State, spec: DatabaseSpec, now: float, me
     if isinstance(planned, DeletePod) and not actions:
         actions.append(planned)
         notes.append(Note(reasons.POD_UPDATED, f"deleting {planned.pod} to run the new revision"))
+    # First: a slot must exist before a follower is pointed at it, and a rebuild's slot is fresh by then.
+    actions[:0] = slots
     msg = planned if isinstance(planned, str) else f"leader {leader_name} healthy"
     return Step(StepKind.STEADY, leader_name, None, memory, msg, tuple(actions), tuple(notes), last_seen,
                 persist_first)
@@ -909,7 +1051,8 @@ def _abort(record: FailoverRecord, obs: DbObservation, why: str) -> PhasePlan:
     """Call the change off: the old leader (a primary that answers) leads again, its followers follow it."""
     old = record.from_
     actions: list[Action] = [RenewLease(old), SetRole(old, names.LEADER), Unfence(old)]
-    actions += [Repoint(i.name, old) for i in sorted(obs.instances.values(), key=lambda i: i.name)
+    actions += [Repoint(i.name, old, slot_to_use(obs.get(old), names.db_slot(i.name)))
+                for i in sorted(obs.instances.values(), key=lambda i: i.name)
                 if i.name != old and i.probe.is_follower]
     note = Note(reasons.FAILOVER_ABORTED, f"{record.reason} {old} -> {record.to} called off: {why}", True)
     return PhasePlan(Outcome.ABORTED, tuple(actions), None, (note,), message=why, current_leader=old)
@@ -922,7 +1065,13 @@ def _rewiring(record: FailoverRecord, obs: DbObservation, spec: DatabaseSpec, no
         actions.append(Unfence(record.to))
     others = sorted(i.name for i in obs.instances.values()
                     if i.name not in (record.from_, record.to) and i.probe.is_follower)
-    actions += [Repoint(n, record.to) for n in others]
+    # A promoted follower has no slots (Postgres copies none to a standby): create one for every other member,
+    # the old leader's included, before the followers are pointed at them. Best effort: should it fail, the
+    # steady state sees the slot missing and points the follower without one.
+    slots = member_slots(obs, record.to)
+    if slots:
+        actions.append(CreateSlots(record.to, tuple(sorted(slots.values()))))
+    actions += [Repoint(n, record.to, slots.get(n)) for n in others]
     streaming = [r.name for r in (new.probe.replicas if new else ())
                  if r.state == "streaming" and r.name in obs.instances]
     # required: every other desired instance is named at once, so the new leader acknowledges nothing before

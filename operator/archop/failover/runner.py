@@ -23,9 +23,9 @@ from archop.spec import DatabaseSpec
 log = logging.getLogger(__name__)
 
 # A failure of these is collected and the phase goes on: fencing or detaching an instance that does not
-# answer is expected in a failover. Everything else (a required Stop, Promote, SetSyncStandbys, labels) must
-# succeed, or the phase raises and is run again on the next tick.
-BEST_EFFORT: tuple[type, ...] = (d.Fence, d.Detach, d.Repoint, d.Unfence)
+# answer is expected in a failover, and a slot must never hold up a leader change. Everything else (a required
+# Stop, Promote, SetSyncStandbys, labels) must succeed, or the phase raises and is run again on the next tick.
+BEST_EFFORT: tuple[type, ...] = (d.Fence, d.Detach, d.Repoint, d.Unfence, *d.SLOT_ACTIONS)
 # A wait this short (a lease running out) is slept through instead of ending the tick.
 SLEEP_THROUGH = 8.0
 

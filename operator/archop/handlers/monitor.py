@@ -37,7 +37,12 @@ EVENT_REPEAT = 30.0  # the same non-step event reason at most this often
 _STEP_EVENTS = {reasons.FAILOVER_STARTED, reasons.LEADER_FENCED, reasons.FOLLOWER_PROMOTED,
                 reasons.SERVICES_REWIRED, reasons.FOLLOWERS_REPOINTED, reasons.FAILOVER_COMPLETED,
                 reasons.SWITCHOVER_STARTED, reasons.SWITCHOVER_COMPLETED, reasons.FOLLOWER_REJOINED,
-                reasons.REJOIN_BY_BASE_BACKUP, reasons.LEADER_ELECTED}
+                reasons.REJOIN_BY_BASE_BACKUP, reasons.LEADER_ELECTED,
+                reasons.REBUILD_STARTED, reasons.FOLLOWER_REBUILT}
+
+
+# Steady-state upkeep whose failure is logged and retried next tick, without skipping the actions after it.
+MAINTENANCE_BEST_EFFORT: tuple[type, ...] = (d.Fence, d.DeletePod, d.Repoint, d.Rebuild, *d.SLOT_ACTIONS)
 
 
 def _now_iso() -> str:
@@ -189,7 +194,7 @@ class DbMonitor:
             if result.outcome is d.Outcome.DONE:
                 self.completed(result.record)
         else:
-            errors = await self.executor.run_all(step.actions, best_effort=(d.Fence, d.DeletePod, d.Repoint))
+            errors = await self.executor.run_all(step.actions, best_effort=MAINTENANCE_BEST_EFFORT)
             if errors:
                 self.log.info("some maintenance actions failed (retried next tick): %s", "; ".join(errors))
             if d.SWITCHOVER_ANNOTATION in annotations and annotations[d.SWITCHOVER_ANNOTATION] == leader:

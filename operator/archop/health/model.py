@@ -60,6 +60,20 @@ class ReplicaRow:
 
 
 @dataclass(frozen=True)
+class SlotRow:
+    """One physical replication slot (pg_replication_slots) on an instance."""
+
+    name: str
+    active: bool = False
+    wal_status: str = ""  # reserved, extended, unreserved, lost ('' when it reserves no WAL yet)
+
+    @property
+    def lost(self) -> bool:
+        """The WAL it held was removed (past max_slot_wal_keep_size): it protects nothing any more."""
+        return self.wal_status == "lost"
+
+
+@dataclass(frozen=True)
 class Probe:
     """One SQL probe of one instance. reachable=False means no answer within the probe's timeouts."""
 
@@ -82,6 +96,15 @@ class Probe:
     replicas: tuple[ReplicaRow, ...] = ()
     rejoin_marker: str | None = None  # contents of PGDATA/archop-rejoin, written by start.sh
     lease_members: tuple[str, ...] | None = None  # archop.followers (failover/lease.py); None: not set
+    slots: tuple[SlotRow, ...] = ()  # physical replication slots on this instance
+    primary_slot_name: str | None = None  # followers: the slot they stream through (None: none)
+    # Primaries: the start LSN of the oldest WAL segment still in pg_wal. A follower that needs older WAL can
+    # never catch up by streaming. None: not known.
+    oldest_wal_lsn: int | None = None
+    slot_wal_keep_mb: int | None = None  # max_slot_wal_keep_size in MB (-1: unlimited); None: not read
+
+    def slot(self, name: str) -> SlotRow | None:
+        return next((s for s in self.slots if s.name == name), None)
 
     @property
     def is_primary(self) -> bool:

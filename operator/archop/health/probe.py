@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from archop.health.model import Probe, ReplicaRow, parse_lsn
+from archop.health.model import Probe, ReplicaRow, SlotRow, parse_lsn
 
 _STATE_SQL = """
 select pg_is_in_recovery(),
@@ -29,7 +29,18 @@ select pg_is_in_recovery(),
        current_setting('synchronous_standby_names'),
        current_setting('primary_conninfo'),
        pg_read_file('archop-rejoin', 0, 200, true),
-       current_setting('archop.followers', true)
+       current_setting('archop.followers', true),
+       current_setting('primary_slot_name'),
+       (select setting::int from pg_settings where name = 'max_slot_wal_keep_size'),
+       case when pg_is_in_recovery() then null else
+         (select min(('x' || lpad(substr(name, 9, 8), 16, '0'))::bit(64)::bigint * 4294967296
+                     + ('x' || lpad(substr(name, 17, 8), 16, '0'))::bit(64)::bigint
+                       * (select setting::bigint from pg_settings where name = 'wal_segment_size'))
+            from pg_ls_waldir() where name ~ '^[0-9A-F]{24}$') end
+"""
+# Segment file names sort by timeline first, so the oldest WAL is the smallest LSN over all of them.
+_SLOTS_SQL = """
+select slot_name, active, coalesce(wal_status, '') from pg_replication_slots where slot_type = 'physical'
 """
 _RECEIVER_SQL = """
 select status, received_tli, extract(epoch from (clock_timestamp() - last_msg_receipt_time))::float8
@@ -93,7 +104,7 @@ async def _query(conn: psycopg.AsyncConnection) -> Probe:
     row = await cur.fetchone()
     assert row is not None
     (in_rec, cur_lsn, recv, replay, wal_tli, ckpt_tli, history_tli, read_only, sync_names, conninfo, marker,
-     lease) = row
+     lease, slot_name, slot_keep, oldest_wal) = row
     status = None
     msg_age = None
     recv_tli = None
@@ -109,6 +120,8 @@ async def _query(conn: psycopg.AsyncConnection) -> Probe:
             ReplicaRow(name=a or "", state=s or "", sync_state=ss or "", flush_lsn=parse_lsn(f),
                        replay_lsn=parse_lsn(rp), reply_age=age)
             for a, s, ss, f, rp, age in await cur.fetchall())
+    cur = await conn.execute(_SLOTS_SQL)
+    slots = tuple(SlotRow(name=n, active=bool(a), wal_status=w or "") for n, a, w in await cur.fetchall())
     host = hostaddr = None
     if in_rec:
         try:
@@ -127,7 +140,8 @@ async def _query(conn: psycopg.AsyncConnection) -> Probe:
         received_lsn=parse_lsn(recv), replay_lsn=parse_lsn(replay), receiver_status=status,
         receiver_msg_age=msg_age, primary_host=host, primary_hostaddr=hostaddr, read_only=read_only == "on",
         sync_standby_names=sync_names or "", replicas=replicas, rejoin_marker=(marker or "").strip() or None,
-        lease_members=parse_members(lease),
+        lease_members=parse_members(lease), slots=slots, primary_slot_name=slot_name or None,
+        oldest_wal_lsn=int(oldest_wal) if oldest_wal is not None else None, slot_wal_keep_mb=slot_keep,
     )
 
 

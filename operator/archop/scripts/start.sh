@@ -39,6 +39,9 @@ EXTRA_OPTS=${ARCHOP_EXTRA_OPTS:-}
 WAIT_PRIMARY=${ARCHOP_WAIT_PRIMARY_SECONDS:-0}   # 0: wait for a primary forever
 MARKER=archop-rejoin                            # read by the operator with pg_read_file
 FENCED=archop-fenced                            # written by the operator's hard fence (failover/act.py)
+REBUILD=archop-rebuild                          # written by the operator's rebuild (failover/act.py)
+# The operator's physical slot for this instance on the leader (names.db_slot): archop_<pod, - as _>.
+SLOT=${POD_NAME:-}; SLOT="archop_${SLOT//-/_}"
 CONN_TIMEOUTS="connect_timeout=2 tcp_user_timeout=4000"  # in primary_conninfo (act.py writes the same)
 LOCK_WAIT=${ARCHOP_LOCK_WAIT_SECONDS:-120}
 # A crashed leader looks this long for a follower the operator promoted meanwhile (see prepare_pgdata).
@@ -100,8 +103,22 @@ configure_follower() {
   # too) it hangs in connect() for minutes instead of resolving the name again.
   printf "primary_conninfo = 'host=%s port=%s user=%s passfile=%s application_name=%s %s'\n" \
     "$ARCHOP_PRIMARY_HOST" "$PRIMARY_PORT" "$REPL_USER" "$(passfile)" "$POD_NAME" "$CONN_TIMEOUTS" >>"$auto"
+  # Stream through this instance's slot only when the primary has it and it still holds WAL: Postgres does
+  # not stream at all through a slot that does not exist. The operator creates the slots (and points the
+  # follower at its slot once it sees it), so a missing one costs nothing but retention.
+  if [[ $(slot_usable) == 1 ]]; then
+    echo "primary_slot_name = '$SLOT'" >>"$auto"
+  fi
   echo "recovery_target_timeline = 'latest'" >>"$auto"
   touch "$PGDATA/standby.signal"
+}
+
+# Prints 1 when the primary on rw has this instance's slot and the slot still holds WAL, else 0.
+slot_usable() {
+  local n
+  n=$(remote_sql "$ARCHOP_PRIMARY_HOST" "$PRIMARY_PORT" \
+    "select count(*) from pg_replication_slots where slot_name = '$SLOT' and wal_status is distinct from 'lost'") || n=0
+  echo "${n:-0}"
 }
 
 wipe_pgdata() {
@@ -172,6 +189,35 @@ rejoin() {
   printf 'method=%s pod=%s at=%s\n' "$method" "$POD_NAME" "$(date +%s)" >"$PGDATA/$MARKER"
 }
 
+# The operator stopped this follower with the rebuild marker: it needs WAL the primary no longer has, so
+# neither streaming nor pg_rewind can bring it back. Wipe PGDATA and clone the primary afresh. A file next to
+# PGDATA says a rebuild is under way, so a base backup that fails half-way (PGDATA wiped, the marker gone)
+# is taken again at the next start instead of starting what is left.
+rebuild() {
+  local pending
+  pending=$(rebuild_pending)
+  log "rebuilding from a fresh base backup of $1 (the operator's rebuild marker)"
+  touch "$pending"; sync "$pending"
+  fresh_slot
+  base_backup
+  rm -f "$PGDATA/$FENCED" "$pending"
+  printf 'method=rebuild pod=%s at=%s\n' "$POD_NAME" "$(date +%s)" >"$PGDATA/$MARKER"
+}
+
+# This instance's slot on the primary, fresh (a lost one is dropped first; nothing streams through it while we
+# are down): it holds the WAL from before the base backup until we stream through it. The operator creates it
+# too; this is in case its drop of the lost slot raced with our last WAL receiver's retries. Best effort.
+fresh_slot() {
+  remote_sql "$ARCHOP_PRIMARY_HOST" "$PRIMARY_PORT" \
+    "select count(pg_drop_replication_slot(slot_name)) from pg_replication_slots
+      where slot_name = '$SLOT' and wal_status = 'lost' and not active" >/dev/null || true
+  remote_sql "$ARCHOP_PRIMARY_HOST" "$PRIMARY_PORT" \
+    "select count(pg_create_physical_replication_slot('$SLOT', true))
+      where not exists (select from pg_replication_slots where slot_name = '$SLOT')" >/dev/null || true
+}
+
+rebuild_pending() { echo "$(dirname "$PGDATA")/$POD_NAME.rebuilding"; }
+
 # After a crash (kill -9 of the postmaster) the lock file stays behind; in a shared process namespace its
 # pid may now belong to another process, which would make postgres refuse to start.
 clear_stale_pidfile() {
@@ -192,7 +238,12 @@ prepare() {
 # Decide how to start; prints the mode (bootstrap, clone, follower, rewind, primary).
 prepare_pgdata() {
   local found name tli waited=0
-  if [[ ! -s $PGDATA/PG_VERSION ]]; then
+  if [[ -f $PGDATA/$REBUILD || -f $(rebuild_pending) ]]; then
+    # Never onto itself: only another primary can be the source.
+    log "the operator asked for a rebuild: waiting for a primary on $ARCHOP_PRIMARY_HOST to clone"
+    until found=$(primary_on_rw) && name=${found%%|*} && [[ $name != "$POD_NAME" ]]; do sleep 1; done
+    rebuild "$name"; echo rebuild
+  elif [[ ! -s $PGDATA/PG_VERSION ]]; then
     if [[ $POD_NAME == "$BOOTSTRAP_LEADER" ]] && ! primary_on_rw >/dev/null && ! any_peer_alive; then
       bootstrap; echo bootstrap
     else
