@@ -386,11 +386,12 @@ def test_sync_quorum_parse_and_widen():
 REC = d.FailoverRecord(d.FENCING, L, F1, reasons.LEADER_UNREACHABLE, "2024-01-01T00:00:00.000Z")
 
 
-def promoting(pod: str, sync: str = "") -> tuple[d.Action, ...]:
+def promoting(pod: str, sync: str = "", floor: int = 1) -> tuple[d.Action, ...]:
     """What a promotion does, in order: the new leader's standbys and lease members while it is a standby,
-    its lease renewed, then pg_promote."""
+    its lease renewed, then pg_promote past the tier's newest timeline (`floor`)."""
     members = tuple(n for n in (L, F1, F2) if n != pod)
-    return (d.SetSyncStandbys(pod, sync), d.SetLeaseMembers(pod, members), d.RenewLease(pod), d.Promote(pod))
+    return (d.SetSyncStandbys(pod, sync), d.SetLeaseMembers(pod, members), d.RenewLease(pod),
+            d.Promote(pod, floor))
 
 
 def test_fencing_unreachable_leader_relabels_and_detaches_followers():
@@ -1068,3 +1069,15 @@ def test_a_rebuilt_follower_that_streams_is_reported_once():
     assert [n.reason for n in step.notes] == [reasons.FOLLOWER_REBUILT]
     again = d.decide(o, STATE, SPEC, NOW + 1, step.memory)
     assert again.notes == ()
+
+
+def test_a_promotion_passes_the_newest_timeline_seen_anywhere():
+    """The last healthy leader's timeline counts even when that leader is gone now (a second failover right
+    after a first): the candidate must not reuse its ID."""
+    o = obs(down(L, names.LEADER), follower(F1), follower(F2))
+    rec = replace(REC, phase=d.PROMOTING, stopped=True)
+    state = replace(STATE, last_seen=d.LeaderSnapshot(name=L, lsn=0, timeline=7))
+    plan = d.phase_plan(rec, o, SPEC, state, NOW)
+    promotes = [a for a in plan.actions if isinstance(a, d.Promote)]
+    assert promotes and promotes[0].timeline_floor == 7, plan
+    assert d.timeline_floor(o, d.State(current_leader=L)) == 1

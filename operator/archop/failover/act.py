@@ -191,8 +191,36 @@ async def set_sync_standbys(target: Target, value: str) -> None:
     await _exec(target, _alter("synchronous_standby_names", value), "select pg_reload_conf()")
 
 
-async def promote(target: Target, wait_seconds: int = 30) -> bool:
-    """pg_promote(wait => true); a no-op when the instance is already a primary."""
+# Postgres names a promotion's timeline after the newest timeline history in its own pg_wal. A follower that
+# never saw another leader's timeline would reuse its ID, so the operator first leaves a placeholder history
+# for every timeline up to the newest one used in the tier. Its one entry forks at 0/0, before anything this
+# follower replayed, so recovery (recovery_target_timeline = latest) never switches to it; only its
+# existence counts. Spaces separate the fields: Postgres reads them with sscanf, and COPY would escape tabs.
+RESERVE_TIMELINES_SQL = """
+do $$
+declare
+  t int;
+  f text;
+begin
+  if not pg_is_in_recovery() then
+    return;
+  end if;
+  for t in 2..{floor} loop
+    f := current_setting('data_directory') || '/pg_wal/' || lpad(upper(to_hex(t)), 8, '0') || '.history';
+    if pg_stat_file(f, true) is null then
+      execute format('copy (select %L) to %L',
+                     (t - 1)::text || ' 0/0 archop: timeline ' || t || ' was used by another leader', f);
+    end if;
+  end loop;
+end $$
+"""
+
+
+async def promote(target: Target, wait_seconds: int = 30, timeline_floor: int = 0) -> bool:
+    """pg_promote(wait => true) onto a timeline newer than `timeline_floor`; a no-op when the instance is
+    already a primary."""
+    if timeline_floor >= 2:
+        await _exec(target, RESERVE_TIMELINES_SQL.format(floor=int(timeline_floor)), timeout=3.0)
     res = await _exec(
         target,
         f"select case when pg_is_in_recovery() then pg_promote(true, {int(wait_seconds)}) else true end",
@@ -297,8 +325,8 @@ class Executor:
                 await unfence(self._t(pod))
             case d.Detach(pod=pod):
                 await set_primary_conninfo(self._t(pod), "")
-            case d.Promote(pod=pod):
-                await promote(self._t(pod))
+            case d.Promote(pod=pod, timeline_floor=floor):
+                await promote(self._t(pod), timeline_floor=floor)
             case d.Repoint(pod=pod, leader=leader, slot=slot):
                 await repoint(self._t(pod), self.upstream(pod, leader), slot)
             case d.CreateSlots(pod=pod, slots=slots):

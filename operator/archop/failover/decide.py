@@ -292,6 +292,10 @@ class Detach:
 @dataclass(frozen=True)
 class Promote:
     pod: str
+    # The newest timeline used anywhere in the tier: the promotion must take a newer one, or two leaders'
+    # timelines share an ID (a follower that never saw the other's history would pick the same) and a
+    # follower of the first can neither follow the second nor be rewound onto it.
+    timeline_floor: int = 0
 
 
 @dataclass(frozen=True)
@@ -994,7 +998,7 @@ def _promoting(record: FailoverRecord, obs: DbObservation, spec: DatabaseSpec, s
         if target is None or not target.probe.is_follower:
             return PhasePlan(Outcome.WAIT, (), record,
                              message=f"{record.to} may have been promoted already; waiting for it to answer")
-        return _promote(record, obs, spec, [])
+        return _promote(record, obs, spec, [], timeline_floor(obs, state))
     old = obs.get(record.from_)
     old_alive = old is not None and old.probe.is_primary
     actions: list[Action] = []
@@ -1008,7 +1012,7 @@ def _promoting(record: FailoverRecord, obs: DbObservation, spec: DatabaseSpec, s
         # Caught up while read-only. A clean stop now hands the target whatever a client still committed
         # with BEGIN READ WRITE, and nothing can commit on the old leader once the target is promoted.
         actions.append(Stop(record.from_, clean=True))
-        return _promote(record, obs, spec, actions)
+        return _promote(record, obs, spec, actions, timeline_floor(obs, state))
     if old_alive and not any(i.probe.is_primary for i in obs.instances.values() if i.name != record.from_):
         # Nobody was promoted (no Promote was sent) and the old leader answers as a primary again (a blip
         # shorter than its lease, or a crash restart): the cause is gone.
@@ -1029,11 +1033,19 @@ def _promoting(record: FailoverRecord, obs: DbObservation, spec: DatabaseSpec, s
                          message=choice.why)
     # The best eligible follower now, which may differ from the one chosen when the failover started (the
     # receivers are stopped now, and the lease and quorum rules may rule that one out).
-    return _promote(replace(record, to=choice.name), obs, spec, actions)
+    return _promote(replace(record, to=choice.name), obs, spec, actions, timeline_floor(obs, state))
+
+
+def timeline_floor(obs: DbObservation, state: State) -> int:
+    """The newest timeline any instance answers with now, or the last healthy leader had."""
+    seen = [i.probe.timeline or 0 for i in obs.instances.values()]
+    if state.last_seen is not None and state.last_seen.timeline:
+        seen.append(state.last_seen.timeline)
+    return max(seen, default=0)
 
 
 def _promote(record: FailoverRecord, obs: DbObservation, spec: DatabaseSpec,
-             actions: list[Action]) -> PhasePlan:
+             actions: list[Action], floor: int = 0) -> PhasePlan:
     """Promote record.to. Before it: its synchronous standbys and lease members (ALTER SYSTEM works on a
     standby), so it acknowledges nothing asynchronously in required mode and its agent counts the right
     followers from its first moment as a primary; then its lease is renewed; and the record says that a
@@ -1041,7 +1053,7 @@ def _promote(record: FailoverRecord, obs: DbObservation, spec: DatabaseSpec,
     to = record.to
     actions += [SetSyncStandbys(to, render_quorum(want_quorum(obs, to, (), spec))),
                 SetLeaseMembers(to, followers_of_record(obs, to, ()) if spec.failover.enabled else ()),
-                RenewLease(to), Promote(to)]
+                RenewLease(to), Promote(to, floor)]
     sent = replace(record, promote_sent=True)
     note = Note(reasons.FOLLOWER_PROMOTED, f"{to} promoted to leader")
     return PhasePlan(Outcome.NEXT, tuple(actions), replace(sent, phase=REWIRING), (note,), before=sent)

@@ -27,3 +27,29 @@ async def test_a_follower_that_streamed_across_a_promotion_keeps_the_new_timelin
     # The case itself: db-2 made no checkpoint on timeline 2, so pg_control still says 1.
     assert sql(f2, "select timeline_id from pg_control_checkpoint()") == [(1,)]
     assert (await probe(Target("127.0.0.1", f2.port))).timeline == 2
+
+
+async def test_a_promotion_takes_a_timeline_newer_than_any_used_in_the_tier(pg):
+    """Two followers of one leader; one is promoted (timeline 2) while the other never hears of it. Promoted
+    in turn, Postgres alone would name its timeline 2 as well: two histories with one ID, and the first's
+    follower could neither follow nor be rewound. With the tier's newest timeline as floor it takes 3."""
+    leader, f1, f2, _, _ = await three_streaming(pg)
+    leader.stop("immediate")
+    assert await act.promote(Target("127.0.0.1", f1.port))
+    assert sql(f1, "select timeline_id from pg_control_checkpoint()") == [(2,)]
+    await act.set_primary_conninfo(Target("127.0.0.1", f2.port), "")  # it never follows f1
+    assert await act.promote(Target("127.0.0.1", f2.port), timeline_floor=2)
+    assert sql(f2, "select timeline_id from pg_control_checkpoint()") == [(3,)]
+    # The placeholder is only a name: f2's own history goes 1 -> 3.
+    history = sql(f2, "select pg_read_file('pg_wal/00000003.history')")[0][0]
+    assert history.split()[0] == "1", history
+
+
+async def test_without_the_floor_the_second_promotion_reuses_the_id(pg):
+    """The case the floor exists for (if Postgres changed this, the test above would prove nothing)."""
+    leader, f1, f2, _, _ = await three_streaming(pg)
+    leader.stop("immediate")
+    assert await act.promote(Target("127.0.0.1", f1.port))
+    await act.set_primary_conninfo(Target("127.0.0.1", f2.port), "")
+    assert await act.promote(Target("127.0.0.1", f2.port))
+    assert sql(f2, "select timeline_id from pg_control_checkpoint()") == [(2,)]
