@@ -95,7 +95,7 @@ demo: cluster images install ## the main job: cluster, images, operator by Helm,
 	@echo "Watch: kubectl get events --field-selector involvedObject.kind=Architecture -w"
 
 e2e: venv cluster images install ## the cluster test suite (operator installed by Helm)
-	E2E_INGRESS_URL=http://$$(e2e/cluster/cluster.sh ingress-ip) $(PYTEST) -q -p no:cacheprovider e2e/tests
+	E2E_INGRESS_URL=http://$$(e2e/cluster/cluster.sh ingress-ip) $(PYTEST) -q -p no:cacheprovider --durations=15 e2e/tests
 
 bench-failover: venv ## failover benchmark on the cluster -> bench/results/failover.json
 	$(VENV)/bin/python -m bench.failover

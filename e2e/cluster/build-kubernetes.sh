@@ -50,5 +50,8 @@ for p in $pkgs; do
 done
 for cmd in kubeadm kubelet kubectl kube-apiserver kube-controller-manager kube-scheduler kube-proxy; do
   echo "building $cmd ${K8S_VERSION}"
-  CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" -o "$out/$cmd" "k8s.io/kubernetes/cmd/$cmd"
+  # No DWARF at all (the linker strips it anyway with -s -w): the compiler then never generates it, which
+  # shortens a cold build of these seven binaries on two cores.
+  CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -gcflags=all=-dwarf=false -ldflags "$ldflags" \
+    -o "$out/$cmd" "k8s.io/kubernetes/cmd/$cmd"
 done
