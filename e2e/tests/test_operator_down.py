@@ -24,6 +24,11 @@ def operator_pods() -> list[str]:
     return [p["metadata"]["name"] for p in pods]
 
 
+def postgres_restarts(namespace: str, pod: str) -> int:
+    statuses = get_json("pod", pod, namespace=namespace)["status"].get("containerStatuses") or []
+    return sum(int(c.get("restartCount") or 0) for c in statuses if c["name"] == "postgres")
+
+
 def scale_operator(replicas: int) -> None:
     kubectl("scale", "deployment", "-l", SELECTOR, "-n", OPERATOR_NAMESPACE, f"--replicas={replicas}")
 
@@ -44,10 +49,16 @@ def test_leader_crash_while_the_operator_is_down(namespace: str) -> None:
         # No renewal any more: the failsafe alone keeps the leader writing, well past the lease's TTL.
         wait_for(lambda: any(t > down_at + 10 for _, t in traffic.acks()), 60,
                  "writes acknowledged 10 s after the operator went down")
+        restarts = postgres_restarts(namespace, leader)
         crashed_at = time.time()
         kubectl("exec", leader, "-n", namespace, "-c", "postgres", "--", "bash", "-c",
                 'kill -9 "$(head -1 "$PGDATA/postmaster.pid")"')
-        wait_for(lambda: any(t > crashed_at for _, t in traffic.acks()), 240,
+        wait_for(lambda: postgres_restarts(namespace, leader) > restarts, 120,
+                 "the postgres container restarts")
+        # The writer feels the crash (a failed write after it), then writes are acknowledged again.
+        failed_at = wait_for(lambda: min((t for _, t in traffic.errors() if t > crashed_at), default=None),
+                             120, "a write failing after the crash")
+        wait_for(lambda: any(t > failed_at for _, t in traffic.acks()), 240,
                  "writes acknowledged again after the crash, with the operator still down")
         assert not operator_pods()
         # The crashed leader came back gated and its agent opened the gate on the failsafe, not on a renewal.
