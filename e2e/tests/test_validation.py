@@ -186,7 +186,11 @@ def default_storage_class() -> str:
 def stored(namespace: str) -> dict[str, Any]:
     """A small stored Architecture for the update rules (no cache, CDN or ingress; one database pod)."""
     spec = {
-        "database": {"followers": 0, "storage": {"size": "2Gi", "storageClassName": default_storage_class()}},
+        "database": {
+            "followers": 0,  # no follower to fail over to, so failover must be off (a CEL rule)
+            "failover": {"enabled": False},
+            "storage": {"size": "2Gi", "storageClassName": default_storage_class()},
+        },
         "cache": {"enabled": False},
         "cdn": {"enabled": False},
         "ingress": {"enabled": False},
