@@ -165,21 +165,47 @@ def _program(rule: str) -> Any:
     return env.program(env.compile(rule), functions=_cel_functions())
 
 
+def _as_cel_json(value: Any, node: dict[str, Any]) -> Any:
+    """As the API server hands values to CEL: a `type: number` field is a double even when written as 0."""
+    if node.get("type") == "number" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, dict):
+        props = node.get("properties") or {}
+        return {k: _as_cel_json(v, props.get(k, {})) for k, v in value.items()}
+    return value
+
+
+@functools.cache
+def _schema_index() -> dict[str, dict[str, Any]]:
+    """Read-only: every schema node by path, and the CEL rules, parsed once per test session."""
+    return dict(walk(openapi_schema()))
+
+
+def _schema_at(path: str) -> dict[str, Any]:
+    return _schema_index()[path]
+
+
+def _rules() -> list[tuple[str, dict[str, str]]]:
+    return [(path, rule) for path, node in _schema_index().items()
+            for rule in node.get("x-kubernetes-validations", [])]
+
+
 def cel_errors(new: dict[str, Any], old: dict[str, Any] | None = None) -> list[str]:
     """Messages of every CEL rule the (defaulted) object breaks; transition rules only when old is given."""
     import celpy
 
     errors: list[str] = []
-    for path, rule in cel_rules():
+    for path, rule in _rules():
         present, value = _value_at(new, path)
         if not present:
             continue
-        activation: dict[str, Any] = {"self": celpy.json_to_cel(_escape(value))}
+        node = _schema_at(path)
+        activation: dict[str, Any] = {"self": celpy.json_to_cel(_escape(_as_cel_json(value, node)))}
         if "oldSelf" in rule["rule"]:
             old_present, old_value = _value_at(old, path) if old is not None else (False, None)
             if not old_present:
                 continue  # transition rules run on updates only, when the old object had the field
-            activation["oldSelf"] = celpy.json_to_cel(_escape(old_value))
+            activation["oldSelf"] = celpy.json_to_cel(_escape(_as_cel_json(old_value, node)))
         result = _program(rule["rule"]).evaluate(activation)
         if isinstance(result, Exception) or not bool(result):
             errors.append(rule["message"])
@@ -198,7 +224,8 @@ def defaults_breaking_rules() -> list[str]:
         for rule in node.get("x-kubernetes-validations", []):
             if "oldSelf" in rule["rule"]:
                 continue
-            result = _program(rule["rule"]).evaluate({"self": celpy.json_to_cel(_escape(node["default"]))})
+            default = _escape(_as_cel_json(node["default"], node))
+            result = _program(rule["rule"]).evaluate({"self": celpy.json_to_cel(default)})
             if isinstance(result, Exception) or not bool(result):
                 broken.append(f"{path}: {rule['message']}")
     return broken
