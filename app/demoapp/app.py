@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from demoapp import repo
+from demoapp import repo, routes
 from demoapp.cache import Cache
 from demoapp.config import Settings
 from demoapp.db import Db, DbUnavailable
@@ -89,6 +89,27 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
+def create_metrics_app(metrics: Metrics) -> web.Application:
+    """GET /metrics alone, for its own port (DEMOAPP_METRICS_PORT): the API port does not serve it, so
+    nothing that reaches the API (the Ingress, the CDN sidecar) can read the metrics."""
+    app = web.Application()
+    app[METRICS] = metrics
+    app.router.add_get("/metrics", routes.metrics)
+    app.on_response_prepare.append(_server_header)
+    return app
+
+
+async def serve_metrics(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx of the API app: the metrics app on settings.metrics_port while the API app runs."""
+    settings = app[SETTINGS]
+    runner = web.AppRunner(create_metrics_app(app[METRICS]), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.host, settings.metrics_port).start()
+    log.info("metrics served", extra={"port": settings.metrics_port})
+    yield
+    await runner.cleanup()
+
+
 def describe(settings: Settings) -> dict[str, Any]:
     """What the app is wired to, for the startup log line (no passwords)."""
     return {
@@ -96,5 +117,5 @@ def describe(settings: Settings) -> dict[str, Any]:
         "db_ro": f"{settings.db_ro_host}:{settings.db_ro_port}" if settings.db_ro_host else None,
         "db_name": settings.db_name, "db_user": settings.db_user,
         "cache": f"{settings.redis_host}:{settings.redis_port}" if settings.cache_active else "off",
-        "cache_ttl_seconds": settings.cache_ttl_seconds,
+        "cache_ttl_seconds": settings.cache_ttl_seconds, "metrics_port": settings.metrics_port,
     }

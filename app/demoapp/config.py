@@ -19,6 +19,7 @@ def _bool(raw: str) -> bool:
 @dataclass(frozen=True)
 class Settings:
     port: int = 8080
+    metrics_port: int = 9102  # /metrics only; the app's Service does not expose it
     host: str = "0.0.0.0"
     db_rw_host: str = "127.0.0.1"
     db_ro_host: str | None = None  # None: reads go to rw
@@ -47,6 +48,7 @@ class Settings:
         port = int(e.get("DEMOAPP_DB_PORT", d.db_rw_port))
         return cls(
             port=int(e.get("DEMOAPP_PORT", d.port)),
+            metrics_port=int(e.get("DEMOAPP_METRICS_PORT", d.metrics_port)),
             host=e.get("DEMOAPP_HOST", d.host),
             db_rw_host=e.get("DEMOAPP_DB_RW_HOST", d.db_rw_host),
             db_ro_host=e.get("DEMOAPP_DB_RO_HOST") or None,

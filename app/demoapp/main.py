@@ -8,7 +8,7 @@ import os
 from aiohttp import web
 
 from demoapp import jsonlog
-from demoapp.app import create_app, describe
+from demoapp.app import create_app, describe, serve_metrics
 from demoapp.config import Settings
 
 
@@ -17,8 +17,10 @@ def main() -> None:
     settings = Settings.from_env()
     log = logging.getLogger("demoapp")
     log.info("starting", extra={"port": settings.port, **describe(settings)})
+    app = create_app(settings)
+    app.cleanup_ctx.append(serve_metrics)  # /metrics on its own port, never on the API port
     web.run_app(
-        create_app(settings), host=settings.host, port=settings.port, print=None,
+        app, host=settings.host, port=settings.port, print=None,
         access_log_class=jsonlog.AccessLogger, access_log=logging.getLogger("demoapp.access"),
         shutdown_timeout=10.0,  # in-flight requests finish; the Pod's grace period is longer
     )

@@ -1,7 +1,9 @@
 """SQL for the social graph. Each function takes a connection; transactions are the caller's.
 
 `follows` is the truth; `users.followers` (ids) and the two counts are its denormalised copy, changed in
-the same transaction as the edge so they never disagree.
+the same transaction as the edge so they never disagree. The array holds the first LIST_LIMIT followers
+only (in follow order), never more: a popular user's row stays small, and so does every follow's rewrite of
+it; an unfollow refills it from `follows`.
 """
 
 from __future__ import annotations
@@ -91,7 +93,10 @@ async def get_followers(conn: AsyncConnection[Any], uid: int) -> dict[str, Any] 
     cur = await conn.execute(
         "SELECT followers[1:%s], follower_count FROM users WHERE id = %s", (LIST_LIMIT, uid))
     row = await cur.fetchone()
-    return {"id": uid, "followers": list(row[0] or []), "count": row[1]} if row else None
+    if row is None:
+        return None
+    followers = list(row[0] or [])
+    return {"id": uid, "followers": followers, "count": row[1], "truncated": row[1] > len(followers)}
 
 
 async def get_following(conn: AsyncConnection[Any], uid: int) -> dict[str, Any] | None:
@@ -102,7 +107,8 @@ async def get_following(conn: AsyncConnection[Any], uid: int) -> dict[str, Any] 
     cur = await conn.execute(
         "SELECT followee_id FROM follows WHERE follower_id = %s ORDER BY created_at, followee_id LIMIT %s",
         (uid, LIST_LIMIT))
-    return {"id": uid, "following": [r[0] for r in await cur.fetchall()], "count": row[0]}
+    following = [r[0] for r in await cur.fetchall()]
+    return {"id": uid, "following": following, "count": row[0], "truncated": row[0] > len(following)}
 
 
 async def create_user(conn: AsyncConnection[Any], name: str) -> dict[str, Any]:
@@ -131,8 +137,9 @@ async def follow(conn: AsyncConnection[Any], uid: int, target: int) -> dict[str,
     changed = cur.rowcount == 1
     if changed:
         await conn.execute(
-            "UPDATE users SET followers = array_append(followers, %s), follower_count = follower_count + 1"
-            " WHERE id = %s", (uid, target))
+            "UPDATE users SET followers = CASE WHEN cardinality(followers) < %s"
+            " THEN array_append(followers, %s) ELSE followers END, follower_count = follower_count + 1"
+            " WHERE id = %s", (LIST_LIMIT, uid, target))
         await conn.execute("UPDATE users SET following_count = following_count + 1 WHERE id = %s", (uid,))
     return await _edge_result(conn, uid, target, following=True, changed=changed)
 
@@ -142,9 +149,19 @@ async def unfollow(conn: AsyncConnection[Any], uid: int, target: int) -> dict[st
     cur = await conn.execute("DELETE FROM follows WHERE follower_id = %s AND followee_id = %s", (uid, target))
     changed = cur.rowcount == 1
     if changed:
-        await conn.execute(
+        cur = await conn.execute(
             "UPDATE users SET followers = array_remove(followers, %s), follower_count = follower_count - 1"
-            " WHERE id = %s", (uid, target))
+            " WHERE id = %s RETURNING cardinality(followers), follower_count", (uid, target))
+        row = await cur.fetchone()
+        assert row is not None
+        held, count = row
+        if held < min(count, LIST_LIMIT):
+            # The array was full and lost one: take the next follower(s) in follow order from the truth.
+            await conn.execute(
+                "UPDATE users u SET followers = u.followers || ARRAY("
+                " SELECT f.follower_id FROM follows f WHERE f.followee_id = u.id"
+                " AND f.follower_id <> ALL (u.followers) ORDER BY f.created_at, f.follower_id LIMIT %s)"
+                " WHERE u.id = %s", (min(count, LIST_LIMIT) - held, target))
         await conn.execute("UPDATE users SET following_count = following_count - 1 WHERE id = %s", (uid,))
     return await _edge_result(conn, uid, target, following=False, changed=changed)
 

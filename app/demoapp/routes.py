@@ -48,6 +48,7 @@ from demoapp.middleware import METRICS, NO_STORE
 from demoapp.repo import NotFound
 
 MAX_ID = 2**63 - 1
+MAX_ID_DIGITS = len(str(MAX_ID))
 USER_MAX_AGE = 10  # s: a profile a few seconds old is fine for anyone but its author (who reads strong)
 LIST_MAX_AGE = 5  # s: follower lists change more often; keep CDN copies shorter
 NAME_MAX = 100
@@ -77,7 +78,12 @@ def bad_request(message: str) -> web.HTTPBadRequest:
 
 
 def _id(value: str) -> int:
-    uid = int(value)  # the route pattern guarantees digits
+    """A user id from the path. The route pattern guarantees digits, not how many: an id longer than any
+    bigint is simply not found (and never reaches int(), which refuses more than 4,300 digits)."""
+    digits = value.lstrip("0")
+    if len(digits) > MAX_ID_DIGITS:
+        raise web.HTTPNotFound(reason="user not found: no user id has that many digits")
+    uid = int(digits or "0")
     if not 1 <= uid <= MAX_ID:
         raise NotFound(uid)
     return uid
@@ -308,6 +314,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    """Prometheus metrics: served only by the metrics app (create_metrics_app), on its own port, which the
+    app's Service, and so the Ingress and the CDN, never expose."""
     data = generate_latest(request.app[METRICS].registry)
     resp = web.Response(body=data, headers={"Cache-Control": NO_STORE})
     resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
@@ -319,7 +327,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
     app.router.add_post("/users", create_user)
     app.router.add_get(f"/users/{uid}", get_user)
     app.router.add_post(f"/users/{uid}/follow", follow)

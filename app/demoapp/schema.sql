@@ -20,6 +20,9 @@ CREATE TABLE IF NOT EXISTS follows (
 );
 CREATE INDEX IF NOT EXISTS follows_followee_idx ON follows (followee_id, follower_id);
 
+-- users.followers holds the first 1000 followers only (repo.LIST_LIMIT): trim rows written before the bound.
+UPDATE users SET followers = followers[1:1000] WHERE cardinality(followers) > 1000;
+
 -- Results of writes by Idempotency-Key, written in the same transaction as the write itself.
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     key          text PRIMARY KEY,

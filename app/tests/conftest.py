@@ -18,6 +18,8 @@ from aiohttp import DummyCookieJar
 from aiohttp.test_utils import TestClient, TestServer
 from demoapp.app import create_app
 from demoapp.config import Settings
+from demoapp.middleware import METRICS
+from prometheus_client import generate_latest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for testsupport
 from testsupport.postgres import PgInstance, clone_follower, init_leader, make_base  # noqa: E402
@@ -174,5 +176,6 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 
 async def get_metric(client: TestClient, name: str, **labels: str) -> float:
-    async with client.get("/metrics") as r:
-        return metric(await r.text(), name, **labels)
+    """From the app's registry: /metrics is served on its own port (create_metrics_app), not the client's."""
+    text = generate_latest(client.server.app[METRICS].registry).decode()
+    return metric(text, name, **labels)

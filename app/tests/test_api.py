@@ -7,8 +7,14 @@ import uuid
 
 import psycopg
 import pytest
-from aiohttp.test_utils import TestClient
-from conftest import APP_PASSWORD, PgPair, get_metric, wait_replayed
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestClient, TestServer
+from conftest import APP_PASSWORD, PgPair, get_metric, settings_for, wait_replayed
+from demoapp import repo
+from demoapp.app import create_app, create_metrics_app, serve_metrics
+from demoapp.middleware import METRICS
+
+from testsupport.postgres import free_port
 
 pytestmark = pytest.mark.integration
 STRONG = {"X-Consistency": "strong"}
@@ -41,9 +47,10 @@ async def test_user_lifecycle_and_denormalised_followers(client: TestClient, pg:
 
     async with client.get(f"/users/{b['id']}/followers", headers=STRONG) as r:
         assert r.status == 200 and r.headers["Cache-Control"] == "no-store"
-        assert await r.json() == {"id": b["id"], "followers": [a["id"], c["id"]], "count": 2}
+        assert await r.json() == {"id": b["id"], "followers": [a["id"], c["id"]], "count": 2,
+                                  "truncated": False}
     async with client.get(f"/users/{a['id']}/following?consistency=strong") as r:
-        assert await r.json() == {"id": a["id"], "following": [b["id"]], "count": 1}
+        assert await r.json() == {"id": a["id"], "following": [b["id"]], "count": 1, "truncated": False}
 
     async with client.delete(f"/users/{a['id']}/follow/{b['id']}") as r:
         assert r.status == 200
@@ -134,15 +141,89 @@ async def test_ops_endpoints(client: TestClient) -> None:
     async with client.get("/readyz") as r:
         assert r.status == 200 and (await r.json())["cache"] == "up"
     await new_user(client)
+    # The API port does not serve /metrics: the Ingress and the CDN reach only that port.
     async with client.get("/metrics") as r:
-        text = await r.text()
-    assert r.status == 200 and r.content_type == "text/plain"
+        assert r.status == 404 and "demoapp_" not in await r.text()
+    metrics_client = TestClient(TestServer(create_metrics_app(client.server.app[METRICS]), host="127.0.0.1"))
+    await metrics_client.start_server()
+    try:
+        async with metrics_client.get("/metrics") as r:
+            text = await r.text()
+            assert r.status == 200 and r.content_type == "text/plain"
+            assert r.headers["Cache-Control"] == "no-store" and r.headers["Server"] == "demoapp"
+    finally:
+        await metrics_client.close()
     assert 'demoapp_request_duration_seconds_count{method="POST",route="/users",status="201"}' in text
     for sample in ('demoapp_cache_hits_total{kind="user"}', 'demoapp_cache_misses_total{kind="followers"}',
                    'demoapp_cache_errors_total{op="get"}', 'demoapp_db_retries_total{pool="rw"}',
                    "demoapp_db_ro_fallback_total", "demoapp_idempotent_replays_total"):
         assert sample in text, sample
     assert APP_PASSWORD not in text
+
+
+async def test_metrics_are_served_on_their_own_port(pg: PgPair) -> None:
+    """As in a pod: main() adds serve_metrics, which listens on DEMOAPP_METRICS_PORT next to the API."""
+    port = free_port()
+    app = create_app(settings_for(pg.leader.port, None, None, metrics_port=port))
+    app.cleanup_ctx.append(serve_metrics)
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    try:
+        async with ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as r:
+            assert r.status == 200 and "demoapp_request_duration_seconds" in await r.text()
+        async with client.get("/metrics") as r:
+            assert r.status == 404
+    finally:
+        await client.close()
+
+
+async def test_an_id_of_thousands_of_digits_is_a_plain_404(client: TestClient,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """int() refuses more than 4,300 digits: such an id must be a 404, not a 500 with a traceback."""
+    u = await new_user(client)
+    huge = "9" * 4301
+    cases = [("GET", f"/users/{huge}", None), ("GET", f"/users/{huge}/followers", None),
+             ("GET", f"/users/{'0' * 5000}{u['id']}", None),
+             ("POST", f"/users/{huge}/follow", {"target": u["id"]}),
+             ("DELETE", f"/users/{u['id']}/follow/{huge}", None)]
+    for method, path, body in cases:
+        async with client.request(method, path, json=body) as r:
+            text = await r.text()
+            if path.endswith(str(u["id"])):
+                assert r.status == 200, text  # leading zeros are still the same id
+                continue
+            assert r.status == 404, (path[:40], text)
+            assert set(await r.json()) == {"error", "message"} and huge not in text
+    assert "Traceback" not in caplog.text and "unhandled error" not in caplog.text
+
+
+async def test_follower_lists_are_bounded(client: TestClient, pg: PgPair,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stored array never holds more than LIST_LIMIT ids, responses say when they are cut, and an
+    unfollow refills the array from `follows` in follow order."""
+    monkeypatch.setattr(repo, "LIST_LIMIT", 3)
+    star = await new_user(client, "star")
+    fans = [await new_user(client, f"fan{i}") for i in range(5)]
+    for fan in fans:
+        async with client.post(f"/users/{fan['id']}/follow", json={"target": star["id"]}) as r:
+            assert r.status == 200
+    async with client.get(f"/users/{star['id']}/followers", headers=STRONG) as r:
+        body = await r.json()
+    assert body == {"id": star["id"], "followers": [f["id"] for f in fans[:3]], "count": 5, "truncated": True}
+    async with client.post(f"/users/{fans[1]['id']}/unfollow", json={"target": star["id"]}) as r:
+        assert r.status == 200
+    with psycopg.connect(pg.leader.dsn("app")) as conn:
+        row = conn.execute("SELECT followers, follower_count FROM users WHERE id = %s",
+                           (star["id"],)).fetchone()
+    assert row == ([fans[0]["id"], fans[2]["id"], fans[3]["id"]], 4)
+    for fan in fans[2:]:
+        async with client.post(f"/users/{fan['id']}/unfollow", json={"target": star["id"]}) as r:
+            assert r.status == 200
+    async with client.get(f"/users/{star['id']}/followers", headers=STRONG) as r:
+        assert await r.json() == {"id": star["id"], "followers": [fans[0]["id"]], "count": 1,
+                                  "truncated": False}
+    async with client.get(f"/users/{fans[0]['id']}/following", headers=STRONG) as r:
+        assert (await r.json())["truncated"] is False
 
 
 async def test_concurrent_migrations_are_safe(pg: PgPair) -> None:

@@ -37,7 +37,7 @@ async def test_hit_miss_and_invalidation(client: TestClient, pg: PgPair) -> None
     assert await read(client, f"/users/{b['id']}") == ("HIT", b)
     assert (await read(client, f"/users/{b['id']}/followers"))[0] == "MISS"
     assert await read(client, f"/users/{b['id']}/followers") == (
-        "HIT", {"id": b["id"], "followers": [], "count": 0})
+        "HIT", {"id": b["id"], "followers": [], "count": 0, "truncated": False})
     assert await get_metric(client, "demoapp_cache_hits_total", kind="user") == hits0 + 1
     assert await get_metric(client, "demoapp_cache_misses_total", kind="user") == misses0 + 1
 
@@ -47,7 +47,7 @@ async def test_hit_miss_and_invalidation(client: TestClient, pg: PgPair) -> None
     status, fresh = await read(client, f"/users/{b['id']}")
     assert status == "MISS" and fresh["follower_count"] == 1
     assert await read(client, f"/users/{b['id']}/followers") == (
-        "MISS", {"id": b["id"], "followers": [a["id"]], "count": 1})
+        "MISS", {"id": b["id"], "followers": [a["id"]], "count": 1, "truncated": False})
     assert (await read(client, f"/users/{a['id']}/following"))[1]["following"] == [b["id"]]
     # Strong reads never use the cache.
     async with client.get(f"/users/{b['id']}", headers={"X-Consistency": "strong"}) as r:

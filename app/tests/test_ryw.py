@@ -194,7 +194,8 @@ async def test_token_reads_always_see_their_write_while_replay_is_paused(
         assert stale.body["count"] == 0 and stale.read_lsn < t2
         # The token read passes both: the CDN, and the Redis value read before the token.
         got = await http.call("GET", http.cdn, path, token=t2, place=place)
-        assert got.status == 200 and got.body == {"id": b["id"], "followers": [a["id"]], "count": 1}, place
+        want = {"id": b["id"], "followers": [a["id"]], "count": 1, "truncated": False}
+        assert got.status == 200 and got.body == want, place
         assert got.header("X-Cache-Status") == "BYPASS" and got.header("X-App-Cache") == "MISS"
         assert got.header("X-DB-Pool") == "rw" and at_least(got, t2)
         edges.append(Edge(a["id"], b["id"], t2))
@@ -294,7 +295,7 @@ async def test_eventual_reads_may_be_stale_and_converge_within_the_bound(
                 if got.body["count"] == 1:
                     break
                 await asyncio.sleep(0.1)
-            assert got.body == {"id": b["id"], "followers": [a["id"]], "count": 1}, seen
+            assert got.body == {"id": b["id"], "followers": [a["id"]], "count": 1, "truncated": False}, seen
     finally:
         await asyncio.to_thread(ngx.stop)
 

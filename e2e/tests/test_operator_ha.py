@@ -36,8 +36,9 @@ def test_a_standby_takes_over_within_15_s_and_reconciles(namespace: str) -> None
     assert took <= TAKEOVER_BUDGET_S, f"{new} took the Lease {took:.1f} s after {old} was killed"
 
     # The new leader does the work: a fresh Architecture becomes Ready.
-    spec = {"database": {"followers": 0}, "cache": {"enabled": False}, "cdn": {"enabled": False},
-            "ingress": {"enabled": False}, "app": {"replicas": 1}}
+    spec = {"database": {"followers": 0, "failover": {"enabled": False}},
+            "cache": {"enabled": False}, "cdn": {"enabled": False}, "ingress": {"enabled": False},
+            "app": {"replicas": 1}}
     apply_manifest(architecture("ha", spec), "-n", namespace)
     kubectl("wait", "--for=condition=Ready", "architectures.archop.io/ha", "-n", namespace, "--timeout=240s",
             timeout=260)

@@ -73,8 +73,9 @@ def holder(namespace: str) -> str:
 @pytest.fixture(scope="module")
 def claimed(namespace: str) -> dict[str, Any]:
     """A small Architecture, Ready and claimed by the first release."""
-    spec = {"database": {"followers": 0}, "cache": {"enabled": False}, "cdn": {"enabled": False},
-            "ingress": {"enabled": False}, "app": {"replicas": 1}}
+    spec = {"database": {"followers": 0, "failover": {"enabled": False}},
+            "cache": {"enabled": False}, "cdn": {"enabled": False}, "ingress": {"enabled": False},
+            "app": {"replicas": 1}}
     apply_manifest(architecture(NAME, spec), "-n", namespace)
     kubectl("wait", "--for=condition=Ready", f"architectures.archop.io/{NAME}", "-n", namespace,
             "--timeout=300s", timeout=330)

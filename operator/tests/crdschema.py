@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import functools
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -57,11 +59,22 @@ def _to_jsonschema(node: Any) -> Any:
     return node
 
 
-def validate(obj: dict[str, Any]) -> None:
-    """Validate a whole Architecture (after defaulting) with the OpenAPI part of the schema (not CEL)."""
+def json_schema() -> dict[str, Any]:
+    """The OpenAPI schema as plain JSON Schema (no x-kubernetes-*; unknown fields are errors)."""
     schema = _to_jsonschema(openapi_schema())
     schema["properties"]["metadata"]["additionalProperties"] = True
-    jsonschema.validate(obj, schema)
+    return schema
+
+
+def validate(obj: dict[str, Any]) -> None:
+    """Validate a whole Architecture (after defaulting) with the OpenAPI part of the schema (not CEL)."""
+    jsonschema.validate(obj, json_schema())
+
+
+def openapi_errors(obj: dict[str, Any]) -> list[str]:
+    """Every OpenAPI error of a (defaulted) Architecture, each as `dotted.path: message`."""
+    validator = jsonschema.Draft202012Validator(json_schema())
+    return [".".join(str(p) for p in e.absolute_path) + ": " + e.message for e in validator.iter_errors(obj)]
 
 
 def cel_rules() -> list[tuple[str, dict[str, str]]]:
@@ -76,9 +89,7 @@ _SUFFIX = {"": 1, "m": 0.001, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15
 
 
 def _quantity_value(text: str) -> float:
-    import re
-
-    m = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([a-zA-Z]*)", str(text))
+    m = re.fullmatch(r"(-?[0-9]+(?:\.[0-9]+)?)([a-zA-Z]*)", str(text))
     if not m or m.group(2) not in _SUFFIX:
         raise ValueError(f"not a quantity: {text!r}")
     return float(m.group(1)) * _SUFFIX[m.group(2)]
@@ -103,7 +114,18 @@ def _cel_functions() -> dict[str, Any]:
             return celtypes.BoolType(False)
         return celtypes.BoolType(True)
 
-    return {"substring": substring, "quantity": quantity, "compareTo": compare_to, "isQuantity": is_quantity}
+    def find(s: Any, pattern: Any) -> Any:
+        m = re.search(str(pattern), str(s))
+        return celtypes.StringType(m.group(0) if m else "")
+
+    def lower_ascii(s: Any) -> Any:
+        return celtypes.StringType(str(s).lower())
+
+    def as_approximate_float(q: Any) -> Any:
+        return celtypes.DoubleType(float(q))
+
+    return {"substring": substring, "quantity": quantity, "compareTo": compare_to, "isQuantity": is_quantity,
+            "find": find, "lowerAscii": lower_ascii, "asApproximateFloat": as_approximate_float}
 
 
 def _value_at(obj: Any, path: str) -> tuple[bool, Any]:
@@ -117,24 +139,74 @@ def _value_at(obj: Any, path: str) -> tuple[bool, Any]:
     return True, obj
 
 
+def _escape_name(name: str) -> str:
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        return name
+    for char, escaped in (("_", "__underscores__"), ("-", "__dash__"), (".", "__dot__"), ("/", "__slash__")):
+        name = name.replace(char, escaped)
+    return name
+
+
+def _escape(value: Any) -> Any:
+    """Property names as Kubernetes CEL sees them: a name that is no CEL identifier is escaped
+    (ephemeral-storage -> ephemeral__dash__storage)."""
+    if isinstance(value, dict):
+        return {_escape_name(k): _escape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escape(v) for v in value]
+    return value
+
+
+@functools.cache
+def _program(rule: str) -> Any:
+    import celpy
+
+    env = celpy.Environment()
+    return env.program(env.compile(rule), functions=_cel_functions())
+
+
+def _as_cel_json(value: Any, node: dict[str, Any]) -> Any:
+    """As the API server hands values to CEL: a `type: number` field is a double even when written as 0."""
+    if node.get("type") == "number" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, dict):
+        props = node.get("properties") or {}
+        return {k: _as_cel_json(v, props.get(k, {})) for k, v in value.items()}
+    return value
+
+
+@functools.cache
+def _schema_index() -> dict[str, dict[str, Any]]:
+    """Read-only: every schema node by path, and the CEL rules, parsed once per test session."""
+    return dict(walk(openapi_schema()))
+
+
+def _schema_at(path: str) -> dict[str, Any]:
+    return _schema_index()[path]
+
+
+def _rules() -> list[tuple[str, dict[str, str]]]:
+    return [(path, rule) for path, node in _schema_index().items()
+            for rule in node.get("x-kubernetes-validations", [])]
+
+
 def cel_errors(new: dict[str, Any], old: dict[str, Any] | None = None) -> list[str]:
     """Messages of every CEL rule the (defaulted) object breaks; transition rules only when old is given."""
     import celpy
 
-    env = celpy.Environment()
     errors: list[str] = []
-    for path, rule in cel_rules():
+    for path, rule in _rules():
         present, value = _value_at(new, path)
         if not present:
             continue
-        activation: dict[str, Any] = {"self": celpy.json_to_cel(value)}
+        node = _schema_at(path)
+        activation: dict[str, Any] = {"self": celpy.json_to_cel(_escape(_as_cel_json(value, node)))}
         if "oldSelf" in rule["rule"]:
             old_present, old_value = _value_at(old, path) if old is not None else (False, None)
             if not old_present:
                 continue  # transition rules run on updates only, when the old object had the field
-            activation["oldSelf"] = celpy.json_to_cel(old_value)
-        program = env.program(env.compile(rule["rule"]), functions=_cel_functions())
-        result = program.evaluate(activation)
+            activation["oldSelf"] = celpy.json_to_cel(_escape(_as_cel_json(old_value, node)))
+        result = _program(rule["rule"]).evaluate(activation)
         if isinstance(result, Exception) or not bool(result):
             errors.append(rule["message"])
     return errors
@@ -145,7 +217,6 @@ def defaults_breaking_rules() -> list[str]:
     defaults applied): rules must guard absent fields with has(). Messages of the rules a default breaks."""
     import celpy
 
-    env = celpy.Environment()
     broken = []
     for path, node in walk(openapi_schema()):
         if "default" not in node:
@@ -153,8 +224,8 @@ def defaults_breaking_rules() -> list[str]:
         for rule in node.get("x-kubernetes-validations", []):
             if "oldSelf" in rule["rule"]:
                 continue
-            program = env.program(env.compile(rule["rule"]), functions=_cel_functions())
-            result = program.evaluate({"self": celpy.json_to_cel(node["default"])})
+            default = _escape(_as_cel_json(node["default"], node))
+            result = _program(rule["rule"]).evaluate({"self": celpy.json_to_cel(default)})
             if isinstance(result, Exception) or not bool(result):
                 broken.append(f"{path}: {rule['message']}")
     return broken

@@ -87,7 +87,8 @@ def test_app_env_is_the_documented_contract() -> None:
     name, spec = VARIANTS["minimal"]
     env = {e["name"]: e for e in app.app_env(name, NAMESPACE, spec)}
     assert set(env) == {
-        "DEMOAPP_PORT", "DEMOAPP_DB_RW_HOST", "DEMOAPP_DB_RO_HOST", "DEMOAPP_DB_PORT", "DEMOAPP_DB_NAME",
+        "DEMOAPP_PORT", "DEMOAPP_METRICS_PORT", "DEMOAPP_DB_RW_HOST", "DEMOAPP_DB_RO_HOST", "DEMOAPP_DB_PORT",
+        "DEMOAPP_DB_NAME",
         "DEMOAPP_DB_USER", "DEMOAPP_DB_PASSWORD", "DEMOAPP_REDIS_HOST", "DEMOAPP_REDIS_PORT",
         "DEMOAPP_REDIS_PASSWORD", "DEMOAPP_CACHE_ENABLED", "DEMOAPP_CACHE_TTL_SECONDS"}
     assert env["DEMOAPP_DB_RW_HOST"]["value"] == "shop-db-rw.demo.svc"
@@ -124,6 +125,22 @@ def test_service_targets_the_sidecar_only_when_the_cdn_runs() -> None:
     assert mounts == {"/etc/archop-cdn", "/var/cache/nginx", "/tmp"}
     assert sidecar["readinessProbe"]["httpGet"] == {"path": "/cdn-health", "port": spec.cdn.port}
     assert [c["name"] for c in without["Deployment"]["spec"]["template"]["spec"]["containers"]] == ["app"]
+
+
+def test_metrics_port_is_never_behind_the_service() -> None:
+    """/metrics has its own container port; the Service (so the Ingress and the CDN) reaches only the API."""
+    name, spec = VARIANTS["minimal"]
+    for app_port, cdn_port in ((8080, 8081), (9102, 8081), (9102, 9103), (8080, 9102)):
+        s = dataclasses.replace(spec, app=dataclasses.replace(spec.app, port=app_port),
+                                cdn=dataclasses.replace(spec.cdn, port=cdn_port))
+        objs = _by_kind(app.build_app(name, NAMESPACE, s, "a", "n", "h"))
+        container = objs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert ports["metrics"] not in (app_port, cdn_port)
+        assert env["DEMOAPP_METRICS_PORT"] == str(ports["metrics"])
+        service_ports = {p["targetPort"] for p in objs["Service"]["spec"]["ports"]}
+        assert ports["metrics"] not in service_ports
 
 
 def test_cdn_config_change_rolls_the_pods() -> None:

@@ -28,7 +28,8 @@ def test_examples_pass_every_rule(path) -> None:
     [
         ({"database": {"followers": 1, "replication": {"mode": "sync", "syncReplicas": 2}}}, "shop",
          "syncReplicas must not exceed database.followers"),
-        ({"database": {"followers": 0, "replication": {"mode": "sync"}}}, "shop",
+        ({"database": {"followers": 0, "replication": {"mode": "sync"}, "failover": {"enabled": False}}},
+         "shop",
          "syncReplicas must not exceed database.followers"),
         ({"app": {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 3}}}, "shop",
          "minReplicas must not exceed app.autoscaling.maxReplicas"),
@@ -59,7 +60,8 @@ def test_cross_field_rules_refuse(spec, name, fragment) -> None:
     [
         {"database": {"followers": 2, "replication": {"mode": "sync", "syncReplicas": 2}}},
         {"database": {"replication": {"mode": "sync", "dataDurability": "preferred"}}},
-        {"database": {"followers": 0, "replication": {"mode": "async", "syncReplicas": 3}}},
+        {"database": {"followers": 0, "replication": {"mode": "async", "syncReplicas": 3},
+                      "failover": {"enabled": False}}},
         {"database": {"followers": 2, "switchoverTo": "shop-db-2"}},
         {"database": {"followers": 2, "switchoverTo": "shop-db-0"}},
         {"ingress": {"host": "shop.example.com", "tlsSecretName": "cert"}},

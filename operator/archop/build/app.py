@@ -51,6 +51,15 @@ def cache_volume_limit(cache_size: str) -> str:
     return f"{mebibytes}Mi"
 
 
+METRICS_PORTS = (9102, 9103, 9104)  # the first that neither app.port nor cdn.port takes
+
+
+def metrics_port(spec: ArchitectureSpec) -> int:
+    """Where the app serves /metrics: its own port, which the app Service never exposes, so /metrics is not
+    reachable through the Ingress or the CDN (the API port answers 404 for it)."""
+    return next(p for p in METRICS_PORTS if p not in (spec.app.port, spec.cdn.port))
+
+
 def target_port(spec: ArchitectureSpec) -> int:
     """The Service sends traffic through the caching sidecar when there is one."""
     return spec.cdn.port if spec.cdn.enabled else spec.app.port
@@ -60,6 +69,7 @@ def app_env(arch: str, namespace: str, spec: ArchitectureSpec) -> list[dict[str,
     """The demo app's whole configuration (DEMOAPP_*); passwords only by secretKeyRef."""
     return [
         {"name": "DEMOAPP_PORT", "value": str(spec.app.port)},
+        {"name": "DEMOAPP_METRICS_PORT", "value": str(metrics_port(spec))},
         {"name": "DEMOAPP_DB_RW_HOST", "value": names.service_host(names.db_rw(arch), namespace)},
         {"name": "DEMOAPP_DB_RO_HOST", "value": names.service_host(names.db_ro(arch), namespace)},
         {"name": "DEMOAPP_DB_PORT", "value": str(DB_PORT)},
@@ -80,7 +90,8 @@ def _app_container(arch: str, namespace: str, spec: ArchitectureSpec, image: str
         "name": "app",
         "image": image,
         "env": app_env(arch, namespace, spec),
-        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"},
+                  {"name": "metrics", "containerPort": metrics_port(spec), "protocol": "TCP"}],
         # /readyz checks the app's own dependencies; /healthz only that the process serves.
         # /readyz fails while the database leader is away; 4 x 3 s rides out a failover (measured well under
         # 12 s) instead of emptying the Service, so the CDN and the retries carry the requests meanwhile.
