@@ -25,8 +25,10 @@ MEMBERS_SETTING = "archop.followers"
 # failed ticks in a row do not end it (and while every follower streams, the failsafe holds anyway).
 TTL_SECONDS = 3.0
 # Followers report every second (wal_receiver_status_interval = 1s in scripts/postgresql.conf); a reply
-# older than this means the follower stopped streaming (a failover's Detach, a partition).
-FAILSAFE_REPLY_SECONDS = 1.5
+# older than this means the follower stopped streaming (a partition; a Detach the leader sees ends the row at
+# once). Two seconds of slack: a loaded machine delays a report, and a leader whose operator is away would
+# stop itself for nothing (1.5 s did, once, in CI's `make test`).
+FAILSAFE_REPLY_SECONDS = 3.0
 AGENT_INTERVAL_SECONDS = 0.5  # how often the agent checks
 # The agent's check and an immediate shutdown take well under this, and it also covers the clock-rate
 # difference between the operator's and the leader's clocks over a few seconds.

@@ -29,14 +29,14 @@ GATE=${ARCHOP_GATE_FILE:-$RUN_DIR/archop-gated}
 SUPERUSER=${POSTGRES_USER:-postgres}
 PGDATA=${PGDATA:?names the postmaster of this instance}
 TTL=${ARCHOP_LEASE_SECONDS:-3}
-REPLY=${ARCHOP_FAILSAFE_REPLY_SECONDS:-1.5}
+REPLY=${ARCHOP_FAILSAFE_REPLY_SECONDS:-3}
 INTERVAL=${ARCHOP_LEASE_CHECK_SECONDS:-0.5}
 
 log() { echo "archop-lease: $(date -u +%FT%T.%3NZ) $*" >&2; }
 
-# Bounded: a frozen postmaster must not hang the agent.
-export PGCONNECT_TIMEOUT=1
-sql() { timeout 1 psql -h "$RUN_DIR" -p "$PGPORT" -U "$SUPERUSER" -d postgres -XAtq "$@" 2>/dev/null; }
+# Bounded: a frozen postmaster must not hang the agent; a loaded machine still answers within this.
+export PGCONNECT_TIMEOUT=2
+sql() { timeout 2 psql -h "$RUN_DIR" -p "$PGPORT" -U "$SUPERUSER" -d postgres -XAtq "$@" 2>/dev/null; }
 
 # standby | renewed | failsafe | expired; nothing when Postgres does not answer.
 lease_state() {
@@ -74,15 +74,15 @@ kill_postgres() {
   local p pm="" comm stat fields args victims=()
   # Builtins only: one pass over /proc must stay fast wherever it runs (a host shows thousands of processes).
   for p in /proc/[0-9]*; do
-    read -r comm <"$p/comm" 2>/dev/null || continue
+    { read -r comm <"$p/comm"; } 2>/dev/null || continue  # a process may exit meanwhile
     [[ $comm == postgres ]] || continue
-    mapfile -d '' args <"$p/cmdline" 2>/dev/null || continue
+    { mapfile -d '' args <"$p/cmdline"; } 2>/dev/null || continue
     if [[ " ${args[*]} " == *" -D $PGDATA "* ]]; then pm=${p#/proc/}; fi
   done
   [[ -n $pm ]] || return 0
   victims=("$pm")
   for p in /proc/[0-9]*; do
-    read -r stat <"$p/stat" 2>/dev/null || continue
+    { read -r stat <"$p/stat"; } 2>/dev/null || continue
     read -ra fields <<<"${stat##*) }"  # after the command name: state, ppid, ...
     if [[ ${fields[1]:-} == "$pm" ]]; then victims+=("${p#/proc/}"); fi
   done

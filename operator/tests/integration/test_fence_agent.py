@@ -145,8 +145,11 @@ async def test_failsafe_holds_while_every_follower_streams_and_detaching_one_end
     """An operator restart does not stop a healthy leader; a failover's Detach of its candidate does."""
     leader, follower, _ = await leader_with_follower(pg)
     agent(pg, leader)
+    log = pg.base / f"{leader.name}-lease.log"
+    await wait_for(lambda: "LeaseHeld: failsafe" in log.read_text(), timeout=10, interval=0.1,
+                   what="the agent sees the failsafe hold")
     await asyncio.sleep(lease.TTL_SECONDS + 2)  # no renewal at all
-    assert up(leader)
+    assert up(leader), log.read_text()
     await act.set_primary_conninfo(Target("127.0.0.1", follower.port), "")  # the failover's Detach
     detached = time.monotonic()
     await stopped_within(leader, lease.FAILSAFE_REPLY_SECONDS + REACTION + 5)
