@@ -207,27 +207,38 @@ def names_field(errors: list[str], field: str) -> bool:
     return any(field in e for e in errors)
 
 
-@pytest.mark.parametrize(("spec", "field"), [c[1:] for c in REFUSED], ids=[c[0] for c in REFUSED])
+# Every case goes through the API server's own validation code below, in one batch. The offline evaluator
+# (cel-python, about a second a case) checks a sample of them by default, every case with ARCHOP_LONG_CRD=1:
+# enough to keep it honest where the Go checker cannot be built, without doubling `make test`.
+LONG = os.environ.get("ARCHOP_LONG_CRD") == "1"
+
+
+def sample(cases: list[Any]) -> list[Any]:
+    return cases if LONG else cases[::4]
+
+
+@pytest.mark.parametrize(("spec", "field"), [c[1:] for c in sample(REFUSED)],
+                         ids=[c[0] for c in sample(REFUSED)])
 def test_refused_offline(spec: dict[str, Any], field: str) -> None:
     errors = offline_errors(spec)
     assert errors and names_field(errors, field), errors
 
 
-@pytest.mark.parametrize("spec", [c[1] for c in ACCEPTED], ids=[c[0] for c in ACCEPTED])
+@pytest.mark.parametrize("spec", [c[1] for c in sample(ACCEPTED)], ids=[c[0] for c in sample(ACCEPTED)])
 def test_accepted_offline(spec: dict[str, Any]) -> None:
     assert offline_errors(spec) == []
 
 
-@pytest.mark.parametrize(("old", "new", "field"), [c[1:] for c in UPDATES_REFUSED],
-                         ids=[c[0] for c in UPDATES_REFUSED])
+@pytest.mark.parametrize(("old", "new", "field"), [c[1:] for c in sample(UPDATES_REFUSED)],
+                         ids=[c[0] for c in sample(UPDATES_REFUSED)])
 def test_unsafe_update_refused_offline(old: dict[str, Any], new: dict[str, Any], field: str) -> None:
     assert offline_errors(old) == []
     errors = offline_errors(new, old)
     assert errors and names_field(errors, field), errors
 
 
-@pytest.mark.parametrize(("old", "new"), [c[1:] for c in UPDATES_ACCEPTED],
-                         ids=[c[0] for c in UPDATES_ACCEPTED])
+@pytest.mark.parametrize(("old", "new"), [c[1:] for c in sample(UPDATES_ACCEPTED)],
+                         ids=[c[0] for c in sample(UPDATES_ACCEPTED)])
 def test_safe_update_accepted_offline(old: dict[str, Any], new: dict[str, Any]) -> None:
     assert offline_errors(new, old) == []
 
