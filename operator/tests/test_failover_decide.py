@@ -322,6 +322,29 @@ def test_sync_quorum_needs_enough_reachable_members():
     assert d.choose_candidate(one, {L}, spec, all_sync).name == F1
 
 
+def test_a_quorum_member_still_replaying_after_a_restart_is_waited_for():
+    """Seen in CI: a follower back from a stopped node showed only part of what it held (no receiver, local
+    WAL still replaying); ranking then promoted the other member, which lacked acknowledged commits."""
+    spec = replace(SPEC, synchronous=True, sync_replicas=1)
+    state = replace(STATE, last_seen=seen(10**9, (F1, F2)))
+    back = follower(F2, recv=None, replay=15, status=None)
+    replaying = replace(back, probe=replace(back.probe, replay_settled=False))
+    o = obs(down(L), follower(F1, recv=20, status=None), replaying)
+    choice = d.choose_candidate(o, {L}, spec, state)
+    assert choice.name is None and "waiting for a-db-2 to replay" in choice.why, choice
+    done = replace(back, probe=replace(back.probe, replay_lsn=30, replay_settled=True))
+    settled = obs(down(L), follower(F1, recv=20, status=None), done)
+    assert d.choose_candidate(settled, {L}, spec, state).name == F2
+
+
+def test_a_restarted_follower_counts_what_it_replayed_beyond_where_its_stream_started():
+    """After a restart the receiver reports its streaming start (a segment start), behind its replay."""
+    spec = replace(SPEC, synchronous=True, sync_replicas=1)
+    state = replace(STATE, last_seen=seen(10**9, (F1, F2)))
+    o = obs(down(L), follower(F1, recv=20), follower(F2, recv=16, replay=30))
+    assert d.choose_candidate(o, {L}, spec, state).name == F2
+
+
 def test_a_snapshot_of_another_leader_is_not_used():
     state = replace(STATE, last_seen=seen(10**9, (F1, F2), name=F2))
     assert d.choose_candidate(obs(down(L), follower(F1, recv=10), down(F2)), {L}, SPEC, state).name == F1

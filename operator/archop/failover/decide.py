@@ -482,8 +482,10 @@ class Choice:
 
 
 def _received(i: Instance) -> int:
+    """How much WAL a follower holds. After a restart the receiver reports where it started streaming (a
+    segment start), which may be behind what it replayed from its own pg_wal: the larger of the two."""
     p = i.probe
-    return p.received_lsn if p.received_lsn is not None else (p.replay_lsn or 0)
+    return max(p.received_lsn or 0, p.replay_lsn or 0)
 
 
 def _rank(i: Instance) -> tuple[int, int, int, str]:
@@ -518,6 +520,13 @@ def choose_candidate(obs: DbObservation, exclude: Iterable[str], spec: DatabaseS
     seen = next((s for s in (state.seen(n) for n in sorted(skip)) if s is not None), None)
     quorum = seen.quorum if seen is not None else None
     if quorum is not None:
+        # A member without a WAL receiver that is still replaying (a restart) has not shown all it holds yet:
+        # ranking now could put a follower lacking acknowledged commits first.
+        unsettled = [i.name for i in eligible
+                     if i.probe.receiver_status is None and i.probe.replay_settled is False]
+        if unsettled:
+            return Choice(None, f"waiting for {', '.join(unsettled)} to replay the WAL it holds before "
+                                "comparing positions")
         have = [i for i in eligible if i.name in quorum.members]
         if len(have) < quorum.need:
             return Choice(None, f"synchronous quorum ANY {quorum.k} of {len(quorum.members)}: "

@@ -89,6 +89,10 @@ class Probe:
     replay_lsn: int | None = None
     receiver_status: str | None = None  # pg_stat_wal_receiver.status; None: no WAL receiver
     receiver_msg_age: float | None = None  # seconds since the last message from the leader
+    # Followers: the startup process waits for more WAL, so it has replayed all it holds and replay_lsn is
+    # its whole position (after a restart, before a receiver streams, it may still be replaying local WAL
+    # and replay_lsn understates it). None: not read.
+    replay_settled: bool | None = None
     primary_host: str | None = None  # host= of primary_conninfo ('' when detached)
     primary_hostaddr: str | None = None  # hostaddr= of primary_conninfo (the leader's pod IP), if set
     read_only: bool = False  # default_transaction_read_only (the fence)

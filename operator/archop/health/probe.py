@@ -46,6 +46,13 @@ _RECEIVER_SQL = """
 select status, received_tli, extract(epoch from (clock_timestamp() - last_msg_receipt_time))::float8
   from pg_stat_wal_receiver
 """
+# The startup process waits for WAL (from a stream, or after every source came up empty) only once it has
+# replayed everything it has.
+_SETTLED_SQL = """
+select exists (select 1 from pg_stat_activity
+                where backend_type = 'startup'
+                  and wait_event in ('RecoveryWalStream', 'RecoveryRetrieveRetryInterval'))
+"""
 _REPLICATION_SQL = """
 select application_name, state, coalesce(sync_state, ''), flush_lsn::text, replay_lsn::text,
        extract(epoch from (clock_timestamp() - reply_time))::float8
@@ -113,8 +120,12 @@ async def _query(conn: psycopg.AsyncConnection) -> Probe:
         r = await cur.fetchone()
         if r is not None:
             status, recv_tli, msg_age = r
+        cur = await conn.execute(_SETTLED_SQL)
+        settled_row = await cur.fetchone()
+        settled = bool(settled_row[0]) if settled_row else None
     replicas: tuple[ReplicaRow, ...] = ()
     if not in_rec:
+        settled = None
         cur = await conn.execute(_REPLICATION_SQL)
         replicas = tuple(
             ReplicaRow(name=a or "", state=s or "", sync_state=ss or "", flush_lsn=parse_lsn(f),
@@ -138,7 +149,8 @@ async def _query(conn: psycopg.AsyncConnection) -> Probe:
     return Probe(
         reachable=True, in_recovery=bool(in_rec), timeline=timeline, current_lsn=parse_lsn(cur_lsn),
         received_lsn=parse_lsn(recv), replay_lsn=parse_lsn(replay), receiver_status=status,
-        receiver_msg_age=msg_age, primary_host=host, primary_hostaddr=hostaddr, read_only=read_only == "on",
+        receiver_msg_age=msg_age, replay_settled=settled, primary_host=host, primary_hostaddr=hostaddr,
+        read_only=read_only == "on",
         sync_standby_names=sync_names or "", replicas=replicas, rejoin_marker=(marker or "").strip() or None,
         lease_members=parse_members(lease), slots=slots, primary_slot_name=slot_name or None,
         oldest_wal_lsn=int(oldest_wal) if oldest_wal is not None else None, slot_wal_keep_mb=slot_keep,

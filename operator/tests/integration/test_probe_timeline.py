@@ -53,3 +53,21 @@ async def test_without_the_floor_the_second_promotion_reuses_the_id(pg):
     await act.set_primary_conninfo(Target("127.0.0.1", f2.port), "")
     assert await act.promote(Target("127.0.0.1", f2.port))
     assert sql(f2, "select timeline_id from pg_control_checkpoint()") == [(2,)]
+
+
+async def test_a_follower_that_replayed_all_it_holds_says_so(pg):
+    """replay_settled: the startup process waits for WAL, streaming or detached (the state a failover
+    compares positions in)."""
+    leader, f1, _, _, _ = await three_streaming(pg)
+    await wait_for(lambda: probe(Target("127.0.0.1", f1.port)), what="a probe")
+    streaming = await probe(Target("127.0.0.1", f1.port))
+    assert streaming.replay_settled is True and streaming.receiver_status == "streaming"
+    await act.set_primary_conninfo(Target("127.0.0.1", f1.port), "")
+    await wait_for(lambda: sql(f1, "select count(*) from pg_stat_wal_receiver") == [(0,)],
+                   what="the receiver stops")
+
+    async def settled() -> bool:
+        return (await probe(Target("127.0.0.1", f1.port))).replay_settled is True
+
+    await wait_for(settled, what="the detached follower waits for WAL")
+    assert (await probe(Target("127.0.0.1", leader.port))).replay_settled is None  # a primary: not read
