@@ -474,14 +474,7 @@ def colocate_leader_with_operator(arch: Arch, timeout: float = 180) -> str:
     if not there:
         raise RuntimeError(f"no database pod on {node}, the node of the operator's Lease holder {holder}")
     target = sorted(there)[0]
-    if arch.leader() != target:
-        kubectl("annotate", "architectures.archop.io", arch.name, "-n", arch.namespace, "--overwrite",
-                f"archop.io/switchover-to={target}")
-        deadline = time.monotonic() + timeout
-        while not (arch.leader() == target and arch.healthy()):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"switchover to {target} did not finish: {arch.status()}")
-            time.sleep(1)
+    switchover(arch, target, timeout)
     return target
 
 
