@@ -781,6 +781,21 @@ def _writes_flow(acks: list[tuple[int, float]], errors: list[tuple[int, float]],
     return bool(after) and max(after) - min(after) >= clean_s
 
 
+# The direct writer opens one connection per insert and backs off after a failure, so it can trail the
+# Service writer by a few seconds; this bounds how long we wait for it to reach the new leader.
+DIRECT_WAIT_S = 30.0
+
+
+def _direct_acks_from(traffic: Traffic, leader: str, fault_at: float) -> list[DirectAck]:
+    """The direct writer's acks, once it has one from `leader` sent after the fault (or the bound passed)."""
+    deadline = time.monotonic() + DIRECT_WAIT_S
+    while True:
+        direct = traffic.direct_acks()
+        if any(d.sent > fault_at and d.pod == leader for d in direct) or time.monotonic() > deadline:
+            return direct
+        time.sleep(1)
+
+
 def run_once(arch: Arch, scenario: str, hold_s: float = 20.0, timeout: float = 300.0) -> RunResult:
     """One fault with traffic running. Faults that can be undone are held `hold_s` seconds. Rejoin time is
     measured from the moment the old leader could come back (the undo, or the fault itself) until it streams
@@ -830,13 +845,16 @@ def run_once(arch: Arch, scenario: str, hold_s: float = 20.0, timeout: float = 3
             raise TimeoutError(f"{scenario}: writes did not resume: {len(acks)} acks, {len(errors)} errors")
         lost = len({i for i, _ in acks} - traffic.stored_ids())
         samples = traffic.log(traffic.sampler)
-        direct = traffic.direct_acks()
         new_leader = arch.leader()
+        direct = _direct_acks_from(traffic, new_leader, fault_at)
         # The direct measurement must have seen both sides of the fault, or it proves nothing.
         if not any(d.acked < fault_at for d in direct):
             raise RuntimeError(f"{scenario}: the direct writer saw no acknowledged write before the fault")
         if not any(d.sent > fault_at and d.pod == new_leader for d in direct):
-            raise RuntimeError(f"{scenario}: the direct writer saw no write acknowledged by {new_leader}")
+            after = sorted({d.pod for d in direct if d.sent > fault_at})
+            raise RuntimeError(f"{scenario}: the direct writer saw no write acknowledged by {new_leader} "
+                               f"within {DIRECT_WAIT_S:.0f} s of writes flowing again (pods that acked since "
+                               f"the fault: {after or 'none'})")
         counts: dict[str, int] = {}
         for d in direct:
             counts[d.pod] = counts.get(d.pod, 0) + 1
