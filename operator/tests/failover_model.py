@@ -7,10 +7,11 @@ pod around it (label, uid, IP, deletion, restarts). Clients commit and are ackno
 followers receive a random prefix of their upstream's WAL, and faults (partitions, freezes, kills, pod
 deletions) happen between operator ticks.
 
-The operator side is the real code: `decide`, `runner.run_failover`, `report.database_status` and
-`Executor.run_all`, wired as handlers/monitor.py wires them. Only `Executor.run` (the SQL and the Kubernetes
-calls) is replaced by its effect on this model. Every coroutine here completes without suspending, so the
-real async code is driven synchronously (`drive`), with no event loop per tick.
+The operator side is the real code: `runner.tick`, the monitor's tick itself (`decide`,
+`runner.run_failover`, `report.database_status`, `Executor.run_all`), with its effects wired to this model
+where handlers/monitor.py wires them to the cluster. Only `Executor.run` (the SQL and the Kubernetes calls) is
+replaced by its effect on this model. Every coroutine here completes without suspending, so the real async
+code is driven synchronously (`drive`), with no event loop per tick.
 
 The leader lease is modelled as scripts/fence.sh runs it: each time model time passes, the agent in a
 primary's pod stops its postmaster (no fence marker) unless the operator renewed its lease session within
@@ -36,7 +37,6 @@ from archop import names
 from archop.failover import decide as d
 from archop.failover import lease, report, runner
 from archop.failover.act import Executor
-from archop.handlers.monitor import MAINTENANCE_BEST_EFFORT
 from archop.health.model import DbObservation, Instance, PodState, Probe, ReplicaRow
 from archop.spec import DatabaseSpec
 
@@ -706,9 +706,9 @@ def model_executor(cluster: Cluster, renew: Callable[[str], Coroutine[Any, Any, 
 
 @dataclass
 class Monitor:
-    """handlers/monitor.py's DbMonitor.tick over the model: the same order of decide, persist-first, actions
-    or the runner, and the status write. One instance is one operator process (its Memory and its overlay of
-    what it wrote); an operator restart is a new Monitor."""
+    """handlers/monitor.py's DbMonitor over the model: runner.tick, the very tick the monitor runs, with
+    effects on the model. One instance is one operator process (its Memory and its overlay of what it wrote);
+    an operator restart is a new Monitor."""
 
     cluster: Cluster
     spec: DatabaseSpec
@@ -754,6 +754,26 @@ class Monitor:
         """The runner sleeps through a lease running out: the world's time passes meanwhile."""
         self.cluster.advance(seconds)
 
+    async def _observe_all(self) -> DbObservation:
+        return self.cluster.observe(self.spec.instances)
+
+    async def _drop_switchover(self) -> None:
+        self.cluster.annotations.pop(d.SWITCHOVER_ANNOTATION, None)
+
+    async def _status_fields(self, obs: DbObservation, leader: str | None, message: str,
+                             in_flight: d.FailoverRecord | None) -> dict[str, Any]:
+        """The monitor's conditions are not part of the model's status (no decision reads them); the
+        DatabaseReady one is still computed, so that it runs on every state the model reaches."""
+        report.database_condition(obs, leader, in_flight is not None, message)
+        return {}
+
+    def _remember(self, memory: d.Memory) -> None:
+        self.memory = memory
+
+    async def _failover_begins(self, record: d.FailoverRecord, new: bool) -> None:
+        """Arms an injected status write failure that waits for a failover tick (fail_in_failover)."""
+        self.in_failover = True
+
     async def vouch(self, pod: str) -> bool:
         """monitor.py's vouch: renew the pod's leader lease through the lease session."""
         if not self.cluster.renew(pod):
@@ -777,38 +797,27 @@ class Monitor:
             self.cluster.during_tick = None
 
     async def _tick(self) -> None:
-        c, spec = self.cluster, self.spec
-        state = d.State.from_status(self.view(), c.annotations)
-        obs = c.observe(spec.instances)
-        step = d.decide(obs, state, spec, c.now, self.memory)
-        self.memory = step.memory
-        for note in step.notes:
-            self.emit(note)
-        leader, message = step.current_leader, step.message
-        executor = model_executor(c, self.vouch)
-        if step.last_seen is not None and step.persist_first:
-            await self.patch({"leaderLastSeen": step.last_seen.to_status()})
-        if step.kind is d.StepKind.STEADY and leader is not None:
-            await self.vouch(leader)
-        if step.kind is d.StepKind.BOOTSTRAP:
-            await self.patch({"currentLeader": leader, "targetLeader": leader})
-            await executor.run_all(step.actions)
-        elif step.kind is d.StepKind.FAILOVER and step.record is not None:
-            self.in_failover = True
-            fx = runner.Effects(observe=self._observe, persist=self.patch, executor=executor, emit=self.emit,
-                                lease=self.lease_clock, sleep=self._sleep)
-            result = await runner.run_failover(step.record, state, obs, spec, fx, clock=lambda: c.now)
-            leader, message, obs = result.leader, result.message, result.obs
-        else:
-            await executor.run_all(step.actions, best_effort=MAINTENANCE_BEST_EFFORT)
-            if c.annotations.get(d.SWITCHOVER_ANNOTATION) == leader:
-                c.annotations.pop(d.SWITCHOVER_ANNOTATION)
-        last_seen = step.last_seen if step.kind is d.StepKind.STEADY else None
-        # write_status: the conditions are computed as the monitor computes them, the patch is the real one.
-        report.database_condition(obs, leader, bool(self.written.get("failover")), message)
-        patch = report.database_status(obs, leader, spec.instances, last_seen)
-        patch["targetLeader"] = (self.written.get("failover") or {}).get("to") or leader
-        await self.patch(patch)
+        c = self.cluster
+        fx = runner.TickEffects(
+            observe=self._observe_all, reobserve=self._observe, persist=self.patch,
+            executor=model_executor(c, self.vouch), emit=self.emit, vouch=self.vouch,
+            withdraw_unless=self._withdraw_unless, drop_switchover=self._drop_switchover,
+            status_fields=self._status_fields, remember=self._remember, failover_begins=self._failover_begins,
+            failover_done=self._failover_done, maintenance_failed=self._maintenance_failed,
+            lease=self.lease_clock, sleep=self._sleep, clock=lambda: c.now)
+        await runner.tick(self.view(), c.annotations, self.spec, self.memory, fx)
+
+    # The effects of runner.tick that only matter to a real process: nothing of them reaches the model.
+
+    async def _withdraw_unless(self, pod: str | None) -> None:
+        """The real monitor renews the vouched pod between ticks too (DbMonitor.renewals); the model renews
+        only within ticks, so there is no renewal to withdraw."""
+
+    def _failover_done(self, record: d.FailoverRecord) -> None:
+        """The monitor's completion event and metrics."""
+
+    def _maintenance_failed(self, errors: list[str]) -> None:
+        """The monitor's log line: the next tick retries them."""
 
     def restarted(self, takeover: bool) -> Monitor:
         """A new operator process: no Memory, no overlay. After an unclean takeover the blind interval since

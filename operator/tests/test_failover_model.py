@@ -1,8 +1,9 @@
 """Stateful property test of the failover decisions (issue 11, "How to prove it").
 
 Hypothesis drives failover_model.Cluster (three simulated Postgres instances, their pods, the network and
-the clients) through random faults, and the real operator code (decide, runner.run_failover,
-report.database_status, Executor.run_all) through ticks, as handlers/monitor.py runs them. After every step:
+the clients) through random faults, and the real operator code through ticks: runner.tick, the tick
+handlers/monitor.py runs (decide, runner.run_failover, report.database_status, Executor.run_all), with its
+effects wired to the model. After every step:
 
 1. No acknowledged commit is lost: in sync mode with dataDurability required (and allowDataLoss off), every
    commit a client was told about is in the WAL of status.currentLeader whenever no failover is in flight.

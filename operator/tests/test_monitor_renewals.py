@@ -1,10 +1,11 @@
-"""Which pod's leader lease the monitor keeps renewing between ticks after a decision (handlers/monitor.py,
-_vouch_for): only a healthy leader, or a failover's target once its Promote was sent."""
+"""Which pod's leader lease the monitor keeps renewing between ticks after a decision (failover/runner.py,
+vouch_for, which runner.tick hands to the monitor's withdraw_unless): only a healthy leader, or a failover's
+target once its Promote was sent."""
 
 from __future__ import annotations
 
 from archop.failover import decide as d
-from archop.handlers.monitor import _vouch_for
+from archop.failover.runner import vouch_for
 
 
 def step(kind: d.StepKind, leader: str | None = "db-0", record: d.FailoverRecord | None = None) -> d.Step:
@@ -17,15 +18,15 @@ def record(promote_sent: bool) -> d.FailoverRecord:
 
 
 def test_a_healthy_leader_is_renewed():
-    assert _vouch_for(step(d.StepKind.STEADY)) == "db-0"
+    assert vouch_for(step(d.StepKind.STEADY)) == "db-0"
 
 
 def test_a_leader_in_doubt_is_not():
     for kind in d.StepKind:
         if kind is not d.StepKind.STEADY:
-            assert _vouch_for(step(kind)) is None, kind
+            assert vouch_for(step(kind)) is None, kind
 
 
 def test_a_failover_renews_its_target_only_once_the_promote_was_sent():
-    assert _vouch_for(step(d.StepKind.FAILOVER, record=record(promote_sent=False))) is None
-    assert _vouch_for(step(d.StepKind.FAILOVER, record=record(promote_sent=True))) == "db-1"
+    assert vouch_for(step(d.StepKind.FAILOVER, record=record(promote_sent=False))) is None
+    assert vouch_for(step(d.StepKind.FAILOVER, record=record(promote_sent=True))) == "db-1"

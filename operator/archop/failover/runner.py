@@ -1,8 +1,12 @@
-"""The one phase runner: persist the failover record, then act. Used by the monitor daemon and, wired to
-loopback instances or a model, by the tests.
+"""The one monitor tick and the one phase runner. Used by the monitor daemon and, wired to loopback instances
+or a model, by the tests.
 
-A record is written to the status BEFORE each phase acts, so an operator killed mid-way resumes at the same
-phase; every action is idempotent, so running a phase again is safe.
+`tick` is the sequence of one tick of handlers/monitor.py: decide, act (a failover through `run_failover`),
+write the status. Its effects are injected, so the property test (tests/failover_model.py) runs this very
+sequence over a simulated tier, not a copy of it.
+
+`run_failover` writes the record to the status BEFORE each phase acts, so an operator killed mid-way resumes
+at the same phase; every action is idempotent, so running a phase again is safe.
 """
 
 from __future__ import annotations
@@ -10,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from archop.failover import decide as d
+from archop.failover import report
 from archop.failover.act import Executor
 from archop.failover.lease import LeaseClock
 from archop.health.model import DbObservation
@@ -26,6 +31,8 @@ log = logging.getLogger(__name__)
 # answer is expected in a failover, and a slot must never hold up a leader change. Everything else (a required
 # Stop, Promote, SetSyncStandbys, labels) must succeed, or the phase raises and is run again on the next tick.
 BEST_EFFORT: tuple[type, ...] = (d.Fence, d.Detach, d.Repoint, d.Unfence, *d.SLOT_ACTIONS)
+# Steady-state upkeep whose failure is logged and retried next tick, without skipping the actions after it.
+MAINTENANCE_BEST_EFFORT: tuple[type, ...] = (d.Fence, d.DeletePod, d.Repoint, d.Rebuild, *d.SLOT_ACTIONS)
 # A wait this short (a lease running out) is slept through instead of ending the tick.
 SLEEP_THROUGH = 8.0
 
@@ -116,3 +123,110 @@ async def run_failover(record: d.FailoverRecord, state: d.State, obs: DbObservat
         # Fresh positions for the next phase (the followers are detached now); the old leader keeps its last
         # probe unless this is a planned switchover where it is alive.
         obs = await fx.observe(obs, frozenset() if current.planned else frozenset({current.from_}))
+
+
+# ---------------------------------------------------------------------------------------------- one tick
+
+
+StatusFields = Callable[[DbObservation, str | None, str, d.FailoverRecord | None], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class TickEffects:
+    """What one monitor tick needs from the world. handlers/monitor.py wires them to the cluster; the property
+    test wires them to its model. What only the real monitor does (logs, events, metrics, its lease session)
+    stays behind these effects, so that everything the decisions depend on runs here, once."""
+
+    observe: Callable[[], Awaitable[DbObservation]]  # the whole tier, every instance probed
+    reobserve: Observe  # between a failover's phases (Effects.observe)
+    persist: Persist  # merge into the status (and into what the caller's next `status` overlays)
+    executor: Executor
+    emit: Callable[[d.Note], None]
+    # Renew a pod's leader lease now (False: it could not); the caller keeps renewing it between ticks.
+    vouch: Callable[[str], Awaitable[bool]]
+    # Stop renewing every pod but this one (None: all), waiting out a renewal in flight.
+    withdraw_unless: Callable[[str | None], Awaitable[None]]
+    # Remove the one-shot switchover annotation: its target leads.
+    drop_switchover: Callable[[], Awaitable[None]]
+    # The rest of the last status write (conditions, other tiers), given (obs, leader, message, record of
+    # the failover still in flight); merged over the database tier's fields.
+    status_fields: StatusFields
+    # Keep the in-process timers. Called as soon as decide() returns: a tick failing later (an action, a
+    # status write) must still start the timers the next tick's decision counts on.
+    remember: Callable[[d.Memory], None]
+    # Before a failover's phases run; True: this tick starts it (the monitor ends its lease session then,
+    # so the leader being replaced gets no more renewals), False: it resumes one in flight.
+    failover_begins: Callable[[d.FailoverRecord, bool], Awaitable[None]]
+    failover_done: Callable[[d.FailoverRecord], None]  # the leader change completed (events, metrics)
+    maintenance_failed: Callable[[list[str]], None]  # best-effort upkeep that failed (retried next tick)
+    lease: LeaseClock | None  # Effects.lease
+    sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep)
+    clock: Callable[[], float] = field(default=time.time)
+
+
+@dataclass(frozen=True)
+class TickResult:
+    step: d.Step
+    leader: str | None  # status.currentLeader as written
+    obs: DbObservation  # the last observation (after a failover: the one after its last phase)
+
+
+def vouch_for(step: d.Step) -> str | None:
+    """The pod whose lease may still be renewed after this decision: the healthy leader, or the target of a
+    failover that already sent its Promote. Anything else (a failover starting, a leader in doubt) ends the
+    renewals at once, before anything is acted on."""
+    if step.kind is d.StepKind.STEADY:
+        return step.current_leader
+    if step.kind is d.StepKind.FAILOVER and step.record is not None and step.record.promote_sent:
+        return step.record.to
+    return None
+
+
+async def tick(status: Mapping[str, Any], annotations: Mapping[str, str], spec: DatabaseSpec,
+               memory: d.Memory, fx: TickEffects) -> TickResult:
+    """One monitor tick: observe, decide, act, write the status.
+
+    `status` is what this process knows of the Architecture's status: the live one overlaid with its own last
+    writes (a status read back may lag behind them). Any exception ends the tick; the caller logs it and the
+    next tick decides again from the status (a failover resumes at the phase its record names)."""
+    state = d.State.from_status(dict(status), dict(annotations))
+    obs = await fx.observe()
+    step = d.decide(obs, state, spec, fx.clock(), memory)
+    fx.remember(step.memory)
+    await fx.withdraw_unless(vouch_for(step))
+    for note in step.notes:
+        fx.emit(note)
+    leader, message = step.current_leader, step.message
+    ran: Result | None = None
+    if step.last_seen is not None and step.persist_first:
+        # The widened synchronous guard is in the status before synchronous_standby_names changes.
+        await fx.persist({"leaderLastSeen": step.last_seen.to_status()})
+    if step.kind is d.StepKind.STEADY and leader is not None:
+        await fx.vouch(leader)
+    if step.kind is d.StepKind.BOOTSTRAP:
+        await fx.persist({"currentLeader": leader, "targetLeader": leader})
+        await fx.executor.run_all(step.actions)
+    elif step.kind is d.StepKind.FAILOVER and step.record is not None:
+        await fx.failover_begins(step.record, state.failover is None)
+        phases = Effects(observe=fx.reobserve, persist=fx.persist, executor=fx.executor, emit=fx.emit,
+                         lease=fx.lease, sleep=fx.sleep)
+        ran = await run_failover(step.record, state, obs, spec, phases, clock=fx.clock)
+        leader, message, obs = ran.leader, ran.message, ran.obs
+        if ran.outcome is d.Outcome.DONE:
+            fx.failover_done(ran.record)
+    else:
+        errors = await fx.executor.run_all(step.actions, best_effort=MAINTENANCE_BEST_EFFORT)
+        if errors:
+            fx.maintenance_failed(errors)
+        if leader is not None and annotations.get(d.SWITCHOVER_ANNOTATION) == leader:
+            await fx.drop_switchover()
+    # run_failover writes status.failover on every way out: the record when it waits, None once the change
+    # is done or called off. Without a failover step there is none in the status this process sees.
+    in_flight = ran.record if ran is not None and ran.outcome is d.Outcome.WAIT else None
+    # leaderLastSeen only from a tick that saw the leader healthy (report.database_status says why).
+    last_seen = step.last_seen if step.kind is d.StepKind.STEADY else None
+    patch = report.database_status(obs, leader, spec.instances, last_seen)
+    patch["targetLeader"] = in_flight.to if in_flight is not None else leader
+    patch.update(await fx.status_fields(obs, leader, message, in_flight))
+    await fx.persist(patch)
+    return TickResult(step, leader, obs)

@@ -1,9 +1,11 @@
 """The per-Architecture health loop (a kopf daemon) and THE periodic status writer.
 
-Each tick: observe the database tier (pods, nodes, one SQL probe per instance, concurrently) -> decide
-(failover/decide.py, pure) -> act (failover/act.py; a failover through failover/runner.py, which writes the
-record to the status BEFORE each phase acts) -> write status. Every couple of seconds the other tiers'
-conditions are refreshed too (observe_workloads + workload_conditions + summarise).
+Each tick is failover/runner.py's `tick`: observe the database tier (pods, nodes, one SQL probe per
+instance, concurrently) -> decide (failover/decide.py, pure) -> act (failover/act.py; a failover through
+runner.run_failover, which writes the record to the status BEFORE each phase acts) -> write status. This
+module supplies its effects against the cluster, and what only a real process does around it: the lease
+session, logs, events, metrics. Every couple of seconds the other tiers' conditions are refreshed too
+(observe_workloads + workload_conditions + summarise).
 """
 
 from __future__ import annotations
@@ -39,10 +41,6 @@ _STEP_EVENTS = {reasons.FAILOVER_STARTED, reasons.LEADER_FENCED, reasons.FOLLOWE
                 reasons.SWITCHOVER_STARTED, reasons.SWITCHOVER_COMPLETED, reasons.FOLLOWER_REJOINED,
                 reasons.REJOIN_BY_BASE_BACKUP, reasons.LEADER_ELECTED,
                 reasons.REBUILD_STARTED, reasons.FOLLOWER_REBUILT}
-
-
-# Steady-state upkeep whose failure is logged and retried next tick, without skipping the actions after it.
-MAINTENANCE_BEST_EFFORT: tuple[type, ...] = (d.Fence, d.DeletePod, d.Repoint, d.Rebuild, *d.SLOT_ACTIONS)
 
 
 def _now_iso() -> str:
@@ -161,46 +159,40 @@ class DbMonitor:
     # ------------------------------------------------------------------ the tick
 
     async def tick(self, body: dict[str, Any], spec_raw: dict[str, Any], status: dict[str, Any]) -> None:
+        """One tick: failover/runner.py's sequence, wired to the cluster and this process' lease session."""
         self.body = body
         spec = ArchitectureSpec.parse(spec_raw)
         annotations = (body.get("metadata") or {}).get("annotations") or {}
-        state = d.State.from_status(self.view(status), annotations)
-        obs = await self.observe(spec)
-        step = d.decide(obs, state, spec.database, time.time(), self.memory)
-        self.memory = step.memory
-        await self.withdraw_unless(_vouch_for(step))
-        for note in step.notes:
-            self.emit(note)
-        leader = step.current_leader
-        message = step.message
-        if step.last_seen is not None and step.persist_first:
-            await self.patch({"leaderLastSeen": step.last_seen.to_status()})
-        if step.kind is d.StepKind.STEADY and leader is not None:
-            await self.vouch(leader)
-        if step.kind is d.StepKind.BOOTSTRAP:
-            await self.patch({"currentLeader": leader, "targetLeader": leader})
-            await self.executor.run_all(step.actions)
-        elif step.kind is d.StepKind.FAILOVER and step.record is not None:
-            if state.failover is None:
-                rec = step.record
-                self.log.warning("%s -> %s starting (%s)", rec.from_, rec.to, rec.reason)
-            if state.failover is None:
-                async with self.renew_lock:
-                    await self.lease_session.close()  # no more renewals for the leader being replaced
-            fx = runner.Effects(observe=self._reobserve(spec), persist=self.patch, executor=self.executor,
-                                emit=self.emit, lease=self.lease)
-            result = await runner.run_failover(step.record, state, obs, spec.database, fx)
-            leader, message, obs = result.leader, result.message, result.obs
-            if result.outcome is d.Outcome.DONE:
-                self.completed(result.record)
-        else:
-            errors = await self.executor.run_all(step.actions, best_effort=MAINTENANCE_BEST_EFFORT)
-            if errors:
-                self.log.info("some maintenance actions failed (retried next tick): %s", "; ".join(errors))
-            if d.SWITCHOVER_ANNOTATION in annotations and annotations[d.SWITCHOVER_ANNOTATION] == leader:
-                await asyncio.to_thread(self._drop_annotation)
-        last_seen = step.last_seen if step.kind is d.StepKind.STEADY else None
-        await self.write_status(body, spec, obs, leader, message, last_seen)
+        done = await runner.tick(self.view(status), annotations, spec.database, self.memory,
+                                 self._effects(body, spec))
+        self.metrics(done.obs, done.leader)
+
+    def _effects(self, body: dict[str, Any], spec: ArchitectureSpec) -> runner.TickEffects:
+        async def observe() -> DbObservation:
+            return await self.observe(spec)
+
+        async def status_fields(obs: DbObservation, leader: str | None, message: str,
+                                in_flight: d.FailoverRecord | None) -> dict[str, Any]:
+            return await self.status_fields(body, spec, obs, leader, message, in_flight)
+
+        return runner.TickEffects(
+            observe=observe, reobserve=self._reobserve(spec), persist=self.patch, executor=self.executor,
+            emit=self.emit, vouch=self.vouch, withdraw_unless=self.withdraw_unless,
+            drop_switchover=self._drop_switchover, status_fields=status_fields, remember=self._remember,
+            failover_begins=self._failover_begins, failover_done=self.completed,
+            maintenance_failed=self._maintenance_failed, lease=self.lease)
+
+    def _remember(self, memory: d.Memory) -> None:
+        self.memory = memory
+
+    async def _failover_begins(self, record: d.FailoverRecord, new: bool) -> None:
+        if new:
+            self.log.warning("%s -> %s starting (%s)", record.from_, record.to, record.reason)
+            async with self.renew_lock:
+                await self.lease_session.close()  # no more renewals for the leader being replaced
+
+    def _maintenance_failed(self, errors: list[str]) -> None:
+        self.log.info("some maintenance actions failed (retried next tick): %s", "; ".join(errors))
 
     async def vouch(self, pod: str) -> bool:
         """Renew this pod's leader lease, only while this process surely holds the operator Lease; from then
@@ -246,24 +238,28 @@ class DbMonitor:
         metrics.failovers_total.labels(self.namespace, self.name, record.reason).inc()
         metrics.failover_duration_seconds.labels(self.namespace, self.name).observe(took)
 
+    async def _drop_switchover(self) -> None:
+        await asyncio.to_thread(self._drop_annotation)
+
     def _drop_annotation(self) -> None:
         """The one-shot switchover annotation is done: remove it."""
         kind = pykube.object_factory(self.api, names.API_VERSION, names.KIND)
         obj = kind.objects(self.api, namespace=self.namespace).get_by_name(self.name)
         obj.patch({"metadata": {"annotations": {d.SWITCHOVER_ANNOTATION: None}}})
 
-    async def write_status(self, body: dict[str, Any], spec: ArchitectureSpec, obs: DbObservation,
-                           leader: str | None, message: str, last_seen: d.LeaderSnapshot | None) -> None:
+    async def status_fields(self, body: dict[str, Any], spec: ArchitectureSpec, obs: DbObservation,
+                            leader: str | None, message: str,
+                            in_flight: d.FailoverRecord | None) -> dict[str, Any]:
+        """The conditions and the other tiers' fields of the status write that ends a tick (the database
+        tier's own fields come from runner.tick)."""
         now = _now_iso()
         generation = int((body.get("metadata") or {}).get("generation") or 0)
         conditions = list(self.view(body.get("status") or {}).get("conditions") or [])
-        in_failover = bool(self.written.get("failover"))
-        ok, reason, msg = report.database_condition(obs, leader, in_failover, message)
+        ok, reason, msg = report.database_condition(obs, leader, in_flight is not None, message)
         conditions = st.set_condition(conditions, reasons.DATABASE_READY, ok, reason, msg, generation, now)
-        fo = self.written.get("failover") or {}
         fip = reasons.FAILOVER_IN_PROGRESS
-        if fo:
-            text = f"{fo.get('phase')}: {fo.get('from')} -> {fo.get('to')}"
+        if in_flight is not None:
+            text = f"{in_flight.phase}: {in_flight.from_} -> {in_flight.to}"
             cond = (True, reasons.FAILOVER_STARTED, text)
         else:
             cond = (False, reasons.NO_FAILOVER, "no failover in progress")
@@ -280,11 +276,7 @@ class DbMonitor:
         conditions = st.summarise(conditions, generation, now)
         metrics.architecture_ready.labels(self.namespace, self.name).set(
             1 if st.is_true(conditions, reasons.READY) else 0)
-        patch = report.database_status(obs, leader, spec.database.instances, last_seen)
-        patch.update({"targetLeader": (self.written.get("failover") or {}).get("to") or leader,
-                      "conditions": conditions, **self.workload_fields})
-        await self.patch(patch)
-        self.metrics(obs, leader)
+        return {"conditions": conditions, **self.workload_fields}
 
     def metrics(self, obs: DbObservation, leader: str | None) -> None:
         m = metrics
@@ -296,17 +288,6 @@ class DbMonitor:
         for row in report.instances_status(obs, leader):
             if "lagBytes" in row:
                 m.replication_lag_bytes.labels(self.namespace, self.name, row["name"]).set(row["lagBytes"])
-
-
-def _vouch_for(step: d.Step) -> str | None:
-    """The pod whose lease may still be renewed after this decision: the healthy leader, or the target of a
-    failover that already sent its Promote. Anything else (a failover starting, a leader in doubt) ends the
-    renewals at once, before anything is acted on."""
-    if step.kind is d.StepKind.STEADY:
-        return step.current_leader
-    if step.kind is d.StepKind.FAILOVER and step.record is not None and step.record.promote_sent:
-        return step.record.to
-    return None
 
 
 async def monitor(*, name: str, namespace: str, body: Mapping[str, Any], spec: Mapping[str, Any],

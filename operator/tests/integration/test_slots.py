@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 from archop import names, reasons
 from archop.failover import decide as d
-from archop.handlers.monitor import MAINTENANCE_BEST_EFFORT
+from archop.failover.runner import MAINTENANCE_BEST_EFFORT
 from archop.spec import DatabaseSpec, FailoverSpec
 
 from testsupport.postgres import free_port, start_by_script
