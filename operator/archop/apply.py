@@ -1,5 +1,8 @@
 """Effects on the Kubernetes API through pykube: server-side apply of built children, Secrets created once,
 status and pod-label patches, pruning. Every API failure becomes a kopf.TemporaryError with a clear message.
+
+The operator's only way to the API (kopf's own calls and the Lease aside): every request goes through
+_request, which first asks archop.permissions whether the chart's RBAC grants it.
 """
 
 from __future__ import annotations
@@ -15,18 +18,10 @@ import kopf
 import pykube
 import requests
 
-from archop import names
+from archop import names, permissions
 
 log = logging.getLogger("archop.apply")
 
-# Plural resource names of the kinds the operator touches; anything else is discovered from the API.
-PLURALS = {
-    "Secret": "secrets", "ConfigMap": "configmaps", "Service": "services", "Pod": "pods",
-    "PersistentVolumeClaim": "persistentvolumeclaims", "Deployment": "deployments",
-    "StatefulSet": "statefulsets", "Ingress": "ingresses", "NetworkPolicy": "networkpolicies",
-    "PodDisruptionBudget": "poddisruptionbudgets", "HorizontalPodAutoscaler": "horizontalpodautoscalers",
-    "Job": "jobs", "Lease": "leases", names.KIND: names.PLURAL,
-}
 APPLY = {"Content-Type": "application/apply-patch+yaml"}
 MERGE = {"Content-Type": "application/merge-patch+json"}
 _CLIENT_MAX_AGE = 600.0  # seconds: re-read the service-account token (it rotates) every so often
@@ -50,15 +45,6 @@ def api() -> pykube.HTTPClient:
         return client
 
 
-def _plural(client: pykube.HTTPClient, api_version: str, kind: str) -> str:
-    if kind in PLURALS:
-        return PLURALS[kind]
-    for resource in client.resource_list(api_version).get("resources", []):
-        if resource.get("kind") == kind and "/" not in resource.get("name", ""):
-            return str(resource["name"])
-    raise kopf.PermanentError(f"the API server does not serve {kind} in {api_version}")
-
-
 def _describe(manifest: dict[str, Any]) -> str:
     meta = manifest.get("metadata", {})
     return f"{manifest.get('kind')} {meta.get('namespace', '')}/{meta.get('name')}"
@@ -73,9 +59,19 @@ def _temporary(action: str, what: str, exc: Exception) -> kopf.TemporaryError:
     return kopf.TemporaryError(f"{action} {what} failed: cannot reach the API server: {exc}", delay=5)
 
 
-def _request(client: pykube.HTTPClient, method: str, what: str, action: str, **kwargs: Any) -> Any:
+def _request(client: pykube.HTTPClient, verb: str, api_version: str, kind: str, namespace: str | None,
+             name: str | None, what: str, action: str, subresource: str = "", **kwargs: Any) -> Any:
+    """One API request: `verb` (a key of permissions.REQUEST_VERBS) on `kind`, object `name` (None: the
+    collection) in `namespace` (None: cluster-scoped). Refused here, before anything is sent, unless
+    archop.permissions declares it (the chart grants exactly that table)."""
     try:
-        response = client.request(method, **kwargs)
+        resource = permissions.require(api_version, kind, verb, subresource)
+    except permissions.NotGranted as exc:
+        raise kopf.PermanentError(f"{action} {what}: {exc}") from None
+    url = "/".join(part for part in (resource.plural, name, subresource) if part)
+    try:
+        response = client.request(permissions.METHODS[verb], url=url, version=api_version,
+                                  namespace=namespace, **kwargs)
     except requests.RequestException as exc:
         raise _temporary(action, what, exc) from exc
     return response
@@ -100,18 +96,12 @@ def _api_message(response: Any) -> str:
         return str(response.reason)
 
 
-def _object_url(client: pykube.HTTPClient, manifest: dict[str, Any], subresource: str = "") -> str:
-    name = manifest["metadata"]["name"]
-    url = f"{_plural(client, manifest['apiVersion'], manifest['kind'])}/{name}"
-    return f"{url}/{subresource}" if subresource else url
-
-
 def server_side_apply(client: pykube.HTTPClient, manifest: dict[str, Any]) -> None:
     what = _describe(manifest)
+    meta = manifest["metadata"]
     response = _request(
-        client, "PATCH", what, "applying",
-        url=_object_url(client, manifest), version=manifest["apiVersion"],
-        namespace=manifest["metadata"].get("namespace"),
+        client, "apply", manifest["apiVersion"], manifest["kind"], meta.get("namespace"), meta["name"],
+        what, "applying",
         data=json.dumps(manifest), headers=APPLY, params={"fieldManager": names.MANAGER, "force": "true"},
     )
     _check(response, "applying", what)
@@ -128,11 +118,9 @@ def create_if_absent(client: pykube.HTTPClient, manifest: dict[str, Any], owner:
     """Create the object unless one of that name exists; never overwrite. True when it was created."""
     kopf.adopt(manifest, owner=owner)  # type: ignore[arg-type]
     what = _describe(manifest)
-    plural = _plural(client, manifest["apiVersion"], manifest["kind"])
     response = _request(
-        client, "POST", what, "creating",
-        url=plural, version=manifest["apiVersion"], namespace=manifest["metadata"]["namespace"],
-        data=json.dumps(manifest), params={"fieldManager": names.MANAGER},
+        client, "create", manifest["apiVersion"], manifest["kind"], manifest["metadata"]["namespace"], None,
+        what, "creating", data=json.dumps(manifest), params={"fieldManager": names.MANAGER},
     )
     return _check(response, "creating", what, ok_codes=(409,))
 
@@ -140,10 +128,10 @@ def create_if_absent(client: pykube.HTTPClient, manifest: dict[str, Any], owner:
 def delete(client: pykube.HTTPClient, manifest: dict[str, Any]) -> bool:
     """Delete one object (its dependents in the background). True when something was deleted."""
     what = _describe(manifest)
+    meta = manifest["metadata"]
     response = _request(
-        client, "DELETE", what, "deleting",
-        url=_object_url(client, manifest), version=manifest["apiVersion"],
-        namespace=manifest["metadata"]["namespace"],
+        client, "delete", manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"],
+        what, "deleting",
         data=json.dumps({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}),
     )
     return _check(response, "deleting", what, ok_codes=(404,))
@@ -152,34 +140,37 @@ def delete(client: pykube.HTTPClient, manifest: dict[str, Any]) -> bool:
 def get(client: pykube.HTTPClient, api_version: str, kind: str, namespace: str, name: str) -> dict | None:
     """One object as a dict, or None when it does not exist."""
     what = f"{kind} {namespace}/{name}"
-    response = _request(client, "GET", what, "reading", url=f"{_plural(client, api_version, kind)}/{name}",
-                        version=api_version, namespace=namespace)
+    response = _request(client, "get", api_version, kind, namespace, name, what, "reading")
     if not _check(response, "reading", what, ok_codes=(404,)):
         return None
     return dict(response.json())
 
 
 def list_objects(
-    client: pykube.HTTPClient, api_version: str, kind: str, namespace: str, selector: dict[str, str]
+    client: pykube.HTTPClient, api_version: str, kind: str, namespace: str | None, selector: dict[str, str]
 ) -> list[dict[str, Any]]:
-    what = f"{kind} in {namespace} with {selector}"
-    response = _request(
-        client, "GET", what, "listing", url=_plural(client, api_version, kind), version=api_version,
-        namespace=namespace, params={"labelSelector": ",".join(f"{k}={v}" for k, v in selector.items())},
-    )
+    """Objects of `kind` with these labels, in `namespace` (None: a cluster-scoped kind)."""
+    what = f"{kind} in {namespace} with {selector}" if namespace else f"{kind} with {selector}"
+    params = {"labelSelector": ",".join(f"{k}={v}" for k, v in selector.items())} if selector else {}
+    response = _request(client, "list", api_version, kind, namespace, None, what, "listing", params=params)
     _check(response, "listing", what)
     return list(response.json().get("items", []))
 
 
+def merge_patch(client: pykube.HTTPClient, api_version: str, kind: str, namespace: str, name: str,
+                patch: dict[str, Any], action: str = "patching", what: str = "", subresource: str = "",
+                ok_codes: tuple[int, ...] = ()) -> bool:
+    """JSON merge patch of one object (None values delete keys). False for a code in `ok_codes`."""
+    what = what or f"{kind} {namespace}/{name}"
+    response = _request(client, "patch", api_version, kind, namespace, name, what, action,
+                        subresource=subresource, data=json.dumps(patch), headers=MERGE)
+    return _check(response, action, what, ok_codes=ok_codes)
+
+
 def patch_status(client: pykube.HTTPClient, name: str, namespace: str, patch: dict[str, Any]) -> None:
     """JSON merge patch of the Architecture's status subresource (None values delete keys)."""
-    what = f"{names.KIND} {namespace}/{name} status"
-    response = _request(
-        client, "PATCH", what, "patching",
-        url=f"{names.PLURAL}/{name}/status", version=names.API_VERSION, namespace=namespace,
-        data=json.dumps({"status": patch}), headers=MERGE,
-    )
-    _check(response, "patching", what)
+    merge_patch(client, names.API_VERSION, names.KIND, namespace, name, {"status": patch},
+                what=f"{names.KIND} {namespace}/{name} status", subresource="status")
 
 
 def annotate_if_unchanged(
@@ -188,25 +179,31 @@ def annotate_if_unchanged(
     """Set annotations on Architecture `name` only if it is still at `resource_version`: a merge patch that
     carries metadata.resourceVersion is refused with 409 Conflict when someone wrote in between. False then
     (and when the Architecture is gone); the caller reads it again and decides anew."""
-    what = f"{names.KIND} {namespace}/{name} annotations"
-    response = _request(
-        client, "PATCH", what, "annotating", url=f"{names.PLURAL}/{name}", version=names.API_VERSION,
-        namespace=namespace, headers=MERGE,
-        data=json.dumps({"metadata": {"resourceVersion": resource_version, "annotations": annotations}}),
-    )
-    return _check(response, "annotating", what, ok_codes=(404, 409))
+    return merge_patch(client, names.API_VERSION, names.KIND, namespace, name,
+                       {"metadata": {"resourceVersion": resource_version, "annotations": annotations}},
+                       "annotating", f"{names.KIND} {namespace}/{name} annotations", ok_codes=(404, 409))
+
+
+def annotate(client: pykube.HTTPClient, name: str, namespace: str,
+             annotations: dict[str, str | None]) -> bool:
+    """Set (or, with None, remove) annotations on Architecture `name`. False when it is gone."""
+    return merge_patch(client, names.API_VERSION, names.KIND, namespace, name,
+                       {"metadata": {"annotations": annotations}},
+                       "annotating", f"{names.KIND} {namespace}/{name} annotations", ok_codes=(404,))
 
 
 def patch_pod_labels(
     client: pykube.HTTPClient, namespace: str, pod: str, labels: dict[str, str | None]
 ) -> None:
     """Set (or, with None, remove) labels of one pod: how roles move between database pods."""
-    what = f"Pod {namespace}/{pod} labels"
-    response = _request(
-        client, "PATCH", what, "patching", url=f"pods/{pod}", version="v1", namespace=namespace,
-        data=json.dumps({"metadata": {"labels": labels}}), headers=MERGE,
-    )
-    _check(response, "patching", what)
+    merge_patch(client, "v1", "Pod", namespace, pod, {"metadata": {"labels": labels}},
+                what=f"Pod {namespace}/{pod} labels")
+
+
+def delete_pod(client: pykube.HTTPClient, namespace: str, pod: str) -> bool:
+    """Delete one pod (its controller starts a new one). False when it was gone already."""
+    return delete(client, {"apiVersion": "v1", "kind": "Pod",
+                           "metadata": {"name": pod, "namespace": namespace}})
 
 
 def delete_volumes(client: pykube.HTTPClient, name: str, namespace: str) -> list[str]:
@@ -234,23 +231,18 @@ def grow_volumes(client: pykube.HTTPClient, name: str, namespace: str, size: str
         if not smaller_than(current, size):
             continue
         response = _request(
-            client, "PATCH", f"PersistentVolumeClaim {namespace}/{pvc_name}", "resizing",
-            url=f"persistentvolumeclaims/{pvc_name}", version="v1", namespace=namespace,
+            client, "patch", "v1", "PersistentVolumeClaim", namespace, pvc_name,
+            f"PersistentVolumeClaim {namespace}/{pvc_name}", "resizing",
             data=json.dumps({"spec": {"resources": {"requests": {"storage": size}}}}), headers=MERGE,
         )
         if response.ok:
             grown.append(pvc_name)
         else:
-            refused.append(f"{pvc_name}: {response.json().get('message', response.status_code)}")
+            refused.append(f"{pvc_name}: {_api_message(response)}")
     return grown, refused
 
 
 def release(client: pykube.HTTPClient, api_version: str, kind: str, namespace: str, name: str) -> bool:
     """Drop an object's owner references so the garbage collector keeps it after the owner is gone."""
-    what = f"{kind} {namespace}/{name} owner references"
-    response = _request(
-        client, "PATCH", what, "releasing", url=f"{_plural(client, api_version, kind)}/{name}",
-        version=api_version, namespace=namespace,
-        data=json.dumps({"metadata": {"ownerReferences": None}}), headers=MERGE,
-    )
-    return _check(response, "releasing", what, ok_codes=(404,))
+    return merge_patch(client, api_version, kind, namespace, name, {"metadata": {"ownerReferences": None}},
+                       "releasing", f"{kind} {namespace}/{name} owner references", ok_codes=(404,))

@@ -76,9 +76,13 @@ def serve_health(port: int, health: Health) -> ThreadingHTTPServer:
 def run_kopf(settings: Settings, stop_flag: threading.Event | None) -> None:
     import archop.main  # noqa: F401 - registers the handlers with kopf's default registry
 
+    # `kopf run --namespace X --namespace Y` when the watched namespaces are given, else --all-namespaces.
+    namespaces = list(settings.watch_namespaces)
+    log.info("watching Architectures in %s", ", ".join(namespaces) if namespaces else "all namespaces")
     kopf.run(
         standalone=True,
-        clusterwide=True,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
         liveness_endpoint=f"http://127.0.0.1:{settings.kopf_liveness_port}/healthz",
         stop_flag=stop_flag,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -55,6 +56,24 @@ def _float(env: Mapping[str, str], key: str, default: float) -> float:
         raise ValueError(f"{key}={raw!r} is not a number") from None
 
 
+# A namespace name: an RFC 1123 label.
+_NAMESPACE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def _namespaces(env: Mapping[str, str], key: str) -> tuple[str, ...]:
+    """A comma-separated list of namespace names, in order, without repeats; empty when unset."""
+    out: list[str] = []
+    for item in (env.get(key) or "").split(","):
+        name = item.strip()
+        if not name:
+            continue
+        if not _NAMESPACE_NAME.match(name):
+            raise ValueError(f"{key}: {name!r} is not a namespace name")
+        if name not in out:
+            out.append(name)
+    return tuple(out)
+
+
 def _default_namespace() -> str:
     try:
         return _SA_NAMESPACE_FILE.read_text().strip() or DEFAULT_NAMESPACE
@@ -85,6 +104,9 @@ class Settings:
     identity: str = "archop"
     # How often (seconds) the monitor daemon of each Architecture looks at its children.
     monitor_interval_seconds: float = 1.0
+    # The namespaces whose Architectures this operator manages; empty: every namespace. The chart's RBAC
+    # follows it (watchNamespaces): Roles in these namespaces instead of cluster-wide rights.
+    watch_namespaces: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -107,6 +129,7 @@ class Settings:
             identity=env.get("ARCHOP_POD_NAME") or env.get("HOSTNAME") or socket.gethostname(),
             monitor_interval_seconds=_float(
                 env, "ARCHOP_MONITOR_INTERVAL_SECONDS", d.monitor_interval_seconds),
+            watch_namespaces=_namespaces(env, "ARCHOP_WATCH_NAMESPACES"),
         )
         settings.validate()
         return settings

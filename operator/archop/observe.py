@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import pykube
-
 from archop import apply, names
 from archop.spec import ArchitectureSpec
 
@@ -40,7 +38,7 @@ def ingress_address(ingress: dict[str, Any] | None) -> str | None:
 
 
 def observe_workloads(
-    client: pykube.HTTPClient, name: str, namespace: str, spec: ArchitectureSpec
+    client: Any, name: str, namespace: str, spec: ArchitectureSpec
 ) -> WorkloadObservation:
     """One look at the cache Deployment, the app Deployment and the Ingress (disabled tiers are skipped)."""
     cache = (apply.get(client, "apps/v1", "Deployment", namespace, names.cache(name))

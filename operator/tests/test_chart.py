@@ -173,12 +173,13 @@ def test_crd_install_can_be_turned_off(helm: str, tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------ helm lint
 
 
-@pytest.mark.parametrize("features", ["defaults", "all-features"])
+@pytest.mark.parametrize("features", ["defaults", "all-features", "namespaced"])
 def test_helm_lint(helm: str, tmp_path: Path, features: str) -> None:
     cmd = [helm, "lint", str(CHART), "--strict", "--namespace", NAMESPACE, "--kube-version", _kube_version()]
-    if features == "all-features":
-        values_file = tmp_path / "all.yaml"
-        values_file.write_text(yaml.safe_dump(ALL_FEATURES))
+    if features != "defaults":
+        values_file = tmp_path / "values.yaml"
+        values = ALL_FEATURES if features == "all-features" else {"watchNamespaces": ["shop", "team-b"]}
+        values_file.write_text(yaml.safe_dump(values))
         cmd += ["--values", str(values_file)]
     result = _run(cmd)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -329,29 +330,36 @@ def test_image_digest_wins_over_tag(helm: str, tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ RBAC
+# Pinned by hand here; operator/tests/test_permissions.py also checks the rendered rules against
+# operator/archop/permissions.py and that table against the API calls in the source.
 
 RBAC_KINDS = ("ClusterRole", "Role", "ClusterRoleBinding", "RoleBinding")
 
 EXPECTED_FRAMEWORK = [
-    {"apiGroups": ["archop.io"], "resources": ["architectures"], "verbs": ["get", "list", "watch", "patch"]},
-    {"apiGroups": ["archop.io"], "resources": ["architectures/status"], "verbs": ["get", "patch", "update"]},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+    {"apiGroups": ["archop.io"], "resources": ["architectures"], "verbs": ["list", "watch", "patch"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
-_RW = ["get", "list", "watch", "create", "patch", "update", "delete"]
+_SSA_PRUNE = ["create", "patch", "delete"]  # server-side apply (patch; create when new), pruning
 EXPECTED_APPLICATION = [
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch", "delete"]},
-    {"apiGroups": [""], "resources": ["services", "configmaps"], "verbs": _RW},
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch", "create", "patch"]},
-    {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["get", "list", "watch", "delete"]},
-    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": ["apps"], "resources": ["statefulsets", "deployments"], "verbs": _RW},
-    {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": _RW},
-    {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": _RW},
-    {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses", "networkpolicies"], "verbs": _RW},
-    # Cluster-wide, one name, read only: whether the release that claimed an Architecture is alive.
+    {"apiGroups": ["archop.io"], "resources": ["architectures"], "verbs": ["get", "patch"]},
+    {"apiGroups": ["archop.io"], "resources": ["architectures/status"], "verbs": ["patch"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "patch", "delete"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "patch"]},
+    # patch: volume growth (apply.grow_volumes) asks for the bigger size on each PVC.
+    {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["list", "patch", "delete"]},
+    {"apiGroups": [""], "resources": ["services"], "verbs": _SSA_PRUNE},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": _SSA_PRUNE},
+    {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["get", "create", "patch"]},
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", *_SSA_PRUNE]},
+    {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": _SSA_PRUNE},
+    {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": _SSA_PRUNE},
+    {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": ["get", *_SSA_PRUNE]},
+    {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": _SSA_PRUNE},
+    # One name, read only: whether the release that claimed an Architecture is alive.
     {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["archop-operator"],
      "verbs": ["get"]},
 ]
+EXPECTED_NODES = [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]}]
 EXPECTED_LEASE = [
     {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
     {
@@ -361,6 +369,16 @@ EXPECTED_LEASE = [
         "verbs": ["get", "update"],
     },
 ]
+WATCHED = ["shop", "team-b"]
+
+
+@pytest.fixture(scope="module")
+def namespaced_render(helm: str, module_tmp: Path) -> str:
+    return _template(helm, module_tmp, {"watchNamespaces": WATCHED})
+
+
+def _render(which: str, default_render: str, full_render: str, namespaced_render: str) -> str:
+    return {"default": default_render, "full": full_render, "namespaced": namespaced_render}[which]
 
 
 def _walk_strings(node: Any) -> Iterator[str]:
@@ -375,42 +393,94 @@ def _walk_strings(node: Any) -> Iterator[str]:
         yield node
 
 
-@pytest.mark.parametrize("which", ["default", "full"])
-def test_rbac_has_no_wildcard_anywhere(default_render: str, full_render: str, which: str) -> None:
-    docs = _docs(default_render if which == "default" else full_render)
+@pytest.mark.parametrize(("which", "count"), [("default", 8), ("full", 8), ("namespaced", 12)])
+def test_rbac_has_no_wildcard_anywhere(default_render: str, full_render: str, namespaced_render: str,
+                                       which: str, count: int) -> None:
+    docs = _docs(_render(which, default_render, full_render, namespaced_render))
     rbac = [d for d in docs if d["kind"] in RBAC_KINDS]
-    assert len(rbac) == 6
+    assert len(rbac) == count
     for doc in rbac:
         offending = [s for s in _walk_strings(doc) if "*" in s]
         assert not offending, f"{doc['kind']} {doc['metadata']['name']} has a wildcard: {offending}"
+
+
+def _bindings_bind_the_service_account(docs: list[dict[str, Any]]) -> None:
+    sa = _one(docs, "ServiceAccount")["metadata"]["name"]
+    for binding in _by_kind(docs, "ClusterRoleBinding") + _by_kind(docs, "RoleBinding"):
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}]
 
 
 def test_rbac_rules_are_exactly_least_privilege(default_render: str) -> None:
     docs = _docs(default_render)
     framework = _one(docs, "ClusterRole", f"{RELEASE}-framework")
     application = _one(docs, "ClusterRole", f"{RELEASE}-application")
+    nodes = _one(docs, "ClusterRole", f"{RELEASE}-nodes")
     lease = _one(docs, "Role", f"{RELEASE}-leader-election")
     assert framework["rules"] == EXPECTED_FRAMEWORK
     assert application["rules"] == EXPECTED_APPLICATION
+    assert nodes["rules"] == EXPECTED_NODES
     assert lease["rules"] == EXPECTED_LEASE
     assert lease["metadata"]["namespace"] == NAMESPACE
     every_resource = {
-        r for doc in (framework, application) for rule in doc["rules"] for r in rule["resources"]
+        r for doc in (framework, application, nodes) for rule in doc["rules"] for r in rule["resources"]
     }
     assert "customresourcedefinitions" not in every_resource, "kopf runs with scanning disabled"
+    assert "namespaces" not in every_resource, "kopf runs with scanning disabled"
     assert "pods/exec" not in every_resource, "failover uses SQL, not exec"
     secrets = next(rule for rule in application["rules"] if rule["resources"] == ["secrets"])
-    assert "delete" not in secrets["verbs"], "owner references garbage-collect Secrets"
+    assert secrets["verbs"] == ["get", "create", "patch"], "Secrets are read by name only, never listed"
 
-    sa = _one(docs, "ServiceAccount")["metadata"]["name"]
-    for binding in _by_kind(docs, "ClusterRoleBinding") + _by_kind(docs, "RoleBinding"):
-        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}]
+    _bindings_bind_the_service_account(docs)
     role_refs = {(b["roleRef"]["kind"], b["roleRef"]["name"]) for b in docs if b["kind"].endswith("Binding")}
     assert role_refs == {
         ("ClusterRole", f"{RELEASE}-framework"),
         ("ClusterRole", f"{RELEASE}-application"),
+        ("ClusterRole", f"{RELEASE}-nodes"),
         ("Role", f"{RELEASE}-leader-election"),
     }
+
+
+def test_volume_growth_is_granted(default_render: str, namespaced_render: str) -> None:
+    """The reconcile patches each database PVC to grow it (apply.grow_volumes): without patch the API
+    server refused every growth (VolumeGrowthRefused: forbidden)."""
+    for render in (default_render, namespaced_render):
+        for role in _docs(render):
+            if role["kind"] in ("ClusterRole", "Role") and role["metadata"]["name"].endswith("-application"):
+                pvc = [r for r in role["rules"] if r["resources"] == ["persistentvolumeclaims"]]
+                assert pvc and "patch" in pvc[0]["verbs"]
+
+
+def test_namespaced_mode_grants_roles_per_watched_namespace(namespaced_render: str) -> None:
+    docs = _docs(namespaced_render)
+    # Cluster-wide: Nodes (list) only. No Secret, Pod or workload right outside the watched namespaces.
+    (cluster_role,) = _by_kind(docs, "ClusterRole")
+    assert cluster_role["metadata"]["name"] == f"{RELEASE}-nodes" and cluster_role["rules"] == EXPECTED_NODES
+    (cluster_binding,) = _by_kind(docs, "ClusterRoleBinding")
+    assert cluster_binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                          "name": f"{RELEASE}-nodes"}
+    roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r["rules"] for r in _by_kind(docs, "Role")}
+    expected = {(NAMESPACE, f"{RELEASE}-leader-election"): EXPECTED_LEASE}
+    for namespace in WATCHED:
+        expected[(namespace, f"{RELEASE}-framework")] = EXPECTED_FRAMEWORK
+        expected[(namespace, f"{RELEASE}-application")] = EXPECTED_APPLICATION
+    assert roles == expected
+    bindings = {(b["metadata"]["namespace"], b["metadata"]["name"]): b["roleRef"]
+                for b in _by_kind(docs, "RoleBinding")}
+    assert bindings == {key: {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": key[1]}
+                        for key in expected}
+    _bindings_bind_the_service_account(docs)
+    env = _env(_operator_container(docs))
+    assert env["ARCHOP_WATCH_NAMESPACES"] == ",".join(WATCHED)
+
+
+def test_cluster_wide_mode_sets_no_watched_namespaces(default_render: str) -> None:
+    assert "ARCHOP_WATCH_NAMESPACES" not in _env(_operator_container(_docs(default_render)))
+
+
+def test_watched_namespaces_parse_into_the_settings(namespaced_render: str) -> None:
+    config = pytest.importorskip("archop.config")
+    env = {k: v for k, v in _env(_operator_container(_docs(namespaced_render))).items() if isinstance(v, str)}
+    assert config.Settings.from_env(env).watch_namespaces == tuple(WATCHED)
 
 
 def test_lease_name_matches_names_py() -> None:
@@ -630,6 +700,9 @@ def test_notes_render_next_steps(helm: str) -> None:
         (["--set", "monitoring.serviceMonitor.interval=often"], "/monitoring/serviceMonitor/interval"),
         (["--set", "monitoring.serviceMonitor.extra=1"], "additional properties 'extra' not allowed"),
         (["--set", "leaderElection.enabled=maybe"], "/leaderElection/enabled"),
+        (["--set", "watchNamespaces=shop"], "/watchNamespaces"),
+        (["--set", "watchNamespaces={Shop}"], "/watchNamespaces/0"),
+        (["--set", "watchNamespaces={shop,shop}"], "/watchNamespaces"),
     ],
 )
 def test_values_schema_rejects_bad_values(helm: str, args: list[str], message: str) -> None:
@@ -764,7 +837,7 @@ def _kubeconform_file_name(api_version: str, kind: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def schema_dir(module_tmp: Path, default_render: str, full_render: str) -> Path:
+def schema_dir(module_tmp: Path, default_render: str, full_render: str, namespaced_render: str) -> Path:
     """Local kubeconform schemas: our CRD, plus every built-in kind the chart renders."""
     out = module_tmp / "schemas"
     out.mkdir()
@@ -775,7 +848,7 @@ def schema_dir(module_tmp: Path, default_render: str, full_render: str) -> Path:
         definitions = json.loads((source / "_definitions.json").read_text())["$defs"]
         wanted = {
             _kubeconform_file_name(d["apiVersion"], d["kind"])
-            for d in _docs(default_render) + _docs(full_render)
+            for d in _docs(default_render) + _docs(full_render) + _docs(namespaced_render)
             if d["kind"] not in MONITORING_KINDS
         }
         for file_name in wanted:
@@ -816,13 +889,14 @@ def _invalid(report: dict[str, Any]) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("which", ["default", "full"])
+@pytest.mark.parametrize("which", ["default", "full", "namespaced"])
 def test_kubeconform_rendered_chart_strict(
-    kubeconform: str, schema_dir: Path, module_tmp: Path, default_render: str, full_render: str, which: str
+    kubeconform: str, schema_dir: Path, module_tmp: Path, default_render: str, full_render: str,
+    namespaced_render: str, which: str
 ) -> None:
     if _builtin_schema_dir() is None:
         pytest.fail("kubernetes-validate (offline Kubernetes schemas, a dev dependency) is missing")
-    rendered = default_render if which == "default" else full_render
+    rendered = _render(which, default_render, full_render, namespaced_render)
     manifest = module_tmp / f"rendered-{which}.yaml"
     manifest.write_text(rendered)
     report = _kubeconform_run(kubeconform, schema_dir, [manifest], "-skip", ",".join(MONITORING_KINDS))

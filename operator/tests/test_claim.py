@@ -297,6 +297,17 @@ def test_the_other_lease_is_read_by_name_in_its_namespace(status: int, body: dic
     assert client.sent[0]["namespace"] == OTHER and client.sent[0]["version"] == "coordination.k8s.io/v1"
 
 
+def test_a_namespaced_release_reads_leases_only_in_its_watched_namespaces() -> None:
+    """The chart's namespaced RBAC mode grants the Lease read only there: elsewhere nothing is sent and the
+    Lease counts as unreadable, so the other release keeps its claim."""
+    client = FakeClient({("GET", f"leases/{names.LEASE_NAME}"): (200, {"spec": {}})})
+    fx = claim.kube_effects(client, "shop", "shop", OURS, names.LEASE_NAME, lease_namespaces=("shop",))
+    assert fx.read_lease(OTHER) == OtherLease(LeaseRead.UNREADABLE)
+    assert client.sent == []
+    assert fx.read_lease("shop").read is LeaseRead.FOUND
+    assert claim.decide(OTHER, OURS, OtherLease(LeaseRead.UNREADABLE), NOW).action is Action.STAND_ASIDE
+
+
 # ---------------------------------------------------------------------------------------------- entry points
 
 

@@ -54,3 +54,16 @@ def test_image_for_prefers_the_per_architecture_override() -> None:
         "my/pg:15", "my/redis", "my/app", "my/nginx"]
     with pytest.raises(ValueError, match="unknown component"):
         image_for(s, default, "ingress")
+
+
+def test_watched_namespaces_default_to_all_and_parse_in_order() -> None:
+    assert Settings.from_env({}).watch_namespaces == ()
+    assert Settings.from_env({"ARCHOP_WATCH_NAMESPACES": " "}).watch_namespaces == ()
+    s = Settings.from_env({"ARCHOP_WATCH_NAMESPACES": "shop, team-b,,shop"})
+    assert s.watch_namespaces == ("shop", "team-b")
+
+
+@pytest.mark.parametrize("value", ["Shop", "team_b", "-shop", "a" * 64])
+def test_a_watched_namespace_must_be_a_namespace_name(value: str) -> None:
+    with pytest.raises(ValueError, match="ARCHOP_WATCH_NAMESPACES"):
+        Settings.from_env({"ARCHOP_WATCH_NAMESPACES": value})

@@ -1,11 +1,15 @@
-"""main.py: the startup handler configures kopf as the conventions say; every handler is registered."""
+"""main.py: the startup handler configures kopf as the conventions say; every handler is registered; cli.py
+starts kopf over the namespaces the settings name."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import kopf
-from archop import main, names
+import pytest
+from archop import cli, main, names
+from archop.config import Settings
 
 
 def test_startup_configures_every_setting() -> None:
@@ -31,3 +35,15 @@ def test_handlers_are_registered_for_architectures() -> None:
     assert [h.id for h in daemons] == ["monitor"]
     assert daemons[0].cancellation_timeout == 5.0
     assert all(h.selector.check(resource) for h in registry._changing.get_all_handlers())  # noqa: SLF001
+
+
+@pytest.mark.parametrize(("watched", "clusterwide"), [((), True), (("shop", "team-b"), False)])
+def test_kopf_watches_all_namespaces_or_the_watched_ones(monkeypatch: pytest.MonkeyPatch,
+                                                         watched: tuple[str, ...], clusterwide: bool) -> None:
+    """`kopf run --all-namespaces`, or `--namespace` per watched namespace (the chart's RBAC follows)."""
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(kopf, "run", lambda **kwargs: calls.append(kwargs))
+    cli.run_kopf(Settings(watch_namespaces=watched), None)
+    (call,) = calls
+    assert call["clusterwide"] is clusterwide and call["namespaces"] == list(watched)
+    assert call["standalone"] is True

@@ -46,4 +46,8 @@ combination fails at install instead of crash-looping the pods.
   value: {{ $le.renewDeadlineSeconds | quote }}
 - name: ARCHOP_RETRY_PERIOD_SECONDS
   value: {{ $le.retryPeriodSeconds | quote }}
+{{- with .Values.watchNamespaces }}
+- name: ARCHOP_WATCH_NAMESPACES
+  value: {{ join "," . | quote }}
+{{- end }}
 {{- end }}

@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
-import pykube
 from psycopg import sql
 
 from archop import apply, names
@@ -383,8 +382,6 @@ def kube_effects(api: Any, namespace: str) -> tuple[Callable[[str, str], None], 
             raise
 
     def delete_pod(pod: str) -> None:
-        obj = pykube.Pod.objects(api, namespace=namespace).get_or_none(name=pod)
-        if obj is not None:
-            obj.delete()
+        apply.delete_pod(api, namespace, pod)  # a pod that is gone already is fine
 
     return set_label, delete_pod

@@ -1,17 +1,19 @@
 """One operator release per Architecture: the claim annotation `archop.io/operator: <release namespace>`.
 
-Every release of the chart watches Architectures in all namespaces and holds its own Lease `archop-operator`
-in its own namespace, so two releases would both reconcile, fence and promote the same databases, each sure
-it is the only operator. The chart refuses a second release at install time (templates/_single_release.tpl),
-but that check is easy to bypass (`helm template | kubectl apply`, a cluster where Helm may not look things
-up), so the operator checks too, before it touches an Architecture:
+Every release of the chart watches Architectures in all namespaces (or in its watchNamespaces) and holds its
+own Lease `archop-operator` in its own namespace, so two releases would both reconcile, fence and promote the
+same databases, each sure it is the only operator. The chart refuses a second release at install time
+(templates/_single_release.tpl), but that check is easy to bypass (`helm template | kubectl apply`, a
+cluster where Helm may not look things up), so the operator checks too, before it touches an Architecture:
 
 - unclaimed: this release claims it, with a write conditional on the resourceVersion it read, so of two
   operators racing for it exactly one wins (the other reads again and finds the winner's claim);
 - claimed by this release: it acts;
 - claimed by another release whose Lease is still held: it does nothing to that Architecture (no apply, no
   status, no failover) and says so once, in a Warning event and the log;
-- claimed by a release whose Lease is gone or long expired (uninstalled): it takes the claim over.
+- claimed by a release whose Lease is gone or long expired (uninstalled): it takes the claim over. A
+  release in the namespaced RBAC mode reads Leases only in its watched namespaces; a claim by a release
+  elsewhere stays (it cannot see that release go), until someone removes the annotation.
 
 A release is named by its namespace: the Lease name is fixed, so one namespace holds one election.
 
@@ -26,7 +28,7 @@ import datetime
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -195,14 +197,22 @@ def tell(body: Mapping[str, Any], ours: str, decision: Decision) -> None:
         log.info("%s: claimed for the operator in namespace %s", where, ours)
 
 
-def kube_effects(client: Any, name: str, namespace: str, ours: str, lease_name: str) -> Effects:
-    """Effects on the API: the Architecture `namespace/name`, Leases named `lease_name`."""
+def kube_effects(client: Any, name: str, namespace: str, ours: str, lease_name: str,
+                 lease_namespaces: Collection[str] = ()) -> Effects:
+    """Effects on the API: the Architecture `namespace/name`, Leases named `lease_name`. `lease_namespaces`:
+    where this release may read them (its watched namespaces, in the chart's namespaced RBAC mode); empty:
+    anywhere."""
 
     def read() -> Seen | None:
         obj = apply.get(client, names.API_VERSION, names.KIND, namespace, name)
         return None if obj is None else Seen.of(obj)
 
     def read_lease(other: str) -> OtherLease:
+        if lease_namespaces and other not in lease_namespaces:
+            # The RBAC grants no read there: nothing can show that release is gone, so it keeps its claim.
+            log.info("cannot read Lease %s/%s: namespace %s is not watched by this release", other,
+                     lease_name, other)
+            return OtherLease(LeaseRead.UNREADABLE)
         try:
             obj = apply.get(client, LEASE_API_VERSION, "Lease", other, lease_name)
         except kopf.TemporaryError as exc:  # forbidden (an older chart's RBAC), or the API failed
@@ -222,7 +232,7 @@ def check(body: Mapping[str, Any], seen: Seen | None) -> Decision | None:
     settings = config.settings()
     meta = body.get("metadata") or {}
     fx = kube_effects(apply.api(), str(meta.get("name")), str(meta.get("namespace")), settings.namespace,
-                      settings.lease_name)
+                      settings.lease_name, settings.watch_namespaces)
     decision = settle(seen, settings.namespace, fx)
     if decision is not None:
         tell(body, settings.namespace, decision)

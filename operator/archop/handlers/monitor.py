@@ -17,8 +17,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import pykube
-
 from archop import apply, config, election, events, metrics, names, observe, reasons
 from archop import status as st
 from archop.build.database import PGDATA, PORT
@@ -84,9 +82,11 @@ class DbMonitor:
     # ------------------------------------------------------------------ observing
 
     def _read_secret(self, which: str) -> tuple[str, str]:
-        obj = pykube.Secret.objects(self.api, namespace=self.namespace).get_by_name(
-            names.db_secret(self.name, which))
-        data = obj.obj.get("data") or {}
+        secret = names.db_secret(self.name, which)
+        obj = apply.get(self.api, "v1", "Secret", self.namespace, secret)
+        if obj is None:
+            raise LookupError(f"Secret {self.namespace}/{secret} does not exist")
+        data = obj.get("data") or {}
         return (base64.b64decode(data.get("username", "")).decode(),
                 base64.b64decode(data.get("password", "")).decode())
 
@@ -243,9 +243,7 @@ class DbMonitor:
 
     def _drop_annotation(self) -> None:
         """The one-shot switchover annotation is done: remove it."""
-        kind = pykube.object_factory(self.api, names.API_VERSION, names.KIND)
-        obj = kind.objects(self.api, namespace=self.namespace).get_by_name(self.name)
-        obj.patch({"metadata": {"annotations": {d.SWITCHOVER_ANNOTATION: None}}})
+        apply.annotate(self.api, self.name, self.namespace, {d.SWITCHOVER_ANNOTATION: None})
 
     async def status_fields(self, body: dict[str, Any], spec: ArchitectureSpec, obs: DbObservation,
                             leader: str | None, message: str,

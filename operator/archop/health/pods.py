@@ -1,11 +1,11 @@
-"""Pod and node state of the database pods, read with pykube (the parsing is pure and unit-tested)."""
+"""Pod and node state of the database pods, read through archop.apply (the parsing is pure, unit-tested)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from archop import names
+from archop import apply, names
 from archop.health.model import PodState
 
 
@@ -68,15 +68,13 @@ def pod_state(pod: dict[str, Any], nodes: dict[str, bool | None], update_revisio
 
 def observe_pods(api: Any, arch: str, namespace: str) -> tuple[dict[str, PodState], int | None]:
     """Blocking (run it in a thread): the database pods by name, and the StatefulSet's spec.replicas."""
-    import pykube
-
     selector = names.selector(arch, names.DATABASE)
-    pods = list(pykube.Pod.objects(api, namespace=namespace).filter(selector=selector))
-    nodes = {n.name: node_ready(n.obj) for n in pykube.Node.objects(api)}
+    pods = apply.list_objects(api, "v1", "Pod", namespace, selector)
+    nodes = {n["metadata"]["name"]: node_ready(n) for n in apply.list_objects(api, "v1", "Node", None, {})}
     update_revision = None
     replicas = None
-    sts = pykube.StatefulSet.objects(api, namespace=namespace).get_or_none(name=names.db(arch))
+    sts = apply.get(api, "apps/v1", "StatefulSet", namespace, names.db(arch))
     if sts is not None:
-        update_revision = (sts.obj.get("status") or {}).get("updateRevision")
-        replicas = (sts.obj.get("spec") or {}).get("replicas")
-    return {p.name: pod_state(p.obj, nodes, update_revision) for p in pods}, replicas
+        update_revision = (sts.get("status") or {}).get("updateRevision")
+        replicas = (sts.get("spec") or {}).get("replicas")
+    return {p["metadata"]["name"]: pod_state(p, nodes, update_revision) for p in pods}, replicas
