@@ -532,14 +532,16 @@ def _psql_local(arch: Arch, pod: str, sql: str, db: str = "postgres", timeout: f
 CUT_CHAIN = "ARCHOP-BENCH-CUT"
 
 
-def cut(node: str, ip: str, peers: list[str]) -> None:
-    """Drop every packet between `ip` and each of `peers` (addresses or CIDRs), in both directions, in the
-    node's network namespace; established connections stop too (no conntrack exemption)."""
+def cut(node: str, ip: str | list[str], peers: list[str]) -> None:
+    """Drop every packet between `ip` (one address or several on the node) and each of `peers` (addresses
+    or CIDRs), in both directions, in the node's network namespace; established connections stop too (no
+    conntrack exemption)."""
     rules = [f"iptables -N {CUT_CHAIN} 2>/dev/null || iptables -F {CUT_CHAIN}",
              f"iptables -C FORWARD -j {CUT_CHAIN} 2>/dev/null || iptables -I FORWARD 1 -j {CUT_CHAIN}"]
-    for p in peers:
-        rules += [f"iptables -A {CUT_CHAIN} -s {ip} -d {p} -j DROP",
-                  f"iptables -A {CUT_CHAIN} -s {p} -d {ip} -j DROP"]
+    for here in [ip] if isinstance(ip, str) else ip:
+        for p in peers:
+            rules += [f"iptables -A {CUT_CHAIN} -s {here} -d {p} -j DROP",
+                      f"iptables -A {CUT_CHAIN} -s {p} -d {here} -j DROP"]
     docker("exec", node, "bash", "-c", " && ".join(rules))
 
 
