@@ -23,7 +23,8 @@ go_build() {
       target=$pkg
     fi
     GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 || true
-    CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w ${LDFLAGS:-}" -o "$bin/$out.tmp" "$target"
+    # No DWARF: the binaries are stripped anyway, and the linker skips most of its work.
+    CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -gcflags=all=-dwarf=false -ldflags "-s -w ${LDFLAGS:-}" -o "$bin/$out.tmp" "$target"
     mv "$bin/$out.tmp" "$bin/$out"
   )
   rm -rf "$work"
