@@ -249,11 +249,27 @@ def script_env(base: Path, name: str, port: int, primary_port: int, **extra: str
         "ARCHOP_PASSFILE": str(base / f"{name}.pgpass"),
         "ARCHOP_LOCKFILE": str(base / f"{name}.lock"),  # one lock per instance, as one volume per pod
         "ARCHOP_WAIT_PRIMARY_SECONDS": "15",
+        # The pods' password files (see write_secrets); none unless a test writes them, so trust auth.
+        "ARCHOP_SECRETS_DIR": str(base / "secrets"),
         "POSTGRES_USER": "postgres",
         "REPLICATION_USER": "postgres",
     }
     env.update(extra)
     return env
+
+
+def write_secrets(base: Path, passwords: dict[str, str]) -> Path:
+    """The pods' password files ({superuser,replication,app}-password) in script_env's ARCHOP_SECRETS_DIR,
+    readable as the kubelet's Secret volume makes them: owner root, group postgres (fsGroup), mode 0440."""
+    secrets_dir = base / "secrets"
+    secrets_dir.mkdir(exist_ok=True)
+    for user, password in passwords.items():
+        f = secrets_dir / f"{user}-password"
+        f.write_text(password)
+        if os.geteuid() == 0:
+            shutil.chown(f, "root", RUN_AS)
+        os.chmod(f, 0o440)
+    return secrets_dir
 
 
 def run_script(script: str, env: dict[str, str], log: Path, args: str = "") -> subprocess.Popen:

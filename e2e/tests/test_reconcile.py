@@ -125,10 +125,12 @@ def test_http_through_the_ingress_controller_reaches_the_app(arch: dict[str, Any
 
 
 def psql(namespace: str, service: str, sql: str) -> str:
-    """Run SQL as the app user through a Service, from inside a database pod (its env has the app user)."""
+    """Run SQL as the app user through a Service, from inside a database pod: its env has the app user's
+    name, its Secret volume the password (build/database.py, SECRETS_DIR; never an env variable)."""
     script = (
         'for d in /usr/lib/postgresql/*/bin; do [ -d "$d" ] && PATH="$d:$PATH"; done; '
-        f'PGPASSWORD="$APP_PASSWORD" PGCONNECT_TIMEOUT=5 psql -h {service}.{namespace}.svc -U "$APP_USER" '
+        'PGPASSWORD="$(cat "${ARCHOP_SECRETS_DIR:-/etc/archop-secrets}/app-password")" '
+        f'PGCONNECT_TIMEOUT=5 psql -h {service}.{namespace}.svc -U "$APP_USER" '
         "-d app -At -v ON_ERROR_STOP=1 -f -"
     )
     proc = kubectl(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -73,15 +74,40 @@ def test_statefulset_shape():
 def test_secrets_only_by_reference():
     text = json.dumps(list(build().values()))
     sts = build()["StatefulSet", "demo-db"]
-    env = {e["name"]: e for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": "demo-db-superuser",
-        "key": "password",
-    }
+    pod = sts["spec"]["template"]["spec"]
+    containers = {c["name"]: c for c in pod["containers"]}
+    env = {e["name"]: e for e in containers["postgres"]["env"]}
+    # User names by reference; passwords never in the environment, only as files of a read-only volume.
+    assert env["POSTGRES_USER"]["valueFrom"]["secretKeyRef"] == {
+        "name": "demo-db-superuser", "key": "username"}
     assert env["REPLICATION_USER"]["valueFrom"]["secretKeyRef"]["name"] == "demo-db-replication"
-    assert env["APP_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "demo-db-app"
+    assert env["APP_USER"]["valueFrom"]["secretKeyRef"]["name"] == "demo-db-app"
+    assert not [n for n in env if "PASSWORD" in n]
+    assert env["ARCHOP_SECRETS_DIR"]["value"] == db.SECRETS_DIR == "/etc/archop-secrets"
     assert env["ARCHOP_PRIMARY_HOST"]["value"] == "demo-db-rw.ns.svc"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["secrets"]["projected"] == {"defaultMode": 0o440, "sources": [
+        {"secret": {"name": "demo-db-superuser",
+                    "items": [{"key": "password", "path": "superuser-password"}]}},
+        {"secret": {"name": "demo-db-replication",
+                    "items": [{"key": "password", "path": "replication-password"}]}},
+        {"secret": {"name": "demo-db-app", "items": [{"key": "password", "path": "app-password"}]}},
+    ]}
+    assert {"name": "secrets", "mountPath": db.SECRETS_DIR, "readOnly": True} in containers["postgres"][
+        "volumeMounts"]
+    # The lease agent talks to Postgres over the socket (trust): it gets no password at all.
+    assert "secrets" not in {m["name"] for m in containers["fence"]["volumeMounts"]}
     assert '"kind": "Secret"' not in text
+
+
+def test_both_containers_run_as_the_postgres_user():
+    """fence.sh kills the postmaster found in the shared process namespace: the same uid, no capability."""
+    pod = build()["StatefulSet", "demo-db"]["spec"]["template"]["spec"]
+    assert pod["shareProcessNamespace"] is True
+    assert pod["securityContext"]["runAsUser"] == pod["securityContext"]["runAsGroup"] == db.UID == 999
+    for c in pod["containers"]:
+        assert c["securityContext"]["runAsUser"] == db.UID, c["name"]
+        assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}, c["name"]
 
 
 def test_config_map_carries_scripts_and_bootstrap_leader():
@@ -114,3 +140,15 @@ def test_scripts_parse(script: str, tmp_path):
     path = tmp_path / script
     path.write_text(db.script(script))
     subprocess.run(["bash", "-n", str(path)], check=True)
+
+
+@pytest.mark.parametrize("script", ["start.sh", "fence.sh", "stop.sql"])
+def test_scripts_need_no_root(script: str):
+    """The pod runs as 999 with no capability and no privilege escalation: nothing may switch users or change
+    ownership. chmod stays allowed on what the postgres user owns (start.sh: chmod 700 PGDATA)."""
+    text = db.script(script)
+    # In command position: at a line's start, after ; & | ` or $(.
+    commands = r"(chown|chgrp|su|gosu|su-exec|sudo|runuser|setpriv|setcap|mount)\b"
+    assert not re.search(r"(^\s*|[;&|`]\s*|\$\(\s*)" + commands, text, re.MULTILINE)
+    assert [line.strip() for line in text.splitlines() if re.search(r"\bchmod\b", line)] == (
+        ['chmod 700 "$PGDATA"'] if script == "start.sh" else [])

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from archop import names
-from archop.build import APP_SERVICE_PORT, cdn, container_security, meta, secret_env
+from archop.build import APP_SERVICE_PORT, cdn, container_security, meta, pod_security, secret_env
 from archop.build.cache import PORT as REDIS_PORT
 from archop.spec import ArchitectureSpec
 
-APP_UID = 10001  # the demo app image's non-root user
-NGINX_UID = 101  # the nginx user of the official image
+APP_UID = 10001  # the demo app image's user archop, uid and gid 10001 (Dockerfile, stage runtime)
+NGINX_UID = 101  # the nginx user (uid and gid 101) of the official image; the offline Debian image keeps it
 DB_PORT = 5432
 DB_NAME = "app"
 CDN_HASH_ANNOTATION = "archop.io/cdn-config-hash"
@@ -147,8 +147,9 @@ def deployment(
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        # Each container sets its own uid; the pod only insists on non-root and the default seccomp profile.
-        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        # Pod Security Standard "restricted". The pod's ids are the app's; the CDN sidecar overrides them with
+        # nginx's (container_security). Its writable paths are emptyDirs, writable by any uid.
+        "securityContext": pod_security(APP_UID),
         "topologySpreadConstraints": [{
             "maxSkew": 1,
             "topologyKey": "kubernetes.io/hostname",

@@ -5,13 +5,44 @@ from __future__ import annotations
 from typing import Any
 
 from archop import names
-from archop.build import container_security, meta, pod_security, secret_env
+from archop.build import container_security, meta, pod_security
 from archop.spec import ArchitectureSpec
 
 PORT = 6379
-UID = 999  # the redis user of the official image
-# Compare the reply: redis-cli exits 0 even when the server answers with an error such as NOAUTH.
-_PING = ["sh", "-c", f'[ "$(redis-cli -p {PORT} ping)" = "PONG" ]']
+UID = 999  # the redis user (uid and gid 999) of the official image; the offline Debian-built image keeps it
+AUTH_DIR = "/etc/archop-redis"  # the N-cache Secret's password, as a read-only file
+PASSWORD_FILE = f"{AUTH_DIR}/password"
+# Owner root, group fsGroup: readable by the redis user only (the kubelet adds the group read bit anyway).
+SECRET_FILE_MODE = 0o440
+
+
+def _read_password(password_file: str) -> str:
+    """sh: the password into $pw, quoted as one '...' word of Redis's config syntax (redis-cli splits its
+    input the same way; inside '...' only \\' is special).
+
+    The password never reaches argv or the environment (argv is readable by anyone from /proc, the environment
+    is inherited by every child): the shell reads the mounted file (cat's argv holds the path only) and keeps
+    the value in an unexported variable. An empty or missing file fails rather than run Redis without one.
+    """
+    return (f'pw=$(cat {password_file}) && [ -n "$pw" ] || '
+            f'{{ echo "archop: no password in {password_file}" >&2; exit 1; }}\n'
+            + r"""pw=$(printf '%s' "$pw" | sed "s/'/\\\\'/g")""" + "\n")
+
+
+def start_script(password_file: str = PASSWORD_FILE) -> str:
+    """sh -c text that runs redis-server with its container args ("$@") and requirepass from the file.
+
+    redis-server reads the requirepass line from stdin ("-": a here-document, which sh feeds through a pipe,
+    no file) and everything else from its arguments. exec: Redis is pid 1 and gets the kubelet's SIGTERM.
+    """
+    return _read_password(password_file) + 'exec redis-server - "$@" <<EOF\n' + "requirepass '$pw'\nEOF\n"
+
+
+def ping_script(password_file: str = PASSWORD_FILE, port: int = PORT) -> str:
+    """sh -c text for the probes: AUTH, then PING, on redis-cli's stdin. The replies are compared: redis-cli
+    exits 0 even when the server answers with an error such as NOAUTH."""
+    return _read_password(password_file) + (
+        f"""[ "$(printf "AUTH '%s'\\nPING\\n" "$pw" | redis-cli -p {port})" = "$(printf 'OK\\nPONG')" ]\n""")
 
 
 def build_cache(arch: str, namespace: str, spec: ArchitectureSpec, image: str) -> list[dict]:
@@ -24,32 +55,29 @@ def build_cache(arch: str, namespace: str, spec: ArchitectureSpec, image: str) -
 def deployment(arch: str, namespace: str, spec: ArchitectureSpec, image: str) -> dict[str, Any]:
     cache = spec.cache
     secret = names.cache(arch)
-    probe: dict[str, Any] = {"exec": {"command": _PING}, "periodSeconds": 5, "timeoutSeconds": 2}
+    probe: dict[str, Any] = {"exec": {"command": ["sh", "-c", ping_script()]}, "periodSeconds": 5,
+                             "timeoutSeconds": 2}
     container = {
         "name": "redis",
         "image": image,
-        "command": ["redis-server"],
-        # $(REDIS_PASSWORD) is expanded by the kubelet from the env below; the pod spec never holds it.
+        # requirepass from the mounted file, on stdin (start_script); "redis-server" is $0, the args are "$@".
+        "command": ["sh", "-c", start_script(), "redis-server"],
         "args": [
             "--port", str(PORT),
-            "--requirepass", "$(REDIS_PASSWORD)",
             "--maxmemory", cache.max_memory,
             "--maxmemory-policy", cache.eviction_policy,
             # A cache: no RDB snapshots, no AOF. A restart starts cold, which cache-aside tolerates.
             "--save", "",
             "--appendonly", "no",
         ],
-        "env": [
-            secret_env("REDIS_PASSWORD", secret, "password"),
-            # redis-cli reads the password from here, so the probes never put it on a command line.
-            secret_env("REDISCLI_AUTH", secret, "password"),
-        ],
         "ports": [{"name": "redis", "containerPort": PORT, "protocol": "TCP"}],
         "readinessProbe": {**probe, "failureThreshold": 2},
         "livenessProbe": {**probe, "initialDelaySeconds": 10, "failureThreshold": 3},
         "resources": cache.resources.as_dict(),
         "securityContext": container_security(UID),
-        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+        # Read-only root filesystem: /data (Redis's working directory) and /tmp are the writable paths.
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}, {"name": "tmp", "mountPath": "/tmp"},
+                         {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True}],
     }
     return {
         "apiVersion": "apps/v1",
@@ -67,7 +95,12 @@ def deployment(arch: str, namespace: str, spec: ArchitectureSpec, image: str) ->
                     "enableServiceLinks": False,
                     "securityContext": pod_security(UID),
                     "containers": [container],
-                    "volumes": [{"name": "data", "emptyDir": {}}],
+                    "volumes": [
+                        {"name": "data", "emptyDir": {}},
+                        {"name": "tmp", "emptyDir": {}},
+                        {"name": "auth", "secret": {"secretName": secret, "defaultMode": SECRET_FILE_MODE,
+                                                    "items": [{"key": "password", "path": "password"}]}},
+                    ],
                 },
             },
         },

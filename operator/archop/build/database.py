@@ -1,8 +1,9 @@
 """The database tier as manifests: ConfigMap with the scripts, headless + rw/ro/r Services, StatefulSet.
 
-Pure: spec in, dicts out. Secrets are created by the core (N-db-superuser / -replication / -app); the pods
-read them through secretKeyRef only. Which pod leads is never visible here: the operator labels pods
-(archop.io/role) at run time and the rw/ro Services select on that label.
+Pure: spec in, dicts out. Secrets are created by the core (N-db-superuser / -replication / -app). The pods get
+the user names as secretKeyRef env and the passwords only as files of a read-only projected volume
+(SECRETS_DIR), never in the environment or on a command line. Which pod leads is never visible here: the
+operator labels pods (archop.io/role) at run time and the rw/ro Services select on that label.
 """
 
 from __future__ import annotations
@@ -11,15 +12,27 @@ from importlib import resources
 from typing import Any
 
 from archop import names
+from archop.build import container_security, pod_security, secret_env
 from archop.failover import lease
 from archop.spec import ArchitectureSpec
 
 PORT = 5432
-UID = 999  # the official postgres image's uid/gid; the Debian-built image keeps it
+# The postgres user of the official image (uid and gid 999); the offline image built from Debian packages
+# (e2e/cluster/build-images.sh) creates it with the same ids. Both containers run as it: the lease agent
+# signals the postmaster (same uid, no capability needed) and both write the socket directory.
+UID = 999
 DATA_MOUNT = "/var/lib/postgresql/data"
 PGDATA = f"{DATA_MOUNT}/pgdata"  # a subdirectory: volume roots may hold lost+found
 CONF_DIR = "/etc/archop"
 RUN_DIR = "/var/run/postgresql"
+# The passwords, one file per Secret (only the postgres container mounts them): start.sh reads them into its
+# own passfile and into initdb/psql, never into the environment or argv.
+SECRETS_DIR = "/etc/archop-secrets"
+PASSWORD_FILES = {"superuser": "superuser-password", "replication": "replication-password",
+                  "app": "app-password"}
+# Owner root, group fsGroup (999): readable by the postgres user and nobody else. The kubelet adds the group
+# read bit to Secret files anyway when fsGroup is set, so 0440 is what the pod sees with 0400 too.
+SECRET_FILE_MODE = 0o440
 SCRIPT_FILES = ("start.sh", "fence.sh", "stop.sql", "postgresql.conf", "pg_hba.conf")
 BOOTSTRAP_LEADER_KEY = "bootstrap-leader"
 # Put Debian's server binaries on PATH for probes too (the official image has them there already).
@@ -101,10 +114,6 @@ def _service(name: str, namespace: str, svc: str, selector: dict[str, str], head
     return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(name, namespace, svc), "spec": spec}
 
 
-def _secret_env(var: str, secret: str, key: str) -> dict:
-    return {"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
-
-
 def _env(name: str, namespace: str) -> list[dict]:
     cfg = names.db_config(name)
     return [
@@ -118,20 +127,34 @@ def _env(name: str, namespace: str) -> list[dict]:
         {"name": "ARCHOP_BOOTSTRAP_LEADER",
          "valueFrom": {"configMapKeyRef": {"name": cfg, "key": BOOTSTRAP_LEADER_KEY}}},
         {"name": "ARCHOP_PEERS", "valueFrom": {"configMapKeyRef": {"name": cfg, "key": "peers"}}},
-        _secret_env("POSTGRES_USER", names.db_secret(name, "superuser"), "username"),
-        _secret_env("POSTGRES_PASSWORD", names.db_secret(name, "superuser"), "password"),
-        _secret_env("REPLICATION_USER", names.db_secret(name, "replication"), "username"),
-        _secret_env("REPLICATION_PASSWORD", names.db_secret(name, "replication"), "password"),
-        _secret_env("APP_USER", names.db_secret(name, "app"), "username"),
-        _secret_env("APP_PASSWORD", names.db_secret(name, "app"), "password"),
+        {"name": "ARCHOP_SECRETS_DIR", "value": SECRETS_DIR},
+        # User names only: the passwords are files under SECRETS_DIR (see _secrets_volume).
+        secret_env("POSTGRES_USER", names.db_secret(name, "superuser"), "username"),
+        secret_env("REPLICATION_USER", names.db_secret(name, "replication"), "username"),
+        secret_env("APP_USER", names.db_secret(name, "app"), "username"),
     ]
 
 
-def _mounts(data: bool) -> list[dict]:
+def _secrets_volume(name: str) -> dict:
+    """The three passwords as files of one read-only volume, e.g. SECRETS_DIR/replication-password."""
+    return {"name": "secrets", "projected": {
+        "defaultMode": SECRET_FILE_MODE,
+        "sources": [
+            {"secret": {"name": names.db_secret(name, which), "items": [{"key": "password", "path": path}]}}
+            for which, path in PASSWORD_FILES.items()
+        ],
+    }}
+
+
+def _mounts(postgres: bool) -> list[dict]:
+    """The root filesystem is read-only: every path written to is a volume (PGDATA and the passfile and lock
+    next to it on the PVC; sockets, the active pg_hba.conf and the gate in RUN_DIR; /tmp for tools)."""
     out: list[dict] = [{"name": "config", "mountPath": CONF_DIR, "readOnly": True},
-                       {"name": "run", "mountPath": RUN_DIR}]
-    if data:
-        out.insert(0, {"name": "data", "mountPath": DATA_MOUNT})
+                       {"name": "run", "mountPath": RUN_DIR},
+                       {"name": "tmp", "mountPath": "/tmp"}]
+    if postgres:
+        out = [{"name": "data", "mountPath": DATA_MOUNT}, *out,
+               {"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True}]
     return out
 
 
@@ -161,7 +184,8 @@ def statefulset(name: str, namespace: str, spec: ArchitectureSpec, image: str, c
             "failureThreshold": 2,
         },
         "resources": db.resources.as_dict(),
-        "volumeMounts": _mounts(data=True),
+        "securityContext": container_security(UID),
+        "volumeMounts": _mounts(postgres=True),
     }
     fence = {
         "name": "fence",
@@ -172,13 +196,16 @@ def statefulset(name: str, namespace: str, spec: ArchitectureSpec, image: str, c
             {"name": "ARCHOP_RUN_DIR", "value": RUN_DIR},
             {"name": "ARCHOP_CONF_DIR", "value": CONF_DIR},
             {"name": "PGDATA", "value": PGDATA},  # names the postmaster the agent may kill (no mount)
-            _secret_env("POSTGRES_USER", names.db_secret(name, "superuser"), "username"),
+            # The agent connects over the socket (trust, pg_hba.conf): it needs the user name, no password.
+            secret_env("POSTGRES_USER", names.db_secret(name, "superuser"), "username"),
             {"name": "ARCHOP_LEASE_SECONDS", "value": f"{lease.TTL_SECONDS:g}"},
             {"name": "ARCHOP_FAILSAFE_REPLY_SECONDS", "value": f"{lease.FAILSAFE_REPLY_SECONDS:g}"},
             {"name": "ARCHOP_LEASE_CHECK_SECONDS", "value": f"{lease.AGENT_INTERVAL_SECONDS:g}"},
         ],
         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
-        "volumeMounts": _mounts(data=False),
+        # The same uid as postgres: kill_postgres (fence.sh) signals the postmaster without any capability.
+        "securityContext": container_security(UID),
+        "volumeMounts": _mounts(postgres=False),
     }
     pod_spec: dict[str, Any] = {
         # Lets `kill -9` of the postmaster work from an exec (it is not pid 1) and lets the agent see it.
@@ -186,7 +213,8 @@ def statefulset(name: str, namespace: str, spec: ArchitectureSpec, image: str, c
         "terminationGracePeriodSeconds": 10,
         "enableServiceLinks": False,
         "automountServiceAccountToken": False,
-        "securityContext": {"runAsUser": UID, "runAsGroup": UID, "fsGroup": UID, "runAsNonRoot": True},
+        # Pod Security Standard "restricted"; fsGroup makes the PVC and the password files the group's.
+        "securityContext": pod_security(UID),
         # Hard spread: one node loss must not take the leader and a synchronous follower together while other
         # nodes are free. Skew 1 still lets more instances than nodes schedule; tainted nodes the pods cannot
         # use (a control plane) do not count as empty domains.
@@ -206,6 +234,8 @@ def statefulset(name: str, namespace: str, spec: ArchitectureSpec, image: str, c
         "volumes": [
             {"name": "config", "configMap": {"name": names.db_config(name), "defaultMode": 0o555}},
             {"name": "run", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {}},
+            _secrets_volume(name),
         ],
     }
     return {

@@ -7,7 +7,7 @@ never more. Errors are reduced to their class and first line (they never contain
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -62,12 +62,15 @@ select application_name, state, coalesce(sync_state, ''), flush_lsn::text, repla
 
 @dataclass(frozen=True)
 class Target:
-    """Where and as whom to connect (the superuser; pod IP in the cluster, 127.0.0.1 in tests)."""
+    """Where and as whom to connect (the superuser; pod IP in the cluster, 127.0.0.1 in tests).
+
+    Targets end up in log lines, exceptions and task reprs: the password is left out of repr() and str().
+    """
 
     host: str
     port: int = 5432
     user: str = "postgres"
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     dbname: str = "postgres"
     application_name: str = "archop-operator"
 

@@ -30,6 +30,9 @@ GATE=${ARCHOP_GATE_FILE:-$RUN_DIR/archop-gated}
 PRIMARY_PORT=${ARCHOP_PRIMARY_PORT:-5432}
 BOOTSTRAP_LEADER=${ARCHOP_BOOTSTRAP_LEADER:-}
 PEERS=${ARCHOP_PEERS:-}                      # "host[:port] ..." of every database pod
+# The passwords are files of a read-only Secret volume (build/database.py, PASSWORD_FILES), never environment
+# variables: the environment is inherited by every child and readable from /proc; argv is visible to all.
+SECRETS_DIR=${ARCHOP_SECRETS_DIR:-/etc/archop-secrets}
 SUPERUSER=${POSTGRES_USER:-postgres}
 REPL_USER=${REPLICATION_USER:-replicator}
 APP_USER=${APP_USER:-app}
@@ -51,12 +54,25 @@ log() { echo "archop-start: $*" >&2; }
 
 passfile() { echo "${ARCHOP_PASSFILE:-$(dirname "$PGDATA")/archop.pgpass}"; }
 
-# Passwords live in a passfile so primary_conninfo (visible through SHOW) never carries one.
+# secret_file superuser|replication|app: the mounted file holding that user's password.
+secret_file() { echo "$SECRETS_DIR/$1-password"; }
+
+# secret superuser|replication|app: that password (as $(...) takes it: trailing newlines dropped); nothing
+# when there is no such file (local tests). A file this user cannot read fails loudly (set -e), not as an
+# empty password. cat's argv holds the path only; the value is never exported.
+secret() {
+  local f
+  f=$(secret_file "$1")
+  if [[ -e $f ]]; then cat "$f"; fi
+}
+
+# Passwords live in a passfile so primary_conninfo (visible through SHOW) never carries one. libpq ignores a
+# passfile the group may read, so the mounted files (0440) cannot serve as one: this copy is 0600.
 write_passfile() {
   local f esc_s esc_r
   f=$(passfile)
-  esc_s=$(printf '%s' "${POSTGRES_PASSWORD:-}" | sed 's/[\\:]/\\&/g')
-  esc_r=$(printf '%s' "${REPLICATION_PASSWORD:-}" | sed 's/[\\:]/\\&/g')
+  esc_s=$(secret superuser | sed 's/[\\:]/\\&/g')
+  esc_r=$(secret replication | sed 's/[\\:]/\\&/g')
   umask 077
   printf '*:*:*:%s:%s\n*:*:*:%s:%s\n' "$SUPERUSER" "$esc_s" "$REPL_USER" "$esc_r" >"$f.tmp"
   mv "$f.tmp" "$f"
@@ -146,29 +162,30 @@ wait_for_primary() {
 
 bootstrap() {
   log "initdb: $POD_NAME is the bootstrap leader and no peer answers"
-  local pw=() pwfile
-  # A private file, not <(...): some runtimes give containers no /dev/fd.
-  pwfile=$(mktemp "$RUN_DIR/pw.XXXXXX")
-  if [[ -n ${POSTGRES_PASSWORD:-} ]]; then printf '%s\n' "$POSTGRES_PASSWORD" > "$pwfile"; pw=(--pwfile="$pwfile"); fi
+  local pw=() su_file repl_file app_file
+  su_file=$(secret_file superuser); repl_file=$(secret_file replication); app_file=$(secret_file app)
+  # initdb reads the superuser's password from the mounted file itself (its first line).
+  if [[ -s $su_file ]]; then pw=(--pwfile="$su_file"); fi
   # Checksums (and wal_log_hints in the config) are what pg_rewind needs later.
   initdb -D "$PGDATA" -U "$SUPERUSER" --data-checksums --encoding=UTF8 --locale=C --auth-local=trust --auth-host=scram-sha-256 "${pw[@]}" >&2
-  rm -f "$pwfile"
   pg_ctl -D "$PGDATA" -w -o "-p $PGPORT -c listen_addresses='' -c unix_socket_directories=$RUN_DIR" start >&2
   {
     # The superuser may double as replication user (it can replicate anyway).
     if [[ $REPL_USER != "$SUPERUSER" ]]; then echo "CREATE ROLE \"$REPL_USER\" WITH REPLICATION LOGIN;"; fi
     if [[ $APP_USER != "$SUPERUSER" ]]; then echo "CREATE ROLE \"$APP_USER\" WITH LOGIN;"; fi
     echo "CREATE DATABASE \"$APP_DB\" OWNER \"$APP_USER\";"
-    # Passwords come from the environment through \getenv, never through argv.
-    if [[ -n ${REPLICATION_PASSWORD:-} ]]; then
-      echo "\\getenv rpw REPLICATION_PASSWORD"
+    # psql reads each password from its mounted file itself, by a backquoted cat (:'var' is the path quoted
+    # for the shell; :'rpw' the value quoted as a literal): never in argv or the environment, not even psql's.
+    if [[ -s $repl_file ]]; then
+      echo "\\set rpw \`cat :'repl_file'\`"
       echo "ALTER ROLE \"$REPL_USER\" PASSWORD :'rpw';"
     fi
-    if [[ -n ${APP_PASSWORD:-} ]]; then
-      echo "\\getenv apw APP_PASSWORD"
+    if [[ -s $app_file ]]; then
+      echo "\\set apw \`cat :'app_file'\`"
       echo "ALTER ROLE \"$APP_USER\" PASSWORD :'apw';"
     fi
-  } | psql -h "$RUN_DIR" -p "$PGPORT" -U "$SUPERUSER" -d postgres -X -q -v ON_ERROR_STOP=1 >&2
+  } | psql -h "$RUN_DIR" -p "$PGPORT" -U "$SUPERUSER" -d postgres -X -q -v ON_ERROR_STOP=1 \
+      -v repl_file="$repl_file" -v app_file="$app_file" >&2
   pg_ctl -D "$PGDATA" -w -m fast stop >&2
 }
 

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psycopg
 import pytest
 
-from testsupport.postgres import clone_follower, free_port, init_leader, run_script_function, start_by_script
+from testsupport.postgres import (
+    PgInstance,
+    clone_follower,
+    free_port,
+    init_leader,
+    run_script_function,
+    start_by_script,
+    write_secrets,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -87,3 +97,94 @@ def test_decide_mode_for_existing_data(pg):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "primary"
     assert "no other primary answers after 1s" in r.stderr  # it looked for a promoted follower first
+
+
+# Passwords only over TCP, as in the pods (scripts/pg_hba.conf); the socket stays trust for the lease agent.
+SCRAM_HBA = """
+local all all trust
+host all all 127.0.0.1/32 scram-sha-256
+host replication all 127.0.0.1/32 scram-sha-256
+"""
+# Every character the passfile (: and backslash), SQL literal (') and shell quoting must carry through.
+PASSWORDS = {"superuser": "su:per\\pw 1'", "replication": "re'pl:pw\\x", "app": 'app "pw" $HOME `x`'}
+
+
+def q_as(inst: PgInstance, user: str, password: str, sql: str, dbname: str = "postgres"):
+    # The password as its own argument: a conninfo string would need quoting.
+    with psycopg.connect(f"host=127.0.0.1 port={inst.port} dbname={dbname} user={user} connect_timeout=2",
+                         password=password, autocommit=True) as c:
+        cur = c.execute(sql)
+        return cur.fetchall() if cur.description else []
+
+
+def wait_streaming_as(leader: PgInstance, name: str, timeout: float = 20.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = q_as(leader, "postgres", PASSWORDS["superuser"],
+                    f"select state from pg_stat_replication where application_name = '{name}'")
+        if rows and rows[0][0] == "streaming":
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{name} does not stream from {leader.name}")
+
+
+def _process_tree(inst: PgInstance) -> list[int]:
+    pid = inst.postmaster_pid()
+    assert pid is not None
+    return [pid, *inst.children()]
+
+
+def test_passwords_come_from_the_mounted_files(pg):
+    """The pods' Secret volume: initdb, the roles and the passfile take the passwords from the files; the
+    clone then authenticates with scram (replication and superuser) through the passfile alone."""
+    write_secrets(pg.base, PASSWORDS)
+    hba = pg.base / "pg_hba.scram.conf"
+    hba.write_text(SCRAM_HBA)
+    env = {"REPLICATION_USER": "replicator", "APP_USER": "app", "APP_DB": "app", "ARCHOP_HBA_FILE": str(hba),
+           "ARCHOP_BOOTSTRAP_LEADER": "db-0"}
+    port0 = free_port()
+    leader, p0 = start_by_script(pg.base, "db-0", primary_port=free_port(), port=port0, **env)
+    pg.add(leader, p0)
+    assert q_as(leader, "postgres", PASSWORDS["superuser"], "select pg_is_in_recovery()") == [(False,)]
+    assert q_as(leader, "app", PASSWORDS["app"], "select current_user", "app") == [("app",)]
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        q_as(leader, "postgres", "wrong", "select 1")
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        q_as(leader, "replicator", PASSWORDS["app"], "select 1")
+
+    follower, p1 = start_by_script(pg.base, "db-1", primary_port=port0, **env)
+    pg.add(follower, p1)
+    wait_streaming_as(leader, "db-1")
+    conninfo = q_as(follower, "postgres", PASSWORDS["superuser"], "show primary_conninfo")[0][0]
+    assert "user=replicator" in conninfo and "passfile=" in conninfo and "password" not in conninfo
+    passfile = pg.base / "db-1.pgpass"  # script_env's ARCHOP_PASSFILE
+    assert passfile.stat().st_mode & 0o077 == 0  # libpq ignores a passfile others may read
+    # No password in the environment or argv of any process of either instance (the script exec'd postgres:
+    # the postmaster's environment is the script's).
+    for inst in (leader, follower):
+        for pid in _process_tree(inst):
+            for what in ("environ", "cmdline"):
+                try:
+                    data = Path(f"/proc/{pid}/{what}").read_bytes()
+                except (FileNotFoundError, ProcessLookupError):
+                    continue  # a backend that ended meanwhile
+                assert not [n for n, pw in PASSWORDS.items() if pw.encode() in data], (inst.name, pid, what)
+
+
+def test_the_passfile_comes_from_the_files_and_an_unreadable_one_fails(pg):
+    """write_passfile escapes : and backslash; a file the postgres user cannot read (a Secret volume without
+    the pod's fsGroup) stops the start instead of passing for an empty password."""
+    from testsupport.postgres import script_env
+
+    secrets_dir = write_secrets(pg.base, {"superuser": PASSWORDS["superuser"],
+                                          "replication": PASSWORDS["replication"]})
+    env = script_env(pg.base, "db-0", free_port(), free_port(), REPLICATION_USER="replicator")
+    r = run_script_function("start.sh", env, "write_passfile")
+    assert r.returncode == 0, r.stderr
+    lines = (pg.base / "db-0.pgpass").read_text().splitlines()
+    assert lines == ["*:*:*:postgres:su\\:per\\\\pw 1'", "*:*:*:replicator:re'pl\\:pw\\\\x"]
+    (secrets_dir / "replication-password").chmod(0)
+    r = run_script_function("start.sh", env, "write_passfile")
+    assert r.returncode != 0 and "Permission denied" in r.stderr
