@@ -17,6 +17,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from testsupport.namespaces import namespace_manifest
+
 KIND_NETWORK = os.environ.get("ARCHOP_KIND_NETWORK", "kind")
 OPERATOR_NAMESPACE = os.environ.get("ARCHOP_OPERATOR_NAMESPACE", "archop-system")
 SCENARIOS = ("pod-delete", "kill-postmaster", "node-stop", "node-partition", "leader-freeze", "operator-kill",
@@ -153,7 +155,7 @@ class Arch:
         }
 
     def create(self) -> None:
-        kubectl("create", "namespace", self.namespace, check=False)
+        kubectl("apply", "-f", "-", stdin=json.dumps(namespace_manifest(self.namespace)))
         kubectl("apply", "-f", "-", stdin=json.dumps(self.manifest()))
 
     def healthy(self) -> bool:
@@ -245,13 +247,17 @@ def _client_pod(
                     }
                 }
             },
-            "securityContext": {"runAsUser": 999, "runAsGroup": 999},
+            # Pod Security `restricted`, like every pod of the stack: the e2e namespaces enforce it.
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 999, "runAsGroup": 999,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
             "containers": [
                 {
                     "name": "client",
                     "image": image,
                     "command": ["bash", "-c", script],
                     "env": _env(env),
+                    "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                        "capabilities": {"drop": ["ALL"]}},
                 }
             ],
         },

@@ -9,6 +9,7 @@ import base64
 import json
 import os
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,6 +20,10 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # testsupport and bench, shared with the other test suites
+
+from testsupport.namespaces import namespace_manifest  # noqa: E402
+
 OPERATOR_NAMESPACE = os.environ.get("E2E_OPERATOR_NAMESPACE", "archop-system")
 T = TypeVar("T")
 
@@ -125,7 +130,7 @@ def namespace(request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace for the test module, deleted (without waiting) afterwards."""
     module = request.module.__name__.rsplit(".", 1)[-1].replace("_", "-").removeprefix("test-")
     name = f"e2e-{module}-{uuid.uuid4().hex[:6]}"[:63]
-    kubectl("create", "namespace", name)
+    apply_manifest(namespace_manifest(name))
     try:
         yield name
     finally:

@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import OPERATOR_NAMESPACE, ROOT, apply_manifest, architecture, get_json, kubectl, wait_for
+from conftest import (
+    OPERATOR_NAMESPACE,
+    ROOT,
+    apply_manifest,
+    architecture,
+    get_json,
+    kubectl,
+    namespace_manifest,
+    wait_for,
+)
 
 RELEASE = "archop"
 HELM = os.environ.get("HELM", "/var/cache/archop/bin/helm")
@@ -100,7 +109,7 @@ def namespaced(namespace: str) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def unwatched() -> Iterator[str]:
     name = f"e2e-unwatched-{uuid.uuid4().hex[:6]}"
-    kubectl("create", "namespace", name)
+    apply_manifest(namespace_manifest(name))
     try:
         yield name
     finally:

@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import OPERATOR_NAMESPACE, ROOT, apply_manifest, architecture, get_json, kubectl, wait_for
+from conftest import (
+    OPERATOR_NAMESPACE,
+    ROOT,
+    apply_manifest,
+    architecture,
+    get_json,
+    kubectl,
+    namespace_manifest,
+    wait_for,
+)
 
 NAME = "claimed"
 SECOND = "second"  # the second release; its objects are named second-archop*
@@ -90,7 +99,7 @@ def claimed(namespace: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def second_namespace() -> Iterator[str]:
     name = f"e2e-second-operator-{uuid.uuid4().hex[:6]}"
-    kubectl("create", "namespace", name)
+    apply_manifest(namespace_manifest(name))
     try:
         yield name
     finally:

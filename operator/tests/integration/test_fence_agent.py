@@ -201,6 +201,9 @@ async def test_a_frozen_primary_is_killed_before_it_can_resume(pg):
         return not any(pid and Path(f"/proc/{pid}").exists() and "zombie" not in
                        Path(f"/proc/{pid}/status").read_text().lower() for pid in frozen)
 
-    await wait_for(all_gone, timeout=lease.TTL_SECONDS + REACTION + 3, interval=0.1,
+    # The agent's own bound is TTL + its 2 s query timeout + an interval; the slack above that is for a
+    # loaded 2-core machine (the safety argument assumes the agent is scheduled, see docs/failover.md), and
+    # the test's point is that the kill happens at all, and not early.
+    await wait_for(all_gone, timeout=lease.TTL_SECONDS + REACTION + 10, interval=0.1,
                    what="the frozen postmaster and backends are killed")
     assert time.monotonic() - started >= lease.TTL_SECONDS - 1.5  # not before the lease could have run out
