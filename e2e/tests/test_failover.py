@@ -91,10 +91,6 @@ def test_partial_partition_old_leader_stops_itself(arch: Arch):
     assert result.new_leader != result.old_leader
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known defect (docs/failover.md, Known limits): when the two nodes come back, the returning follower may "
-    "be compared before its position is known (it restarted), and a follower lacking acknowledged writes was "
-    "promoted once in CI; to be fixed, then this mark goes"))
 def test_leader_and_most_advanced_sync_follower_lost_together(arch: Arch):
     """Both nodes stop at once while the remaining follower lacks acknowledged writes: required durability
     must not promote it; the database comes back when the nodes do."""
