@@ -1,5 +1,7 @@
-"""Effects on the Kubernetes API through pykube: server-side apply of built children, Secrets created once,
-status and pod-label patches, pruning. Every API failure becomes a kopf.TemporaryError with a clear message.
+"""Effects on the Kubernetes API through pykube: the children read by name (for the ownership check,
+archop.ownership), server-side apply of built children, Secrets created once, status and pod-label patches,
+pruning. Writes and deletes of an object that was read carry its uid as a precondition. Every API failure
+becomes a kopf.TemporaryError with a clear message.
 
 The operator's only way to the API (kopf's own calls and the Lease aside): every request goes through
 _request, which first asks archop.permissions whether the chart's RBAC grants it.
@@ -96,22 +98,66 @@ def _api_message(response: Any) -> str:
         return str(response.reason)
 
 
-def server_side_apply(client: pykube.HTTPClient, manifest: dict[str, Any]) -> None:
+def server_side_apply(client: pykube.HTTPClient, manifest: dict[str, Any], uid: str | None = None) -> bool:
+    """Server-side apply as field manager archop, forcing conflicts. True when the apply created the object
+    (201 Created), False when it changed an existing one (200).
+
+    With `uid` (the object the ownership check found), the apply carries metadata.uid, which the API server
+    checks against the stored object: an object deleted and created again in between has another uid, and
+    the apply is refused (422 "field is immutable") instead of changing it."""
     what = _describe(manifest)
     meta = manifest["metadata"]
+    body = {**manifest, "metadata": {**meta, "uid": uid}} if uid else manifest
     response = _request(
         client, "apply", manifest["apiVersion"], manifest["kind"], meta.get("namespace"), meta["name"],
         what, "applying",
-        data=json.dumps(manifest), headers=APPLY, params={"fieldManager": names.MANAGER, "force": "true"},
+        data=json.dumps(body), headers=APPLY, params={"fieldManager": names.MANAGER, "force": "true"},
     )
+    if uid and response.status_code in (409, 422):
+        raise kopf.TemporaryError(f"applying {what}: it was replaced after the ownership check ("
+                                  f"{_api_message(response)}); checking again", delay=5)
     _check(response, "applying", what)
+    return bool(response.status_code == 201)
 
 
-def apply_all(client: pykube.HTTPClient, manifests: list[dict[str, Any]], owner: dict[str, Any]) -> None:
-    """Adopt each child (owner reference, namespace) and server-side apply it as field manager archop."""
+def _key(manifest: dict[str, Any]) -> tuple[str, str, str]:
+    return manifest["apiVersion"], manifest["kind"], manifest["metadata"]["name"]
+
+
+def read_children(client: pykube.HTTPClient, manifests: list[dict[str, Any]]
+                  ) -> dict[tuple[str, str, str], dict[str, Any] | None]:
+    """Each child as it exists now (None: it does not), by (apiVersion, kind, name): what the ownership check
+    (archop.ownership) looks at before anything is applied, created or deleted. One GET per child."""
+    found: dict[tuple[str, str, str], dict[str, Any] | None] = {}
+    for manifest in manifests:
+        meta = manifest["metadata"]
+        found[_key(manifest)] = get(client, manifest["apiVersion"], manifest["kind"], meta["namespace"],
+                                    meta["name"])
+    return found
+
+
+def apply_all(client: pykube.HTTPClient, manifests: list[dict[str, Any]], owner: dict[str, Any],
+              existing: dict[tuple[str, str, str], dict[str, Any] | None]) -> list[str]:
+    """Adopt each child (owner reference, namespace) and server-side apply it as field manager archop.
+
+    `existing` is what read_children found, every object of it checked to be the owner's. How far this is
+    free of races:
+    - an object that existed is applied with its uid as a precondition: if it was replaced in between, the
+      API server refuses the apply (and the next attempt checks the new object);
+    - an object that did not exist is created by the apply. Server-side apply cannot say "create only": an
+      object someone else creates with that name in the milliseconds between the read and the apply is
+      taken over. The apply's answer shows it (200 instead of 201 Created): the names of such children are
+      returned, so the reconcile can say so loudly.
+    """
+    surprises = []
     for manifest in manifests:
         kopf.adopt(manifest, owner=owner)  # type: ignore[arg-type]
-        server_side_apply(client, manifest)
+        found = existing.get(_key(manifest))
+        uid = str((found.get("metadata") or {}).get("uid") or "") if found is not None else None
+        created = server_side_apply(client, manifest, uid=uid or None)
+        if found is None and not created:
+            surprises.append(_describe(manifest))
+    return surprises
 
 
 def create_if_absent(client: pykube.HTTPClient, manifest: dict[str, Any], owner: dict[str, Any]) -> bool:
@@ -125,16 +171,22 @@ def create_if_absent(client: pykube.HTTPClient, manifest: dict[str, Any], owner:
     return _check(response, "creating", what, ok_codes=(409,))
 
 
-def delete(client: pykube.HTTPClient, manifest: dict[str, Any]) -> bool:
-    """Delete one object (its dependents in the background). True when something was deleted."""
+def delete(client: pykube.HTTPClient, manifest: dict[str, Any], uid: str | None = None) -> bool:
+    """Delete one object (its dependents in the background). True when something was deleted.
+
+    With `uid`, only that very object: DeleteOptions.preconditions.uid makes the API server refuse (409
+    Conflict) when the object of that name is another one by now, e.g. deleted and created again by someone
+    else since it was read; nothing is deleted then (False)."""
     what = _describe(manifest)
     meta = manifest["metadata"]
+    options: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+    if uid:
+        options["preconditions"] = {"uid": uid}
     response = _request(
         client, "delete", manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"],
-        what, "deleting",
-        data=json.dumps({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}),
+        what, "deleting", data=json.dumps(options),
     )
-    return _check(response, "deleting", what, ok_codes=(404,))
+    return _check(response, "deleting", what, ok_codes=(404, 409) if uid else (404,))
 
 
 def get(client: pykube.HTTPClient, api_version: str, kind: str, namespace: str, name: str) -> dict | None:
@@ -206,13 +258,22 @@ def delete_pod(client: pykube.HTTPClient, namespace: str, pod: str) -> bool:
                            "metadata": {"name": pod, "namespace": namespace}})
 
 
-def delete_volumes(client: pykube.HTTPClient, name: str, namespace: str) -> list[str]:
-    """Delete the database volumes (PVCs) of Architecture `name`; the names of those deleted."""
+def _db_volumes(client: pykube.HTTPClient, name: str, namespace: str) -> list[dict[str, Any]]:
+    """The database volumes of Architecture `name`: PVCs with the database selector's labels (the StatefulSet
+    controller copies them onto the claims it creates; the builders set no others there) and a claim name
+    of the StatefulSet's template, data-N-db-<ordinal>. A PVC that merely carries the labels is not one."""
     selector = names.selector(name, names.DATABASE)
+    return [pvc for pvc in list_objects(client, "v1", "PersistentVolumeClaim", namespace, selector)
+            if names.is_db_volume(name, pvc["metadata"]["name"])]
+
+
+def delete_volumes(client: pykube.HTTPClient, name: str, namespace: str) -> list[str]:
+    """Delete the database volumes (PVCs) of Architecture `name`; the names of those deleted. Each delete
+    carries the uid that was listed, so a claim replaced in between is left alone."""
     deleted = []
-    for pvc in list_objects(client, "v1", "PersistentVolumeClaim", namespace, selector):
+    for pvc in _db_volumes(client, name, namespace):
         ref = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": pvc["metadata"]}
-        if delete(client, ref):
+        if delete(client, ref, uid=pvc["metadata"].get("uid")):
             deleted.append(pvc["metadata"]["name"])
     return deleted
 
@@ -224,8 +285,7 @@ def grow_volumes(client: pykube.HTTPClient, name: str, namespace: str, size: str
     A StatefulSet's volume template is immutable, so a bigger size is requested on each PVC; the
     StorageClass must allow expansion, and the API server says so when it does not."""
     grown, refused = [], []
-    selector = names.selector(name, names.DATABASE)
-    for pvc in list_objects(client, "v1", "PersistentVolumeClaim", namespace, selector):
+    for pvc in _db_volumes(client, name, namespace):
         pvc_name = pvc["metadata"]["name"]
         current = pvc["spec"]["resources"]["requests"]["storage"]
         if not smaller_than(current, size):
@@ -242,7 +302,11 @@ def grow_volumes(client: pykube.HTTPClient, name: str, namespace: str, size: str
     return grown, refused
 
 
-def release(client: pykube.HTTPClient, api_version: str, kind: str, namespace: str, name: str) -> bool:
-    """Drop an object's owner references so the garbage collector keeps it after the owner is gone."""
-    return merge_patch(client, api_version, kind, namespace, name, {"metadata": {"ownerReferences": None}},
-                       "releasing", f"{kind} {namespace}/{name} owner references", ok_codes=(404,))
+def release(client: pykube.HTTPClient, api_version: str, kind: str, namespace: str, name: str,
+            uid: str) -> bool:
+    """Drop an object's owner references so the garbage collector keeps it after the owner is gone. Only the
+    object with this `uid` (the one the caller checked is its own): the patch carries metadata.uid, and
+    the API server refuses it for another object of that name. False when it is gone or another one."""
+    return merge_patch(client, api_version, kind, namespace, name,
+                       {"metadata": {"uid": uid, "ownerReferences": None}},
+                       "releasing", f"{kind} {namespace}/{name} owner references", ok_codes=(404, 409, 422))

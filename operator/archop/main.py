@@ -14,7 +14,7 @@ from typing import Any
 
 import kopf
 
-from archop import config, names
+from archop import config, hosts, names
 from archop.handlers import claim
 from archop.handlers import monitor as db_monitor
 from archop.handlers import reconcile as rec
@@ -51,12 +51,21 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     kopf.configure(log_format=kopf.LogFormat.JSON, log_refkey="object", log_prefix=False)
 
 
+@kopf.index(*RESOURCE)
+def ingress_hosts(*, body: kopf.Body, **_: Any) -> dict[str, hosts.Claim]:
+    """Per ingress host, the Architectures that ask for it (archop.hosts): handlers get it as `ingress_hosts`.
+    Built from kopf's own list and watch of Architectures, so it needs no API call of its own; kopf fills it
+    before any handler runs."""
+    return hosts.index_entry(body)
+
+
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
 @kopf.on.resume(*RESOURCE)
 def reconcile(
     *, name: str, namespace: str | None, body: kopf.Body, spec: kopf.Spec, status: kopf.Status,
-    meta: kopf.Meta, logger: kopf.Logger, old: Any = None, **_: Any,
+    meta: kopf.Meta, logger: kopf.Logger, old: Any = None,
+    ingress_hosts: kopf.Index[str, hosts.Claim] | None = None, **_: Any,
 ) -> None:
     if not claim.may_act(body):
         return
@@ -65,6 +74,7 @@ def reconcile(
     rec.reconcile(
         name=name, namespace=namespace or "", body=body, spec=spec, status_=status,  # type: ignore[arg-type]
         generation=int(meta.get("generation") or 0), logger=logger, old=previous,  # type: ignore[arg-type]
+        ingress_hosts=ingress_hosts,
     )
 
 

@@ -5,6 +5,8 @@ See docs/conventions.md for the table this module implements.
 
 from __future__ import annotations
 
+import re
+
 GROUP = "archop.io"
 VERSION = "v1alpha1"
 KIND = "Architecture"
@@ -73,6 +75,15 @@ def db_ro(arch: str) -> str:
 
 def db_r(arch: str) -> str:
     return f"{arch}-db-r"
+
+
+# The StatefulSet's volume claim template: its controller names the PVCs data-N-db-<ordinal>.
+DB_VOLUME = "data"
+
+
+def is_db_volume(arch: str, pvc: str) -> bool:
+    """Whether a PVC name is one of the database volumes of `arch` (data-N-db-<ordinal>)."""
+    return re.fullmatch(rf"{DB_VOLUME}-{re.escape(db(arch))}-[0-9]+", pvc) is not None
 
 
 def db_config(arch: str) -> str:

@@ -107,8 +107,9 @@ _ARCH, _STATUS = names.PLURAL, f"{names.PLURAL}/status"
 _COORDINATION = "coordination.k8s.io"
 
 NEEDS: tuple[Need, ...] = (
-    # kopf (main.py): it lists and watches Architectures, and merge/JSON-patches them for its finalizer and
-    # its progress and diff-base annotations (AnnotationsProgressStorage: kopf writes no status). Events:
+    # kopf (main.py): it lists and watches Architectures (its handlers and the ingress_hosts index share that
+    # one watch), and merge/JSON-patches them for its finalizer and its progress and diff-base annotations
+    # (AnnotationsProgressStorage: kopf writes no status). Events:
     # kopf.info/warn (archop.events) and kopf's own handler reports are POSTed; kopf never patches one.
     # Scanning is disabled and peering standalone: no CRDs, Namespaces or KopfPeerings are read.
     Need(FRAMEWORK, _W, names.GROUP, _ARCH, ("list", "watch", "patch"),
@@ -123,24 +124,30 @@ NEEDS: tuple[Need, ...] = (
          "the database pods: observed by label, role labels moved on failover, deleted to restart one "
          "(rolling update, a stuck or crash-looping follower)"),
     Need(APPLICATION, _W, "", "secrets", ("get", "create", "patch"),
-         "the generated credentials: created once, read by name, released (owner references dropped) "
-         "when the volumes are kept; never listed or watched"),
+         "the generated credentials: read by name (the ownership check, the monitor), created once, "
+         "released (owner references dropped) when the volumes are kept; never listed or watched"),
     Need(APPLICATION, _W, "", "persistentvolumeclaims", ("list", "patch", "delete"),
          "the database volumes: grown on a bigger storage size, deleted with reclaimPolicy Delete"),
-    Need(APPLICATION, _W, "", "services", ("create", "patch", "delete"), "server-side apply; pruning"),
-    Need(APPLICATION, _W, "", "configmaps", ("create", "patch", "delete"), "server-side apply; pruning"),
+    # Every child is read by name before anything is applied or pruned: is it this Architecture's
+    # (archop.ownership)? A Service or ConfigMap of that name that is someone else's is never changed.
+    Need(APPLICATION, _W, "", "services", ("get", "create", "patch", "delete"),
+         "the ownership check; server-side apply; pruning"),
+    Need(APPLICATION, _W, "", "configmaps", ("get", "create", "patch", "delete"),
+         "the ownership check; server-side apply; pruning"),
     Need(APPLICATION, _W, "apps", "statefulsets", ("get", "create", "patch"),
-         "server-side apply; the deployed volume size and the update revision are read"),
+         "the ownership check (which also reads the deployed volume size); server-side apply; the update "
+         "revision is read"),
     Need(APPLICATION, _W, "apps", "deployments", ("get", "create", "patch", "delete"),
-         "server-side apply; readiness is read; the cache Deployment is pruned when disabled"),
-    Need(APPLICATION, _W, "policy", "poddisruptionbudgets", ("create", "patch", "delete"),
-         "server-side apply; pruning"),
-    Need(APPLICATION, _W, "autoscaling", "horizontalpodautoscalers", ("create", "patch", "delete"),
-         "server-side apply; pruning"),
+         "the ownership check; server-side apply; readiness is read; the cache Deployment is pruned when "
+         "disabled"),
+    Need(APPLICATION, _W, "policy", "poddisruptionbudgets", ("get", "create", "patch", "delete"),
+         "the ownership check; server-side apply; pruning"),
+    Need(APPLICATION, _W, "autoscaling", "horizontalpodautoscalers", ("get", "create", "patch", "delete"),
+         "the ownership check; server-side apply; pruning"),
     Need(APPLICATION, _W, "networking.k8s.io", "ingresses", ("get", "create", "patch", "delete"),
-         "server-side apply; the published address is read; pruning"),
-    Need(APPLICATION, _W, "networking.k8s.io", "networkpolicies", ("create", "patch", "delete"),
-         "server-side apply; pruning"),
+         "the ownership check; server-side apply; the published address is read; pruning"),
+    Need(APPLICATION, _W, "networking.k8s.io", "networkpolicies", ("get", "create", "patch", "delete"),
+         "the ownership check; server-side apply; pruning"),
     Need(APPLICATION, _W, _COORDINATION, "leases", ("get",),
          "the claim: is the release that claimed an Architecture still alive? Its Lease, by name, read only",
          resource_names=(names.LEASE_NAME,)),

@@ -12,7 +12,10 @@ CACHE_READY = "CacheReady"
 APP_READY = "AppReady"
 INGRESS_READY = "IngressReady"
 FAILOVER_IN_PROGRESS = "FailoverInProgress"
-CONDITION_TYPES = (READY, DATABASE_READY, CACHE_READY, APP_READY, INGRESS_READY, FAILOVER_IN_PROGRESS)
+# False while a child's name is taken by an object that is not this Architecture's: nothing is applied.
+CHILDREN_OWNED = "ChildrenOwned"
+CONDITION_TYPES = (READY, DATABASE_READY, CACHE_READY, APP_READY, INGRESS_READY, FAILOVER_IN_PROGRESS,
+                   CHILDREN_OWNED)
 
 # Condition reasons.
 ALL_TIERS_READY = "AllTiersReady"
@@ -22,6 +25,7 @@ TIER_PROGRESSING = "TierProgressing"
 TIER_DISABLED = "TierDisabled"
 TIER_DEGRADED = "TierDegraded"
 NO_FAILOVER = "NoFailover"
+ALL_CHILDREN_OWNED = "AllChildrenOwned"  # ChildrenOwned is True
 
 # Event reasons: reconcile.
 CHILDREN_APPLIED = "ChildrenApplied"
@@ -32,6 +36,9 @@ UNSAFE_CHANGE_REFUSED = "UnsafeChangeRefused"
 VOLUMES_GROWN = "VolumesGrown"
 VOLUME_GROWTH_REFUSED = "VolumeGrowthRefused"
 DELETING = "Deleting"
+# Ownership (ownership.py, hosts.py): event reasons, and condition reasons of ChildrenOwned and IngressReady.
+FOREIGN_OBJECT = "ForeignObject"  # a child's name is taken by an object that is not this Architecture's
+INGRESS_HOST_TAKEN = "IngressHostTaken"  # spec.ingress.host belongs to (or is being decided for) another one
 
 # Event reasons: which operator release manages an Architecture (handlers/claim.py).
 MANAGED_BY_ANOTHER_OPERATOR = "ManagedByAnotherOperator"  # another live release claimed it: hands off

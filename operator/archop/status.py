@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from archop import names, reasons
+from archop import hosts, names, ownership, reasons
 from archop.build import APP_SERVICE_PORT
 from archop.build.cache import PORT as REDIS_PORT
 from archop.build.database import PORT as DB_PORT
@@ -132,9 +132,43 @@ def workload_conditions(
     return out
 
 
+def ownership_conditions(
+    conditions: list[dict[str, Any]],
+    spec: ArchitectureSpec,
+    recorded: dict[str, Any],
+    generation: int,
+    now: str,
+) -> list[dict[str, Any]]:
+    """ChildrenOwned, and IngressReady while the host is refused, from what the reconcile recorded in the
+    status (`recorded`: status.foreignObjects and status.ingressHost; the reconcile alone writes those).
+
+    The reconcile writes facts, the monitor turns them into conditions on its next tick: the conditions
+    list has one writer once it exists (reconcile_status writes it only while a type is missing)."""
+    out = list(conditions)
+    foreign = recorded.get("foreignObjects")
+    if foreign:
+        out = set_condition(out, reasons.CHILDREN_OWNED, False, reasons.FOREIGN_OBJECT,
+                            f"Nothing is applied while these exist and are not this Architecture's: "
+                            f"{', '.join(foreign)}. Delete or rename them; the operator looks again every "
+                            f"{ownership.RETRY_SECONDS}s", generation, now)
+    elif foreign is not None:
+        out = set_condition(out, reasons.CHILDREN_OWNED, True, reasons.ALL_CHILDREN_OWNED,
+                            "Every child that exists belongs to this Architecture", generation, now)
+    host = recorded.get("ingressHost") or {}
+    if (spec.ingress.enabled and host.get("host") == hosts.host_key(spec.ingress.host)
+            and host.get("state") in (hosts.TAKEN, hosts.PENDING)):
+        out = set_condition(out, reasons.INGRESS_READY, False, reasons.INGRESS_HOST_TAKEN,
+                            hosts.refusal(host), generation, now)
+    return out
+
+
 def summarise(conditions: list[dict[str, Any]], generation: int, now: str) -> list[dict[str, Any]]:
-    """Ready from the tier conditions (DatabaseReady included); the message names the tiers not ready."""
+    """Ready from the tier conditions (DatabaseReady included) and ChildrenOwned when it is False; the
+    message names what is not ready."""
     not_ready = [t for t in TIER_CONDITIONS if not is_true(conditions, t)]
+    owned = get_condition(conditions, reasons.CHILDREN_OWNED)
+    if owned is not None and owned.get("status") != "True":
+        not_ready.append(reasons.CHILDREN_OWNED)
     if not not_ready:
         return set_condition(conditions, reasons.READY, True, reasons.ALL_TIERS_READY,
                              "All tiers are ready", generation, now)
@@ -143,7 +177,8 @@ def summarise(conditions: list[dict[str, Any]], generation: int, now: str) -> li
 
 
 def initial_conditions(conditions: list[dict[str, Any]], generation: int, now: str) -> list[dict[str, Any]]:
-    """Conditions a fresh Architecture starts with: every tier Progressing until the monitor has looked."""
+    """Conditions a fresh Architecture starts with: every tier Progressing until the monitor has looked.
+    ChildrenOwned is no placeholder: the reconcile knows it and sets it (ownership_conditions)."""
     out = list(conditions)
     for type_ in TIER_CONDITIONS:
         if get_condition(out, type_) is None:

@@ -347,14 +347,15 @@ EXPECTED_APPLICATION = [
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "patch"]},
     # patch: volume growth (apply.grow_volumes) asks for the bigger size on each PVC.
     {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["list", "patch", "delete"]},
-    {"apiGroups": [""], "resources": ["services"], "verbs": _SSA_PRUNE},
-    {"apiGroups": [""], "resources": ["configmaps"], "verbs": _SSA_PRUNE},
+    # get: every child is read by name first, the ownership check (archop.ownership).
+    {"apiGroups": [""], "resources": ["services"], "verbs": ["get", *_SSA_PRUNE]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", *_SSA_PRUNE]},
     {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["get", "create", "patch"]},
     {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", *_SSA_PRUNE]},
-    {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": _SSA_PRUNE},
-    {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": _SSA_PRUNE},
+    {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["get", *_SSA_PRUNE]},
+    {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": ["get", *_SSA_PRUNE]},
     {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": ["get", *_SSA_PRUNE]},
-    {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": _SSA_PRUNE},
+    {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["get", *_SSA_PRUNE]},
     # One name, read only: whether the release that claimed an Architecture is alive.
     {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["archop-operator"],
      "verbs": ["get"]},

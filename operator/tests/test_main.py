@@ -35,6 +35,9 @@ def test_handlers_are_registered_for_architectures() -> None:
     assert [h.id for h in daemons] == ["monitor"]
     assert daemons[0].cancellation_timeout == 5.0
     assert all(h.selector.check(resource) for h in registry._changing.get_all_handlers())  # noqa: SLF001
+    indexes = registry._indexing.get_all_handlers()  # noqa: SLF001
+    assert [h.id for h in indexes] == ["ingress_hosts"]
+    assert indexes[0].selector.check(resource)
 
 
 @pytest.mark.parametrize(("watched", "clusterwide"), [((), True), (("shop", "team-b"), False)])

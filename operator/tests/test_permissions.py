@@ -328,17 +328,27 @@ def _children() -> set[tuple[str, str]]:
             for m in build_all("shop", "demo", spec, settings, "# nginx.conf\n")}
 
 
+def _secrets() -> set[tuple[str, str]]:
+    return {(m["apiVersion"], m["kind"]) for m in secrets.build_secrets("shop", "demo")}
+
+
+def _optional() -> set[tuple[str, str]]:
+    return {(m["apiVersion"], m["kind"]) for m in optional_children("shop", "demo")}
+
+
 # Call sites whose kinds come from a builder: (the builder whose result is passed, apply.<function>) -> the
 # kinds that builder makes. Everything else must resolve to constant kinds in the source itself.
 BUILT: dict[tuple[str, str], Any] = {
-    # The reconcile: every child is server-side applied ...
+    # The reconcile: every child is read first (the ownership check) ...
+    ("build_all", "read_children"): _children,
+    ("secrets.build_secrets", "read_children"): _secrets,
+    ("absent_optional_children", "read_children"): _optional,
+    # ... then every child is server-side applied ...
     ("build_all", "apply_all"): _children,
     # ... the Secrets are created once ...
-    ("secrets.build_secrets", "create_if_absent"):
-        lambda: {(m["apiVersion"], m["kind"]) for m in secrets.build_secrets("shop", "demo")},
+    ("secrets.build_secrets", "create_if_absent"): _secrets,
     # ... and the optional children the spec leaves out are pruned.
-    ("absent_optional_children", "delete"):
-        lambda: {(m["apiVersion"], m["kind"]) for m in optional_children("shop", "demo")},
+    ("absent_optional_children", "delete"): _optional,
 }
 
 
@@ -375,10 +385,11 @@ def operator_grants() -> set[Grant]:
 
 # --- kopf
 
-# Handlers bound to a resource: kopf lists and watches it; for all but on.event it also patches it
-# (finalizer, progress and diff-base annotations).
+# Handlers bound to a resource: kopf lists and watches it; for all but on.event and index it also patches
+# it (finalizer, progress and diff-base annotations). An index shares kopf's one watch of the resource.
 KOPF_RESOURCE_HANDLERS = {"on.create", "on.update", "on.resume", "on.delete", "on.field", "on.event",
-                          "daemon", "timer"}
+                          "daemon", "timer", "index"}
+KOPF_READ_ONLY_HANDLERS = {"on.event", "index"}
 KOPF_OPERATOR_HANDLERS = {"on.startup", "on.cleanup", "on.login", "on.probe"}
 KOPF_EVENT_CALLS = {"info", "warn", "exception", "event"}  # POST an Event
 KOPF_API_FREE = {"adopt", "configure", "run", "OperatorSettings", "AnnotationsProgressStorage",
@@ -424,9 +435,9 @@ def kopf_grants() -> set[Grant]:
                     continue
                 assert name in KOPF_RESOURCE_HANDLERS, (
                     f"{module.where(node)}: kopf.{name} is not in this inventory (admission webhooks need "
-                    "webhook configurations, indexes their own watch): add what it needs")
+                    "webhook configurations): add what it needs")
                 group, plural = _handler_resource(module, node)
-                verbs = ("list", "watch") if name == "on.event" else ("list", "watch", "patch")
+                verbs = ("list", "watch") if name in KOPF_READ_ONLY_HANDLERS else ("list", "watch", "patch")
                 out |= {(FRAMEWORK, Scope.WATCHED, group, plural, v) for v in verbs}
             elif name in KOPF_EVENT_CALLS:
                 out.add((FRAMEWORK, Scope.WATCHED, "", "events", "create"))
@@ -551,6 +562,8 @@ def test_the_inventory_found_every_kind_of_call() -> None:
         (APPLICATION, Scope.WATCHED, "", "secrets", "get"),  # the monitor's credentials
         (APPLICATION, Scope.WATCHED, "apps", "statefulsets", "create"),  # server-side apply of a new child
         (APPLICATION, Scope.WATCHED, "policy", "poddisruptionbudgets", "delete"),  # pruning
+        (APPLICATION, Scope.WATCHED, "", "services", "get"),  # the ownership check
+        (APPLICATION, Scope.WATCHED, "networking.k8s.io", "networkpolicies", "get"),
         (APPLICATION, Scope.WATCHED, names.GROUP, f"{names.PLURAL}/status", "patch"),
         (APPLICATION, Scope.WATCHED, "coordination.k8s.io", "leases", "get"),  # the claim
         (NODES, Scope.CLUSTER, "", "nodes", "list"),

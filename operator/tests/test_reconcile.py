@@ -51,8 +51,18 @@ def test_later_status_patches_leave_the_monitors_fields_alone() -> None:
     first = reconcile_status("shop", "demo", ArchitectureSpec(), {}, 1, "2026-01-01T00:00:00Z")
     current = {"conditions": first["conditions"], "followers": "2/2", "appReady": "2/2"}
     patch = reconcile_status("shop", "demo", spec(followers=3), current, 2, "2026-01-01T00:01:00Z")
-    assert set(patch) == {"observedGeneration", "endpoints", "followersDesired"}
+    assert set(patch) == {"observedGeneration", "endpoints", "followersDesired", "foreignObjects",
+                          "ingressHost"}
     assert patch["followersDesired"] == 3
+    assert (patch["foreignObjects"], patch["ingressHost"]) == ([], None)
+
+
+def test_a_blocked_reconcile_records_what_stands_in_its_way_not_a_generation() -> None:
+    first = reconcile_status("shop", "demo", ArchitectureSpec(), {}, 1, "2026-01-01T00:00:00Z")
+    current = {"conditions": first["conditions"], "followers": "2/2", "appReady": "2/2"}
+    patch = reconcile_status("shop", "demo", ArchitectureSpec(), current, 2, "2026-01-01T00:01:00Z",
+                             foreign={"Service shop-db-rw": "why"}, applied=False)
+    assert patch == {"foreignObjects": ["Service shop-db-rw"], "ingressHost": None}
 
 
 def test_events_outside_kopf_go_to_the_log(caplog: pytest.LogCaptureFixture) -> None:

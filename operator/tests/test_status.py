@@ -88,7 +88,8 @@ def test_summary_names_the_tiers_not_ready() -> None:
 
 def test_initial_conditions_fill_only_what_is_missing() -> None:
     start = initial_conditions([], 1, T0)
-    assert {c["type"] for c in start} == set(reasons.CONDITION_TYPES)
+    # ChildrenOwned is not a placeholder: the reconcile sets it from what it found (ownership_conditions)
+    assert {c["type"] for c in start} == set(reasons.CONDITION_TYPES) - {reasons.CHILDREN_OWNED}
     assert get_condition(start, reasons.READY)["status"] == "False"  # type: ignore[index]
     db_ready = set_condition(start, reasons.DATABASE_READY, True, reasons.TIER_READY, "ok", 1, T1)
     again = initial_conditions(db_ready, 2, T2)
@@ -111,3 +112,51 @@ def test_observation_helpers_read_api_objects() -> None:
     published = {"status": {"loadBalancer": {"ingress": [{"hostname": "lb.example"}]}}}
     assert ingress_address(published) == "lb.example"
     assert ingress_address({"status": {"loadBalancer": {}}}) is None
+
+
+# ---------------------------------------------------------------------------------------------- ownership
+
+
+def _ownership(recorded: dict, spec: ArchitectureSpec = SPEC) -> list[dict]:
+    from archop.status import ownership_conditions
+
+    return ownership_conditions(initial_conditions([], 1, T0), spec, recorded, 1, T1)
+
+
+def test_children_owned_follows_what_the_reconcile_recorded() -> None:
+    foreign = _ownership({"foreignObjects": ["Service shop-db-rw", "Secret shop-db-app"]})
+    cond = get_condition(foreign, reasons.CHILDREN_OWNED)
+    assert cond is not None and (cond["status"], cond["reason"]) == ("False", reasons.FOREIGN_OBJECT)
+    assert "Service shop-db-rw, Secret shop-db-app" in cond["message"]
+    clear = get_condition(_ownership({"foreignObjects": []}), reasons.CHILDREN_OWNED)
+    assert clear is not None and (clear["status"], clear["reason"]) == ("True", reasons.ALL_CHILDREN_OWNED)
+    # nothing recorded yet (an Architecture from before the check): left as it is
+    assert get_condition(_ownership({}), reasons.CHILDREN_OWNED) is None
+
+
+def test_a_refused_host_makes_ingress_not_ready() -> None:
+    taken = {"ingressHost": {"host": "archop.local", "state": "Taken", "heldBy": "team-b/web"}}
+    cond = get_condition(_ownership(taken), reasons.INGRESS_READY)
+    assert cond is not None and (cond["status"], cond["reason"]) == ("False", reasons.INGRESS_HOST_TAKEN)
+    assert "team-b/web" in cond["message"]
+    # a decision about another host (the spec moved on) or a granted one changes nothing
+    for recorded in ({"host": "old.example.com", "state": "Taken", "heldBy": "x/y"},
+                     {"host": "archop.local", "state": "Granted", "heldBy": ""}):
+        cond = get_condition(_ownership({"ingressHost": recorded}), reasons.INGRESS_READY)
+        assert cond is not None and cond["reason"] == reasons.TIER_PROGRESSING
+    off = dataclasses.replace(SPEC, ingress=dataclasses.replace(SPEC.ingress, enabled=False))
+    cond = get_condition(_ownership(taken, off), reasons.INGRESS_READY)
+    assert cond is not None and cond["reason"] != reasons.INGRESS_HOST_TAKEN
+
+
+def test_ready_counts_children_owned_only_when_it_is_false() -> None:
+    healthy = workload_conditions(HEALTHY, SPEC, [], 1, T0)
+    healthy = set_condition(healthy, reasons.DATABASE_READY, True, reasons.TIER_READY, "ok", 1, T0)
+    ready = get_condition(summarise(healthy, 1, T0), reasons.READY)
+    assert ready is not None and ready["status"] == "True"
+    owned = set_condition(healthy, reasons.CHILDREN_OWNED, True, reasons.ALL_CHILDREN_OWNED, "ok", 1, T0)
+    ready = get_condition(summarise(owned, 1, T0), reasons.READY)
+    assert ready is not None and ready["status"] == "True"
+    blocked = set_condition(healthy, reasons.CHILDREN_OWNED, False, reasons.FOREIGN_OBJECT, "x", 1, T0)
+    ready = get_condition(summarise(blocked, 1, T0), reasons.READY)
+    assert ready is not None and ready["status"] == "False" and ready["message"] == "Not ready: ChildrenOwned"

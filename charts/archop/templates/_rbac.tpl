@@ -39,14 +39,15 @@ Scanning is disabled and peering standalone, so no CRDs, Namespaces or KopfPeeri
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["list", "patch", "delete"]
-# Children: server-side apply (patch, and create when the object is new), pruning of optional children
-# (delete), and a few reads by name.
+# Children: read by name first (the ownership check: an object of a child's name that is not this
+# Architecture's is never changed or deleted), server-side apply (patch, and create when the object is
+# new), pruning of optional children (delete).
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["create", "patch", "delete"]
+  verbs: ["get", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["create", "patch", "delete"]
+  verbs: ["get", "create", "patch", "delete"]
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
   verbs: ["get", "create", "patch"]
@@ -55,16 +56,16 @@ Scanning is disabled and peering standalone, so no CRDs, Namespaces or KopfPeeri
   verbs: ["get", "create", "patch", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["create", "patch", "delete"]
+  verbs: ["get", "create", "patch", "delete"]
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["create", "patch", "delete"]
+  verbs: ["get", "create", "patch", "delete"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["ingresses"]
   verbs: ["get", "create", "patch", "delete"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["create", "patch", "delete"]
+  verbs: ["get", "create", "patch", "delete"]
 # Is the release that claimed an Architecture still alive (operator/archop/handlers/claim.py)? Its Lease,
 # by name, read only.
 - apiGroups: ["coordination.k8s.io"]

@@ -153,7 +153,7 @@ def _mounts(postgres: bool) -> list[dict]:
                        {"name": "run", "mountPath": RUN_DIR},
                        {"name": "tmp", "mountPath": "/tmp"}]
     if postgres:
-        out = [{"name": "data", "mountPath": DATA_MOUNT}, *out,
+        out = [{"name": names.DB_VOLUME, "mountPath": DATA_MOUNT}, *out,
                {"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True}]
     return out
 
@@ -251,6 +251,6 @@ def statefulset(name: str, namespace: str, spec: ArchitectureSpec, image: str, c
             "persistentVolumeClaimRetentionPolicy": {"whenDeleted": retention, "whenScaled": retention},
             "selector": {"matchLabels": dict(sel)},
             "template": {"metadata": {"labels": names.labels(name, names.DATABASE)}, "spec": pod_spec},
-            "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": pvc_spec}],
+            "volumeClaimTemplates": [{"metadata": {"name": names.DB_VOLUME}, "spec": pvc_spec}],
         },
     }

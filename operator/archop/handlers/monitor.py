@@ -271,6 +271,8 @@ class DbMonitor:
                 self.workload_fields = st.workload_fields(wobs)
             except Exception as exc:
                 self.log.info("workload observation failed: %s", exc)
+        # What the reconcile recorded (foreign children, the ingress host decision) as conditions.
+        conditions = st.ownership_conditions(conditions, spec, body.get("status") or {}, generation, now)
         conditions = st.summarise(conditions, generation, now)
         metrics.architecture_ready.labels(self.namespace, self.name).set(
             1 if st.is_true(conditions, reasons.READY) else 0)

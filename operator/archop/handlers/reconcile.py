@@ -1,5 +1,21 @@
-"""Reconcile one Architecture: parse the spec, build every child, create Secrets once, apply, prune,
-then tell the story in events, status and metrics. Also the delete handler (volumes per reclaimPolicy).
+"""Reconcile one Architecture: parse the spec, build every child, check that every existing child is this
+Architecture's, create Secrets once, apply, prune, then tell the story in events, status and metrics. Also
+the delete handler (volumes per reclaimPolicy).
+
+Ownership (archop.ownership, the confused-deputy rule): before anything is written, every child is read by
+name. If any existing one is not this Architecture's (a user's own Service `shop-db-rw`, a Secret
+`shop-db-app` from elsewhere), nothing at all is applied, created or pruned: children address each other by
+name (Service DNS names, Secret and ConfigMap references), so applying "the rest" would wire this
+Architecture's pods to the foreign object (the app would send the database password to whatever backs a
+foreign `shop-db-rw`), and a half-applied stack is a half-taken-over one. The Architecture says so in
+ChildrenOwned=False (reason ForeignObject), one Warning event per object, and status.foreignObjects; the
+reconcile ends as a kopf retry (Blocked) and looks again every ownership.RETRY_SECONDS, so it goes ahead by
+itself once the object is deleted or renamed. A running stack whose child is replaced behind its back keeps
+running as it is (nothing is changed or removed) until then.
+
+The ingress host (archop.hosts) is different: the Ingress is a leaf nothing else refers to. Without the
+host, the rest of the stack is applied, the Ingress is not (one this Architecture had is pruned), IngressReady
+is False (reason IngressHostTaken) and the reconcile retries the same way.
 """
 
 from __future__ import annotations
@@ -8,12 +24,13 @@ import logging
 import re
 import time
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
 import kopf
 
-from archop import apply, config, events, metrics, names, reasons, status
+from archop import apply, config, events, hosts, metrics, names, ownership, reasons, status
 from archop.build import absent_optional_children, build_all, cdn, secrets
 from archop.spec import ArchitectureSpec
 
@@ -79,23 +96,40 @@ def summary(manifests: list[dict[str, Any]], pruned: list[dict[str, Any]]) -> st
     return text
 
 
-def reconcile_status(
-    name: str, namespace: str, spec: ArchitectureSpec, current: dict[str, Any], generation: int, now: str
-) -> dict[str, Any]:
-    """The status patch of a reconcile: what was applied, and starting conditions for a new object.
+class Blocked(kopf.TemporaryError):
+    """The reconcile did what it safely could and stopped short: a child's name is taken by a foreign
+    object, or the ingress host by another Architecture. Conditions and events say so already; kopf retries
+    after ownership.RETRY_SECONDS, which is how the operator notices that the obstacle is gone."""
 
-    Conditions are written only while some are missing: after that the monitor daemon owns them, and
-    a reconcile holding an older copy must not overwrite its fresher view.
+    def __init__(self, message: str) -> None:
+        super().__init__(message, delay=ownership.RETRY_SECONDS)
+
+
+def reconcile_status(
+    name: str, namespace: str, spec: ArchitectureSpec, current: dict[str, Any], generation: int, now: str,
+    foreign: Iterable[str] = (), host: dict[str, str] | None = None, applied: bool = True,
+) -> dict[str, Any]:
+    """The status patch of a reconcile: what was applied (unless `applied` is False: a foreign object
+    stopped it), what stands in its way (`foreign`: children whose names are taken, status.foreignObjects;
+    `host`: the ingress host decision, status.ingressHost), and starting conditions for a new object.
+
+    Conditions are written only while some are missing: after that the monitor daemon owns them (it turns
+    foreignObjects and ingressHost into conditions, status.ownership_conditions), and a reconcile holding
+    an older copy must not overwrite its fresher view.
     """
-    patch: dict[str, Any] = {
-        "observedGeneration": generation,
-        "endpoints": status.endpoints(name, namespace, spec),
-        "followersDesired": spec.database.followers,
-    }
+    patch: dict[str, Any] = {"foreignObjects": sorted(foreign), "ingressHost": host}
+    if applied:
+        patch.update({
+            "observedGeneration": generation,
+            "endpoints": status.endpoints(name, namespace, spec),
+            "followersDesired": spec.database.followers,
+        })
     conditions = list(current.get("conditions") or [])
     have = {c.get("type") for c in conditions}
     if not set(reasons.CONDITION_TYPES) <= have:
-        patch["conditions"] = status.initial_conditions(conditions, generation, now)
+        conditions = status.initial_conditions(conditions, generation, now)
+        conditions = status.ownership_conditions(conditions, spec, patch, generation, now)
+        patch["conditions"] = status.summarise(conditions, generation, now)
     if "followers" not in current:
         patch["followers"] = status.ratio(0, spec.database.followers)
     if "appReady" not in current:
@@ -109,6 +143,36 @@ def _followers_of(body: dict[str, Any] | None) -> int | None:
     return ArchitectureSpec.parse(body.get("spec")).database.followers
 
 
+def host_decision(body: Mapping[str, Any], index: Mapping[str, Iterable[hosts.Claim]] | None
+                  ) -> hosts.Decision | None:
+    """May this Architecture publish its ingress host? None when its Ingress is disabled. `index` is kopf's
+    `ingress_hosts` index (main.py); without it (outside kopf) only this Architecture's own claim counts."""
+    entry = hosts.index_entry(body)
+    if not entry:
+        return None
+    ((host, me),) = entry.items()
+    store = (index or {}).get(host, ())
+    try:
+        claims = tuple(store)
+    except RuntimeError:  # kopf updated the index (on its event loop) while this thread copied it
+        claims = tuple(store)
+    return hosts.decide(host, me, claims)
+
+
+def without_ingress(spec: ArchitectureSpec) -> ArchitectureSpec:
+    """The spec to build from when the host is refused: no Ingress (one applied earlier is pruned, unless
+    the decision is only Pending)."""
+    return replace(spec, ingress=replace(spec.ingress, enabled=False))
+
+
+def foreign_children(found: Mapping[tuple[str, str, str], dict[str, Any] | None], arch: str, uid: str
+                     ) -> dict[str, str]:
+    """{"Kind name": why it is not ours} for every existing child that is not this Architecture's."""
+    return {f"{kind} {child}": ownership.why_foreign(obj, arch)
+            for (_, kind, child), obj in sorted(found.items())
+            if obj is not None and not ownership.owned(obj, kind, arch, uid)}
+
+
 def reconcile(
     name: str,
     namespace: str,
@@ -118,12 +182,17 @@ def reconcile(
     generation: int,
     logger: logging.Logger | logging.LoggerAdapter,
     old: dict[str, Any] | None = None,
+    ingress_hosts: Mapping[str, Iterable[hosts.Claim]] | None = None,
 ) -> None:
     """Bring the children of Architecture `name` in line with its spec. Idempotent; kopf retries errors."""
     started = time.monotonic()
     metrics.reconcile_total.labels(COMPONENT).inc()
     try:
-        _reconcile(name, namespace, body, spec, status_, generation, logger, old)
+        _reconcile(name, namespace, body, spec, status_, generation, logger, old, ingress_hosts)
+    except Blocked as exc:
+        # Not a failure of the operator: the specific Warning events were posted when the obstacle appeared.
+        logger.warning("%s", exc)
+        raise
     except kopf.PermanentError as exc:
         metrics.reconcile_errors_total.labels(COMPONENT).inc()
         events.emit(body, reasons.RECONCILE_FAILED, str(exc), warning=True)
@@ -145,6 +214,7 @@ def _reconcile(
     generation: int,
     logger: logging.Logger | logging.LoggerAdapter,
     old: dict[str, Any] | None,
+    ingress_hosts: Mapping[str, Iterable[hosts.Claim]] | None = None,
 ) -> None:
     settings = config.settings()
     try:
@@ -152,8 +222,44 @@ def _reconcile(
     except (TypeError, ValueError) as exc:
         raise kopf.PermanentError(f"spec cannot be read: {exc}") from exc
     client = apply.api()
+    uid = str((body.get("metadata") or {}).get("uid") or "")
+    current = dict(current_status or {})
+
+    # The host decision goes into the status first (when it changed), whatever happens below: other
+    # Architectures asking for the same host wait until this one's decision shows (hosts.py, rule 2).
+    host = host_decision(body, ingress_hosts)
+    host_record = host.record() if host is not None else None
+    if host_record != current.get("ingressHost"):
+        apply.patch_status(client, name, namespace, {"ingressHost": host_record})
+        if host is not None and not host.granted:
+            events.emit(body, reasons.INGRESS_HOST_TAKEN, hosts.refusal(host_record or {}), warning=True)
+
+    conf = cdn.nginx_conf(spec) if spec.cdn.enabled else ""
+    manifests = build_all(name, namespace, spec if host is None or host.granted else without_ingress(spec),
+                          settings, conf, current_leader=current.get("currentLeader"))
+    generated = secrets.build_secrets(name, namespace)
+    leftovers = absent_optional_children(name, namespace, manifests)
+
+    # Ownership: every child, as it is now, before anything is written.
+    found = apply.read_children(client, manifests)
+    found_secrets = apply.read_children(client, generated)
+    found_leftovers = apply.read_children(client, leftovers)
+    foreign = foreign_children({**found, **found_secrets}, name, uid)
+    if foreign:
+        known = set(current.get("foreignObjects") or [])
+        for child, why in foreign.items():
+            if child not in known:
+                events.emit(body, reasons.FOREIGN_OBJECT,
+                            f"{child} exists and is not this Architecture's ({why}): nothing is applied "
+                            "until it is deleted or renamed", warning=True)
+        apply.patch_status(client, name, namespace,
+                           reconcile_status(name, namespace, spec, current, generation, status.now_iso(),
+                                            foreign=foreign, host=host_record, applied=False))
+        raise Blocked(f"not applied: {', '.join(foreign)} not this Architecture's; looking again in "
+                      f"{ownership.RETRY_SECONDS}s")
+
     # What is deployed is the truth to compare with (kopf's last-handled copy may predate defaults).
-    deployed = deployed_storage(apply.get(client, "apps/v1", "StatefulSet", namespace, names.db(name)))
+    deployed = deployed_storage(found.get(("apps/v1", "StatefulSet", names.db(name))))
     if deployed is not None:
         size, storage_class = deployed
         was = replace(spec, database=replace(spec.database, storage_size=size, storage_class=storage_class))
@@ -162,24 +268,39 @@ def _reconcile(
             message = "; ".join(problems)
             events.emit(body, reasons.UNSAFE_CHANGE_REFUSED, message, warning=True)
             raise kopf.PermanentError(message)
-
-    conf = cdn.nginx_conf(spec) if spec.cdn.enabled else ""
-    manifests = build_all(name, namespace, spec, settings, conf,
-                          current_leader=current_status.get("currentLeader"))
-    if deployed is not None:
-        keep_volume_template(manifests, names.db(name), deployed[0])
-        if quantity_bytes(deployed[0]) < quantity_bytes(spec.database.storage_size):
+        keep_volume_template(manifests, names.db(name), size)
+        if quantity_bytes(size) < quantity_bytes(spec.database.storage_size):
             _grow_volumes(client, body, name, namespace, spec.database.storage_size)
 
-    created = [s["metadata"]["name"] for s in secrets.build_secrets(name, namespace)
-               if apply.create_if_absent(client, s, owner=body)]
+    created = []
+    for secret in generated:
+        if found_secrets[("v1", "Secret", secret["metadata"]["name"])] is not None:
+            continue
+        if not apply.create_if_absent(client, secret, owner=body):
+            # 409: someone created it since it was read. Never use a Secret not checked: read it again.
+            raise kopf.TemporaryError(f"Secret {secret['metadata']['name']} appeared after the ownership "
+                                      "check; checking again", delay=1)
+        created.append(secret["metadata"]["name"])
     if created:
         events.emit(body, reasons.SECRETS_CREATED, f"Created Secrets {', '.join(created)}")
 
-    apply.apply_all(client, manifests, owner=body)
-    leftovers = absent_optional_children(name, namespace, manifests)
-    pruned = [stub for stub in leftovers if apply.delete(client, stub)]
-    events.emit(body, reasons.CHILDREN_APPLIED, summary(manifests, pruned))
+    for child in apply.apply_all(client, manifests, owner=body, existing=found):
+        events.emit(body, reasons.FOREIGN_OBJECT,
+                    f"{child} did not exist when checked but did when applied: someone created it in "
+                    "between, and it now carries this Architecture's fields and owner reference. Check who "
+                    "created it",
+                    warning=True)
+    # While the host is Pending, the Ingress is left as it is (neither applied nor removed): two stacks that
+    # shared a host before this check existed keep serving until the order has decided between them.
+    pending = host is not None and host.state == hosts.PENDING
+    pruned = [stub for stub in leftovers
+              if not (pending and stub["kind"] == "Ingress")
+              and _ours(found_leftovers, stub, name, uid, logger)
+              and apply.delete(client, stub, uid=_uid(found_leftovers, stub))]
+    # A retry while the host stays refused applies the same generation again: no news, no event.
+    again = host is not None and not host.granted and current.get("observedGeneration") == generation
+    if not again or pruned:
+        events.emit(body, reasons.CHILDREN_APPLIED, summary(manifests, pruned))
 
     before = _followers_of(old)
     if before is not None and before != spec.database.followers:
@@ -187,8 +308,31 @@ def _reconcile(
                     f"Followers scaled from {before} to {spec.database.followers}")
 
     apply.patch_status(client, name, namespace,
-                       reconcile_status(name, namespace, spec, current_status, generation, status.now_iso()))
+                       reconcile_status(name, namespace, spec, current, generation, status.now_iso(),
+                                        host=host_record))
     logger.info("reconciled generation %s: %s", generation, summary(manifests, pruned))
+    if host is not None and not host.granted:
+        raise Blocked(f"applied without the Ingress: {hosts.refusal(host.record())}; looking again in "
+                      f"{ownership.RETRY_SECONDS}s")
+
+
+def _uid(found: Mapping[tuple[str, str, str], dict[str, Any] | None], stub: dict[str, Any]) -> str:
+    obj = found.get((stub["apiVersion"], stub["kind"], stub["metadata"]["name"])) or {}
+    return str((obj.get("metadata") or {}).get("uid") or "")
+
+
+def _ours(found: Mapping[tuple[str, str, str], dict[str, Any] | None], stub: dict[str, Any], arch: str,
+          uid: str, logger: logging.Logger | logging.LoggerAdapter) -> bool:
+    """Prune only what exists and is this Architecture's; a foreign object of that name is left alone (the
+    spec does not want the name, so it stands in nobody's way)."""
+    obj = found.get((stub["apiVersion"], stub["kind"], stub["metadata"]["name"]))
+    if obj is None:
+        return False
+    if not ownership.owned(obj, stub["kind"], arch, uid):
+        logger.info("not pruning %s %s: not this Architecture's (%s)", stub["kind"], stub["metadata"]["name"],
+                    ownership.why_foreign(obj, arch))
+        return False
+    return True
 
 
 def delete(
@@ -202,13 +346,20 @@ def delete(
     the Architecture and left to the garbage collector."""
     parsed = ArchitectureSpec.parse(spec)
     client = apply.api()
+    uid = str((body.get("metadata") or {}).get("uid") or "")
     if parsed.database.reclaim_policy == "Delete":
         volumes = apply.delete_volumes(client, name, namespace)
         message = f"Deleting; volumes deleted: {', '.join(volumes) or 'none'}"
     else:
-        # Kept volumes are useless without the passwords inside them: keep the database Secrets too.
-        kept = [s for s in (names.db_secret(name, u) for u in secrets.DB_USERS)
-                if apply.release(client, "v1", "Secret", namespace, s)]
+        # Kept volumes are useless without the passwords inside them: keep the database Secrets too. Only
+        # this Architecture's (a Secret of that name that is someone else's is not touched), each by uid.
+        kept = []
+        for secret in (names.db_secret(name, u) for u in secrets.DB_USERS):
+            obj = apply.get(client, "v1", "Secret", namespace, secret)
+            if obj is None or not ownership.owned(obj, "Secret", name, uid):
+                continue
+            if apply.release(client, "v1", "Secret", namespace, secret, uid=obj["metadata"]["uid"]):
+                kept.append(secret)
         message = f"Deleting; volumes kept (reclaimPolicy Retain) with Secrets {', '.join(kept) or 'none'}"
     events.emit(body, reasons.DELETING, message)
     metrics.forget_architecture(namespace, name)

@@ -1,0 +1,180 @@
+"""The operator is nobody's deputy: an object that merely has a child's name is not taken over, and an
+ingress host another Architecture holds is not handed to a second one.
+
+1. A user's own Service `deputy-db-rw` exists before the Architecture `deputy`: the operator leaves it
+   exactly as it is (resourceVersion, labels, no owner reference), applies nothing at all, and says why
+   (ChildrenOwned=False with reason ForeignObject, a ForeignObject Warning event naming the Service). Once
+   the Service is deleted, the stack comes up by itself (the operator looks again every minute).
+2. A second Architecture in another namespace asks for the first one's ingress host: it gets no Ingress,
+   IngressReady=False with reason IngressHostTaken and a Warning event naming the first one, while the
+   first keeps its Ingress and keeps answering through the ingress controller.
+
+Small stacks (one database pod, no cache, no CDN): ownership is under test, not the tiers.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest import (
+    apply_manifest,
+    architecture,
+    condition,
+    get_json,
+    kubectl,
+    namespace_manifest,
+    wait_for,
+)
+
+NAME = "deputy"
+RIVAL = "rival"
+ARCH = "architectures.archop.io"
+RETRY = 60  # ownership.RETRY_SECONDS: how often a blocked reconcile looks again
+SETTLE_TIMEOUT = 120  # a first reconcile, its status and events
+UNBLOCK_TIMEOUT = RETRY + 180  # the next retry, then the whole small stack applied
+SERVE_TIMEOUT = 420  # initdb and the app's first readiness
+
+
+def small(host: str) -> dict[str, Any]:
+    return {"database": {"followers": 0, "failover": {"enabled": False}}, "cache": {"enabled": False},
+            "cdn": {"enabled": False}, "app": {"replicas": 1}, "ingress": {"host": host}}
+
+
+def foreign_service() -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": f"{NAME}-db-rw", "labels": {"team": "someone-else"}},
+        "spec": {"selector": {"app": "someone-else"},
+                 "ports": [{"name": "pg", "port": 5432, "targetPort": 5432}]},
+    }
+
+
+def arch(namespace: str, name: str) -> dict[str, Any]:
+    return get_json(ARCH, name, namespace=namespace)
+
+
+def events(namespace: str, name: str, reason: str) -> list[str]:
+    items = get_json("events", "--field-selector",
+                     f"involvedObject.kind=Architecture,involvedObject.name={name},reason={reason}",
+                     namespace=namespace)["items"]
+    return [e.get("message", "") for e in items if e.get("type") == "Warning"]
+
+
+def has_condition(namespace: str, name: str, type_: str, status: str, reason: str) -> dict[str, Any] | None:
+    cond = condition(arch(namespace, name), type_) or {}
+    return cond if (cond.get("status"), cond.get("reason")) == (status, reason) else None
+
+
+@pytest.fixture(scope="module")
+def host(namespace: str) -> str:
+    return f"{namespace}.archop.test"
+
+
+@pytest.fixture(scope="module")
+def blocked(namespace: str, host: str) -> dict[str, Any]:
+    """The foreign Service, then the Architecture: the Service as it was before the Architecture came."""
+    apply_manifest(foreign_service(), "-n", namespace)
+    before = get_json("service", f"{NAME}-db-rw", namespace=namespace)
+    apply_manifest(architecture(NAME, small(host)), "-n", namespace)
+    wait_for(lambda: has_condition(namespace, NAME, "ChildrenOwned", "False", "ForeignObject"),
+             SETTLE_TIMEOUT, "ChildrenOwned=False (ForeignObject)")
+    return before
+
+
+@pytest.fixture(scope="module")
+def other_namespace() -> Iterator[str]:
+    name = f"e2e-deputy-b-{uuid.uuid4().hex[:6]}"
+    apply_manifest(namespace_manifest(name))
+    try:
+        yield name
+    finally:
+        kubectl("delete", ARCH, "--all", "-n", name, "--wait=false", check=False)
+        kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def test_a_foreign_object_is_left_untouched(blocked: dict[str, Any], namespace: str) -> None:
+    now = get_json("service", f"{NAME}-db-rw", namespace=namespace)
+    assert now["metadata"]["resourceVersion"] == blocked["metadata"]["resourceVersion"]
+    assert now["metadata"].get("labels") == blocked["metadata"].get("labels")
+    assert not now["metadata"].get("ownerReferences")
+    assert now["spec"]["selector"] == {"app": "someone-else"}
+    managers = {m.get("manager") for m in now["metadata"].get("managedFields") or []}
+    assert "archop" not in managers, managers
+
+
+def test_nothing_else_is_applied_and_the_architecture_says_why(blocked: dict[str, Any],
+                                                               namespace: str) -> None:
+    cond = has_condition(namespace, NAME, "ChildrenOwned", "False", "ForeignObject")
+    assert cond and f"Service {NAME}-db-rw" in cond["message"]
+    assert arch(namespace, NAME)["status"]["foreignObjects"] == [f"Service {NAME}-db-rw"]
+    messages = wait_for(lambda: events(namespace, NAME, "ForeignObject"), SETTLE_TIMEOUT,
+                        "a ForeignObject Warning event")
+    assert any(m.startswith(f"Service {NAME}-db-rw ") for m in messages), messages
+    # Nothing half-applied: no workload, no generated Secret, no other Service.
+    for kind, name in (("statefulset", f"{NAME}-db"), ("deployment", f"{NAME}-app"),
+                       ("secret", f"{NAME}-db-app"), ("service", f"{NAME}-app")):
+        assert get_json(kind, name, namespace=namespace, missing_ok=True) is None, (kind, name)
+
+
+def test_the_stack_comes_up_once_the_object_is_gone(blocked: dict[str, Any], namespace: str,
+                                                    host: str) -> None:
+    kubectl("delete", "service", f"{NAME}-db-rw", "-n", namespace, "--wait=true", timeout=60)
+    wait_for(lambda: has_condition(namespace, NAME, "ChildrenOwned", "True", "AllChildrenOwned"),
+             UNBLOCK_TIMEOUT, "ChildrenOwned=True once the foreign Service is gone")
+    rw = wait_for(lambda: get_json("service", f"{NAME}-db-rw", namespace=namespace, missing_ok=True),
+                  SETTLE_TIMEOUT, f"the operator's own {NAME}-db-rw")
+    assert rw["metadata"]["ownerReferences"][0]["uid"] == arch(namespace, NAME)["metadata"]["uid"]
+    ingress = wait_for(lambda: get_json("ingress", f"{NAME}-ingress", namespace=namespace, missing_ok=True),
+                       SETTLE_TIMEOUT, f"Ingress {NAME}-ingress")
+    assert [r.get("host") for r in ingress["spec"]["rules"]] == [host]
+    assert arch(namespace, NAME)["status"]["ingressHost"] == {"host": host, "state": "Granted", "heldBy": ""}
+
+
+def test_a_second_architecture_cannot_take_the_host(blocked: dict[str, Any], namespace: str, host: str,
+                                                   other_namespace: str) -> None:
+    first_ingress = wait_for(lambda: get_json("ingress", f"{NAME}-ingress", namespace=namespace,
+                                              missing_ok=True), UNBLOCK_TIMEOUT, f"Ingress {NAME}-ingress")
+    apply_manifest(architecture(RIVAL, small(host)), "-n", other_namespace)
+    cond = wait_for(
+        lambda: has_condition(other_namespace, RIVAL, "IngressReady", "False", "IngressHostTaken"),
+        SETTLE_TIMEOUT, "the rival's IngressReady=False (IngressHostTaken)")
+    assert f"{namespace}/{NAME}" in cond["message"]
+    messages = wait_for(lambda: events(other_namespace, RIVAL, "IngressHostTaken"), SETTLE_TIMEOUT,
+                        "an IngressHostTaken Warning event on the rival")
+    assert any(f"{namespace}/{NAME}" in m for m in messages), messages
+    recorded = arch(other_namespace, RIVAL)["status"]["ingressHost"]
+    assert recorded == {"host": host, "state": "Taken", "heldBy": f"{namespace}/{NAME}"}
+    # The rest of the rival's stack is applied; only its Ingress is not.
+    wait_for(lambda: get_json("deployment", f"{RIVAL}-app", namespace=other_namespace, missing_ok=True),
+             SETTLE_TIMEOUT, "the rival's app Deployment")
+    assert get_json("ingress", f"{RIVAL}-ingress", namespace=other_namespace, missing_ok=True) is None
+    # The first keeps its Ingress as it was.
+    still = get_json("ingress", f"{NAME}-ingress", namespace=namespace)
+    assert still["metadata"]["uid"] == first_ingress["metadata"]["uid"]
+    assert [r.get("host") for r in still["spec"]["rules"]] == [host]
+    assert arch(namespace, NAME)["status"]["ingressHost"]["state"] == "Granted"
+
+
+def test_the_first_keeps_serving(blocked: dict[str, Any], namespace: str, host: str,
+                                 other_namespace: str) -> None:
+    base = os.environ.get("E2E_INGRESS_URL")
+    assert base, "set E2E_INGRESS_URL to the ingress controller's address (http://<control-plane IP>:80)"
+
+    def answers() -> bool:
+        request = urllib.request.Request(f"{base.rstrip('/')}/healthz", headers={"Host": host})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    wait_for(answers, SERVE_TIMEOUT, f"HTTP 200 for Host {host} through the ingress controller")
+    assert arch(namespace, NAME)["status"]["ingressHost"]["state"] == "Granted"
+    assert get_json("ingress", f"{RIVAL}-ingress", namespace=other_namespace, missing_ok=True) is None

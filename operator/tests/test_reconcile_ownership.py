@@ -1,0 +1,237 @@
+"""The reconcile against a fake API server: it never writes over or deletes what is not this Architecture's,
+and an ingress host another Architecture holds costs only the Ingress."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+import requests
+from archop import apply, config, events, hosts, names, permissions, reasons
+from archop.config import Settings
+from archop.handlers import reconcile as rec
+
+UID = "uid-shop"
+NS = "demo"
+
+
+class FakeApi:
+    """Objects by URL ("services/shop-db-rw"); server-side apply creates (201) or updates (200) them."""
+
+    def __init__(self, objects: dict[str, dict[str, Any]] | None = None) -> None:
+        self.objects = dict(objects or {})
+        self.sent: list[tuple[str, str, dict[str, Any] | None]] = []
+
+    def request(self, method: str, **kwargs: Any) -> requests.Response:
+        url = kwargs["url"]
+        body = json.loads(kwargs["data"]) if kwargs.get("data") else None
+        self.sent.append((method, url, body))
+        code, answer = 200, {}
+        if method == "GET":
+            found = self.objects.get(url)
+            code, answer = (200, found) if found is not None else (404, {"message": "not found"})
+        elif method == "PATCH" and "application/apply-patch+yaml" in str(kwargs.get("headers")):
+            code = 200 if url in self.objects else 201
+            self.objects[url] = body or {}
+        elif method == "POST":
+            name = (body or {})["metadata"]["name"]
+            key = f"{url}/{name}"
+            code = 409 if key in self.objects else 201
+            self.objects.setdefault(key, body or {})
+        elif method == "DELETE":
+            code = 200 if self.objects.pop(url, None) is not None else 404
+        response = requests.Response()
+        response.status_code, response.reason = code, "x"
+        response._content = json.dumps(answer).encode()
+        return response
+
+    def writes(self) -> list[tuple[str, str]]:
+        """Every write except the status."""
+        return [(m, u) for m, u, _ in self.sent if m != "GET" and not u.endswith("/status")]
+
+    def status_patches(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for m, u, body in self.sent:
+            if m == "PATCH" and u.endswith("/status"):
+                out.update((body or {})["status"])
+        return out
+
+
+def url(kind: str, name: str) -> str:
+    return f"{permissions.KINDS[kind].plural}/{name}"
+
+
+def ours(name: str, uid: str = UID) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": NS, "uid": f"uid-of-{name}",
+                         "ownerReferences": [{"apiVersion": names.API_VERSION, "kind": names.KIND,
+                                              "name": "shop", "uid": uid, "controller": True}]}}
+
+
+def foreign(name: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": NS, "uid": f"uid-of-{name}", "labels": {"team": "b"}}}
+
+
+def body(spec: dict[str, Any] | None = None, status: dict[str, Any] | None = None,
+         created: str = "2026-01-01T00:00:05Z") -> dict[str, Any]:
+    return {"apiVersion": names.API_VERSION, "kind": names.KIND,
+            "metadata": {"name": "shop", "namespace": NS, "uid": UID, "generation": 1,
+                         "creationTimestamp": created},
+            "spec": spec or {}, "status": status or {}}
+
+
+@pytest.fixture
+def emitted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, bool]]:
+    out: list[tuple[str, str, bool]] = []
+    monkeypatch.setattr(events, "emit", lambda _b, reason, message, warning=False:
+                        out.append((reason, message, warning)))
+    monkeypatch.setattr(config, "_settings", Settings(namespace="archop-system", identity="test"))
+    return out
+
+
+def run(api: FakeApi, b: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+        index: dict[str, list[hosts.Claim]] | None = None) -> None:
+    monkeypatch.setattr(apply, "api", lambda: api)
+    rec.reconcile(name="shop", namespace=NS, body=b, spec=b["spec"], status_=b["status"], generation=1,
+                  logger=logging.getLogger("test"), ingress_hosts=index)
+
+
+def test_a_fresh_stack_is_created(monkeypatch: pytest.MonkeyPatch, emitted: list) -> None:
+    api = FakeApi()
+    run(api, body(), monkeypatch)
+    applied = [u for m, u in api.writes() if m == "PATCH"]
+    assert url("Service", "shop-db-rw") in applied and url("Ingress", "shop-ingress") in applied
+    assert all("uid" not in b["metadata"] for m, _, b in api.sent if m == "PATCH" and b and "kind" in b)
+    assert sorted(u for m, u in api.writes() if m == "POST") == ["secrets"] * 4
+    assert not [w for w in api.writes() if w[0] == "DELETE"]  # nothing to prune: nothing there
+    status = api.status_patches()
+    assert status["foreignObjects"] == []
+    assert status["ingressHost"] == {"host": "archop.local", "state": hosts.GRANTED, "heldBy": ""}
+    owned = next(c for c in status["conditions"] if c["type"] == reasons.CHILDREN_OWNED)
+    assert (owned["status"], owned["reason"]) == ("True", reasons.ALL_CHILDREN_OWNED)
+    assert reasons.FOREIGN_OBJECT not in [r for r, _, _ in emitted]
+
+
+def test_a_foreign_child_stops_everything(monkeypatch: pytest.MonkeyPatch, emitted: list) -> None:
+    """A user's own Service with a child's name: not modified, and nothing else is applied, created or
+    pruned either (the other children would point at it)."""
+    user_service = foreign("shop-db-rw")
+    api = FakeApi({url("Service", "shop-db-rw"): user_service,
+                   url("HorizontalPodAutoscaler", "shop-app"): ours("shop-app")})
+    with pytest.raises(rec.Blocked):
+        run(api, body(), monkeypatch)
+    assert api.writes() == []
+    assert api.objects[url("Service", "shop-db-rw")] == user_service
+    status = api.status_patches()
+    assert status["foreignObjects"] == ["Service shop-db-rw"]
+    assert "observedGeneration" not in status  # nothing of this generation was applied
+    owned = next(c for c in status["conditions"] if c["type"] == reasons.CHILDREN_OWNED)
+    assert (owned["status"], owned["reason"]) == ("False", reasons.FOREIGN_OBJECT)
+    assert "Service shop-db-rw" in owned["message"]
+    ready = next(c for c in status["conditions"] if c["type"] == reasons.READY)
+    assert ready["status"] == "False" and reasons.CHILDREN_OWNED in ready["message"]
+    (event,) = [e for e in emitted if e[0] == reasons.FOREIGN_OBJECT]
+    assert event[2] and event[1].startswith("Service shop-db-rw exists and is not this Architecture's")
+
+
+def test_a_foreign_secret_stops_everything_too(monkeypatch: pytest.MonkeyPatch, emitted: list) -> None:
+    api = FakeApi({url("Secret", "shop-db-app"): foreign("shop-db-app")})
+    with pytest.raises(rec.Blocked, match="Secret shop-db-app"):
+        run(api, body(), monkeypatch)
+    assert api.writes() == []
+
+
+def test_a_known_foreign_child_is_not_announced_again(monkeypatch: pytest.MonkeyPatch, emitted: list) -> None:
+    api = FakeApi({url("Service", "shop-db-rw"): foreign("shop-db-rw")})
+    status = {"foreignObjects": ["Service shop-db-rw"],
+              "ingressHost": {"host": "archop.local", "state": hosts.GRANTED, "heldBy": ""}}
+    with pytest.raises(rec.Blocked):
+        run(api, body(status=status), monkeypatch)
+    assert [e for e in emitted if e[0] == reasons.FOREIGN_OBJECT] == []
+
+
+def test_existing_children_are_applied_by_uid_and_only_ours_are_pruned(monkeypatch: pytest.MonkeyPatch,
+                                                                        emitted: list) -> None:
+    spec = {"cdn": {"enabled": False}}  # ConfigMap shop-cdn and the HPA are not wanted
+    api = FakeApi({url("Service", "shop-db-rw"): ours("shop-db-rw"),
+                   url("Secret", "shop-db-app"): ours("shop-db-app"),
+                   url("HorizontalPodAutoscaler", "shop-app"): ours("shop-app"),
+                   url("ConfigMap", "shop-cdn"): foreign("shop-cdn")})
+    run(api, body(spec), monkeypatch)
+    rw = next(b for m, u, b in api.sent if m == "PATCH" and u == url("Service", "shop-db-rw"))
+    assert rw["metadata"]["uid"] == "uid-of-shop-db-rw"
+    assert url("Secret", "shop-db-app") in api.objects and ("POST", "secrets") in api.writes()
+    assert sum(1 for m, u in api.writes() if m == "POST") == 3  # the existing Secret is not created again
+    deletes = [(u, b) for m, u, b in api.sent if m == "DELETE"]
+    assert deletes == [(url("HorizontalPodAutoscaler", "shop-app"),
+                        {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background",
+                         "preconditions": {"uid": "uid-of-shop-app"}})]
+    assert url("ConfigMap", "shop-cdn") in api.objects  # someone else's: left alone, and in nobody's way
+    assert api.status_patches()["foreignObjects"] == []
+
+
+def test_a_child_left_by_an_earlier_architecture_of_the_same_name_is_not_inherited(
+        monkeypatch: pytest.MonkeyPatch, emitted: list) -> None:
+    api = FakeApi({url("Deployment", "shop-app"): ours("shop-app", uid="uid-of-an-earlier-shop")})
+    with pytest.raises(rec.Blocked):
+        run(api, body(), monkeypatch)
+    assert api.writes() == []
+    (event,) = [m for r, m, _ in emitted if r == reasons.FOREIGN_OBJECT]
+    assert "earlier Architecture shop" in event
+
+
+def test_a_taken_host_costs_only_the_ingress(monkeypatch: pytest.MonkeyPatch, emitted: list) -> None:
+    holder = hosts.Claim("team-b", "web", "uid-web", "2026-01-01T00:00:09Z", hosts.GRANTED)
+    b = body({"ingress": {"host": "Shop.Example.com"}}, created="2026-01-01T00:00:00Z")
+    me = hosts.index_entry(b)["shop.example.com"]
+    api = FakeApi({url("Ingress", "shop-ingress"): ours("shop-ingress")})
+    with pytest.raises(rec.Blocked, match="team-b/web"):
+        run(api, b, monkeypatch, index={"shop.example.com": [holder, me]})
+    applied = [u for m, u in api.writes() if m == "PATCH"]
+    assert url("Service", "shop-app") in applied and url("Ingress", "shop-ingress") not in applied
+    assert ("DELETE", url("Ingress", "shop-ingress")) in api.writes()  # the one it had goes
+    status = api.status_patches()
+    assert status["ingressHost"] == {"host": "shop.example.com", "state": hosts.TAKEN, "heldBy": "team-b/web"}
+    assert status["observedGeneration"] == 1
+    ingress = next(c for c in status["conditions"] if c["type"] == reasons.INGRESS_READY)
+    assert (ingress["status"], ingress["reason"]) == ("False", reasons.INGRESS_HOST_TAKEN)
+    (event,) = [e for e in emitted if e[0] == reasons.INGRESS_HOST_TAKEN]
+    assert "team-b/web" in event[1] and event[2]
+
+
+def test_a_held_host_stays_with_its_holder(monkeypatch: pytest.MonkeyPatch, emitted: list) -> None:
+    """An older Architecture that asked for the host later (and lost) does not take it away."""
+    other = hosts.Claim("team-b", "web", "uid-web", "2026-01-01T00:00:00Z", hosts.TAKEN)
+    b = body({"ingress": {"host": "shop.example.com"}}, status={
+        "ingressHost": {"host": "shop.example.com", "state": hosts.GRANTED, "heldBy": ""}})
+    api = FakeApi()
+    run(api, b, monkeypatch, index={"shop.example.com": [other]})
+    assert url("Ingress", "shop-ingress") in [u for m, u in api.writes() if m == "PATCH"]
+    assert [e for e in emitted if e[0] == reasons.INGRESS_HOST_TAKEN] == []
+
+
+def test_while_pending_the_ingress_is_left_as_it_is(monkeypatch: pytest.MonkeyPatch, emitted: list) -> None:
+    """Two stacks that shared a host before the check existed: neither loses its Ingress until the order
+    has decided between them."""
+    rival = hosts.Claim("team-b", "web", "uid-web", "2026-01-01T00:00:00Z", None)
+    api = FakeApi({url("Ingress", "shop-ingress"): ours("shop-ingress")})
+    with pytest.raises(rec.Blocked):
+        run(api, body(), monkeypatch, index={"archop.local": [rival]})
+    assert not [w for w in api.writes() if w[1] == url("Ingress", "shop-ingress")]
+    assert api.status_patches()["ingressHost"] == {"host": "archop.local", "state": hosts.PENDING,
+                                                   "heldBy": "team-b/web"}
+
+
+def test_kept_volumes_release_only_this_architectures_secrets(monkeypatch: pytest.MonkeyPatch,
+                                                              emitted: list) -> None:
+    api = FakeApi({url("Secret", "shop-db-superuser"): ours("shop-db-superuser"),
+                   url("Secret", "shop-db-app"): foreign("shop-db-app")})
+    monkeypatch.setattr(apply, "api", lambda: api)
+    b = body({"database": {"storage": {"reclaimPolicy": "Retain"}}})
+    rec.delete(name="shop", namespace=NS, body=b, spec=b["spec"], logger=logging.getLogger("test"))
+    patches = [(u, p) for m, u, p in api.sent if m == "PATCH"]
+    assert patches == [(url("Secret", "shop-db-superuser"),
+                        {"metadata": {"uid": "uid-of-shop-db-superuser", "ownerReferences": None}})]
+    (deleting,) = [m for r, m, _ in emitted if r == reasons.DELETING]
+    assert deleting.endswith("with Secrets shop-db-superuser")
