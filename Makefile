@@ -77,12 +77,17 @@ images: ## build the operator and app images and load them, with the operand ima
 	kind load docker-image --name $(CLUSTER) $(call content_tag,$(OPERATOR_IMAGE)) $(call content_tag,$(APP_IMAGE)) \
 	  $(if $(filter 1,$(ARCHOP_ONLINE)),,$(POSTGRES_IMAGE) $(REDIS_IMAGE) $(NGINX_IMAGE))
 
+# The kind cluster's control-plane node is both the API server's endpoint and where traefik runs on the host
+# network: the NetworkPolicies admit it by address (docs/security.md, "Network policies").
 install: ## helm install (or upgrade) the operator into $(NAMESPACE)
+	cp_ip=$$(e2e/cluster/cluster.sh ingress-ip) && [ -n "$$cp_ip" ] && \
 	$(HELM) upgrade --install archop charts/archop --namespace $(NAMESPACE) --create-namespace --wait --timeout 5m \
 	  --set image.repository=$(firstword $(subst :, ,$(OPERATOR_IMAGE))) \
 	  --set image.tag=$(VERSION)-$(call image_id,$(OPERATOR_IMAGE)) \
 	  --set images.postgres=$(POSTGRES_IMAGE) --set images.redis=$(REDIS_IMAGE) \
-	  --set images.nginx=$(NGINX_IMAGE) --set images.app=$(call content_tag,$(APP_IMAGE))
+	  --set images.nginx=$(NGINX_IMAGE) --set images.app=$(call content_tag,$(APP_IMAGE)) \
+	  --set "networkPolicy.apiServer.cidrs={$$cp_ip/32}" \
+	  --set "operandNetworkPolicies.ingressController.cidrs={$$cp_ip/32}"
 
 uninstall: ## helm uninstall the operator (the CRD stays)
 	$(HELM) uninstall archop --namespace $(NAMESPACE)

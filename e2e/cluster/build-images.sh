@@ -94,6 +94,20 @@ CMD ["nginx", "-g", "daemon off;"]'
 # --- the ingress controller, preloaded into the node image
 binary_image "$OFFLINE/traefik:$TRAEFIK_VERSION" "$bin/traefik-$TRAEFIK_VERSION" traefik
 
+# --- the NetworkPolicy enforcer (cluster.sh loads it with `kind load`; it is not preloaded into the node image,
+# so turning it on or off does not rebuild the node). kube-router runs iptables-restore/-save and ipset; Debian's
+# iptables uses the nf_tables backend, as kube-proxy's image does (same package), so both see one ruleset.
+if [ "$NETPOL_ENFORCER" = kube-router ]; then
+  tmp=$(mktemp -d); cp "$bin/kube-router-$KUBE_ROUTER_VERSION" "$tmp/kube-router"
+  build "$OFFLINE/kube-router:$KUBE_ROUTER_VERSION" "ARG BASE
+FROM \${BASE}
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iptables ipset \
+ && rm -rf /var/lib/apt/lists/* /usr/share/doc /usr/share/man
+COPY kube-router /usr/local/bin/kube-router
+ENTRYPOINT [\"/usr/local/bin/kube-router\"]" "$tmp/kube-router"
+  rm -rf "$tmp"
+fi
+
 # --- the node image
 node_inputs_hash() {
   cat "$here/versions.env" "$here/runc-wrapper" "$here/node/"* "$here/build-images.sh" | sha256sum | cut -c1-12

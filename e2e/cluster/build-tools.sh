@@ -111,6 +111,12 @@ go_build "local-path-provisioner-$LOCAL_PATH_PROVISIONER_VERSION" github.com/ran
 go_build "traefik-$TRAEFIK_VERSION" github.com/traefik/traefik/v3/cmd/traefik \
   "github.com/traefik/traefik/v3@$TRAEFIK_VERSION" "$(replaces_of "github.com/traefik/traefik/v3@$TRAEFIK_VERSION")"
 
+# The NetworkPolicy enforcer: kube-router (firewall controller only at run time; the binary has them all).
+if [ "$NETPOL_ENFORCER" = kube-router ]; then
+  go_build "kube-router-$KUBE_ROUTER_VERSION" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router \
+    "github.com/cloudnativelabs/kube-router/v2@$KUBE_ROUTER_VERSION"
+fi
+
 # pause: the C program from the Kubernetes module, linked statically.
 if [ ! -x "$bin/pause-$K8S_VERSION" ]; then
   src=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | jq -r .Dir)/build/pause/linux/pause.c

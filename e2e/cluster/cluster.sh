@@ -43,9 +43,30 @@ up() {
   fi
   sed "s|TRAEFIK_IMAGE|$traefik_image|" "$here/manifests/traefik.yaml" | kubectl apply -f - >/dev/null
   kubectl wait --for=condition=Ready nodes --all --timeout=180s >/dev/null
+  netpol_enforcer
   kubectl -n traefik rollout status deploy/traefik --timeout=120s
   kubectl -n kube-system rollout status deploy/coredns --timeout=120s
   log "cluster ready; KUBECONFIG=$KUBECONFIG_PATH; ingress at http://$(ingress_ip)/"
+}
+
+# The NetworkPolicy enforcer (lib.sh: ARCHOP_NETPOL_ENFORCER). Offline only: its image is built here.
+netpol_enforcer() {
+  case "$NETPOL_ENFORCER" in
+    none)
+      if kubectl -n kube-system get daemonset kube-router-netpol >/dev/null 2>&1; then
+        log "removing the NetworkPolicy enforcer (ARCHOP_NETPOL_ENFORCER=none)"
+        # Deleting the pods leaves their iptables chains and ipsets on the nodes: recreate the cluster for a
+        # clean slate (cluster.sh down && cluster.sh up).
+        kubectl delete -f "$here/manifests/kube-router-netpol.yaml" --ignore-not-found >/dev/null
+      fi ;;
+    kube-router)
+      [ "${ARCHOP_ONLINE:-0}" = 1 ] && { echo "ARCHOP_NETPOL_ENFORCER=kube-router needs the offline build" >&2; exit 2; }
+      local image="$OFFLINE/kube-router:$KUBE_ROUTER_VERSION"
+      kind load docker-image --name "$CLUSTER_NAME" "$image"
+      sed "s|KUBE_ROUTER_IMAGE|$image|" "$here/manifests/kube-router-netpol.yaml" | kubectl apply -f - >/dev/null
+      kubectl -n kube-system rollout status daemonset/kube-router-netpol --timeout=180s
+      log "NetworkPolicies enforced by kube-router $KUBE_ROUTER_VERSION" ;;
+  esac
 }
 
 ingress_ip() {

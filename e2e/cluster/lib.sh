@@ -7,6 +7,10 @@ export ARCHOP_CACHE=${ARCHOP_CACHE:-/var/cache/archop}
 export GOBIN="$ARCHOP_CACHE/bin"
 export PATH="$ARCHOP_CACHE/bin:$PATH"
 CLUSTER_NAME=${ARCHOP_CLUSTER_NAME:-archop}
+# Which NetworkPolicy enforcer the cluster runs: none (policies are stored, not enforced) or kube-router
+# (netpol-enforcer.md). Off until it has been proven on the cluster; then make kube-router the default.
+NETPOL_ENFORCER=${ARCHOP_NETPOL_ENFORCER:-none}
+case "$NETPOL_ENFORCER" in none|kube-router) ;; *) echo "ARCHOP_NETPOL_ENFORCER: none or kube-router" >&2; exit 2 ;; esac
 # Images built here carry this prefix, except those that must have the exact upstream names that
 # kubeadm and kind expect (they are preloaded into the node image under those names).
 OFFLINE=${ARCHOP_OFFLINE_PREFIX:-archop-offline}

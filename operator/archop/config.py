@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -74,6 +75,62 @@ def _namespaces(env: Mapping[str, str], key: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+# A label key (optional DNS-subdomain prefix, then a name) and a label value, as Kubernetes validates them.
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_LABEL_KEY = re.compile(rf"^({_DNS_LABEL}(\.{_DNS_LABEL})*/)?{_LABEL_NAME}$")
+_LABEL_VALUE = re.compile(rf"^({_LABEL_NAME})?$")
+
+Labels = tuple[tuple[str, str], ...]
+
+
+def _labels(env: Mapping[str, str], key: str, default: Labels) -> Labels:
+    """`k=v,k2=v2`: a pod selector's matchLabels, sorted by key; the default when unset or blank. Never empty:
+    an empty selector would match every pod of the namespace."""
+    raw = env.get(key)
+    if raw is None or raw.strip() == "":
+        return default
+    out: dict[str, str] = {}
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not _LABEL_KEY.match(name) or len(name.rpartition("/")[0]) > 253:
+            raise ValueError(f"{key}: {item!r} is not key=value with a valid label key")
+        if not _LABEL_VALUE.match(value):
+            raise ValueError(f"{key}: {value!r} is not a valid label value")
+        out[name] = value
+    if not out:
+        raise ValueError(f"{key}={raw!r} holds no key=value pair")
+    return tuple(sorted(out.items()))
+
+
+def _cidrs(env: Mapping[str, str], key: str) -> tuple[str, ...]:
+    """A comma-separated list of CIDRs (IPv4 or IPv6), normalised (host bits cleared), in order, without
+    repeats; empty when unset. A bare address is taken as a /32 (or /128)."""
+    out: list[str] = []
+    for item in (env.get(key) or "").split(","):
+        text = item.strip()
+        if not text:
+            continue
+        try:
+            cidr = str(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ValueError(f"{key}: {text!r} is not a CIDR") from None
+        if cidr not in out:
+            out.append(cidr)
+    return tuple(out)
+
+
+def _namespace(env: Mapping[str, str], key: str, default: str) -> str:
+    name = (env.get(key) or "").strip() or default
+    if not _NAMESPACE_NAME.match(name):
+        raise ValueError(f"{key}: {name!r} is not a namespace name")
+    return name
+
+
 def _default_namespace() -> str:
     try:
         return _SA_NAMESPACE_FILE.read_text().strip() or DEFAULT_NAMESPACE
@@ -107,6 +164,22 @@ class Settings:
     # The namespaces whose Architectures this operator manages; empty: every namespace. The chart's RBAC
     # follows it (watchNamespaces): Roles in these namespaces instead of cluster-wide rights.
     watch_namespaces: tuple[str, ...] = ()
+    # --- What the operands' NetworkPolicies (build/policy.py) admit besides the stack's own pods.
+    # The operator's pods, by these labels AND in `namespace` (one peer). The chart passes its selector labels
+    # (name, instance, component): the helm test pod shares the name label, not the component.
+    operator_pod_labels: Labels = ((names.L_COMPONENT, "operator"), (names.L_NAME, "archop"))
+    # The ingress controller, the only client of the app pods' public port (the CDN's, or the app's without
+    # a CDN): its pods by labels in its namespace, and/or the addresses it connects from. A controller on the
+    # host network (the offline cluster's traefik) is no pod to NetworkPolicy: its node addresses go in
+    # ingress_cidrs. The defaults match e2e/cluster/manifests/traefik.yaml.
+    ingress_namespace: str = "traefik"
+    ingress_pod_labels: Labels = (("app", "traefik"),)
+    ingress_cidrs: tuple[str, ...] = ()
+    # Cluster DNS, the one egress every tier that resolves names needs (UDP and TCP 53).
+    dns_namespace: str = "kube-system"
+    dns_pod_labels: Labels = (("k8s-app", "kube-dns"),)
+    # Namespaces whose pods may scrape the app's metrics port; empty: nobody.
+    metrics_scraper_namespaces: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -130,6 +203,13 @@ class Settings:
             monitor_interval_seconds=_float(
                 env, "ARCHOP_MONITOR_INTERVAL_SECONDS", d.monitor_interval_seconds),
             watch_namespaces=_namespaces(env, "ARCHOP_WATCH_NAMESPACES"),
+            operator_pod_labels=_labels(env, "ARCHOP_OPERATOR_POD_LABELS", d.operator_pod_labels),
+            ingress_namespace=_namespace(env, "ARCHOP_INGRESS_NAMESPACE", d.ingress_namespace),
+            ingress_pod_labels=_labels(env, "ARCHOP_INGRESS_POD_LABELS", d.ingress_pod_labels),
+            ingress_cidrs=_cidrs(env, "ARCHOP_INGRESS_CIDRS"),
+            dns_namespace=_namespace(env, "ARCHOP_DNS_NAMESPACE", d.dns_namespace),
+            dns_pod_labels=_labels(env, "ARCHOP_DNS_POD_LABELS", d.dns_pod_labels),
+            metrics_scraper_namespaces=_namespaces(env, "ARCHOP_METRICS_SCRAPER_NAMESPACES"),
         )
         settings.validate()
         return settings

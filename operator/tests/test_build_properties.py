@@ -16,7 +16,6 @@ from archop.build import (
     cdn,
     content_hash,
     ingress,
-    policy,
     ref,
 )
 from archop.build.secrets import build_secrets
@@ -193,23 +192,6 @@ def test_ingress_routes_to_the_app_service() -> None:
     name, catch_all = VARIANTS["catch-all-tls"]
     (ing,) = ingress.build_ingress(name, NAMESPACE, catch_all)
     assert "host" not in ing["spec"]["rules"][0] and "tls" not in ing["spec"]
-
-
-def test_network_policies_admit_only_the_tiers_that_need_access() -> None:
-    name, spec = VARIANTS["minimal"]
-    pols = {p["metadata"]["name"]: p["spec"] for p in policy.build_policies(name, NAMESPACE, spec, SETTINGS)}
-    assert set(pols) == {"shop-db", "shop-cache", "shop-app"}
-    db_from = pols["shop-db"]["ingress"][0]["from"]
-    assert {"podSelector": {"matchLabels": names.selector(name, names.APP)}} in db_from
-    assert {"podSelector": {"matchLabels": names.selector(name, names.DATABASE)}} in db_from
-    operator = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "archop-system"}},
-                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "archop"}}}
-    assert operator in db_from and len(db_from) == 3
-    assert pols["shop-db"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 5432}]
-    cache_from = pols["shop-cache"]["ingress"][0]["from"]
-    assert cache_from == [{"podSelector": {"matchLabels": names.selector(name, names.APP)}}, operator]
-    assert "from" not in pols["shop-app"]["ingress"][0]  # the ingress controller is in another namespace
-    assert {p["port"] for p in pols["shop-app"]["ingress"][0]["ports"]} == {8080, 8081}
 
 
 def test_disabled_tiers_are_pruned_and_enabled_ones_are_not() -> None:

@@ -54,6 +54,12 @@ ALL_FEATURES: dict[str, Any] = {
         ],
         "apiServer": {"cidrs": ["10.96.0.1/32", "172.18.0.2/32"]},
     },
+    "operandNetworkPolicies": {
+        "ingressController": {"namespace": "ingress-nginx", "cidrs": ["172.18.0.2/32"],
+                              "podLabels": {"app.kubernetes.io/name": "ingress-nginx",
+                                            "app.kubernetes.io/component": "controller"}},
+        "metricsScraperNamespaces": ["monitoring"],
+    },
     "images": {
         "postgres": "registry.local/postgres:15.8",
         "redis": "registry.local/redis:7.4",
@@ -305,8 +311,16 @@ def test_default_values_parse_into_the_config_defaults(default_render: str) -> N
         "renew_deadline_seconds",
         "retry_period_seconds",
         "monitor_interval_seconds",
+        "ingress_namespace",
+        "ingress_pod_labels",
+        "ingress_cidrs",
+        "dns_namespace",
+        "dns_pod_labels",
+        "metrics_scraper_namespaces",
     ):
         assert getattr(settings, field) == getattr(defaults, field), field
+    # The chart adds its instance label to what the operands admit; the defaults' labels are all there.
+    assert set(defaults.operator_pod_labels) < set(settings.operator_pod_labels)
     assert settings.identity == "archop-0"
     assert settings.lease_name == "archop-operator"
 
@@ -604,7 +618,7 @@ def test_single_release_check_refuses_a_second_release(helm: str, tmp_path: Path
 # ------------------------------------------------------------------------------------------ optional parts
 
 
-def test_defaults_render_no_optional_monitoring_or_networkpolicy(default_render: str) -> None:
+def test_defaults_render_no_optional_monitoring_but_the_networkpolicy(default_render: str) -> None:
     kinds = {d["kind"] for d in _docs(default_render)}
     assert kinds == {
         "CustomResourceDefinition",
@@ -617,11 +631,105 @@ def test_defaults_render_no_optional_monitoring_or_networkpolicy(default_render:
         "Deployment",
         "PodDisruptionBudget",
         "Pod",
+        "NetworkPolicy",
     }
     service = _one(_docs(default_render), "Service", f"{RELEASE}-metrics")
     assert {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"} in service["spec"][
         "ports"
     ]
+
+
+TEST_POD = {"podSelector": {"matchLabels": {"app.kubernetes.io/instance": RELEASE,
+                                            "app.kubernetes.io/component": "test"}}}
+
+
+def _egress_by_port(policy: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    return {p["port"]: rule for rule in policy["spec"]["egress"] for p in rule["ports"]}
+
+
+def test_default_networkpolicy_denies_all_but_what_the_operator_needs(default_render: str) -> None:
+    docs = _docs(default_render)
+    policy = _one(docs, "NetworkPolicy", RELEASE)
+    spec = policy["spec"]
+    assert spec["podSelector"]["matchLabels"] == _one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    # Ingress: the health and metrics ports, from the helm test pod only (no scraper configured).
+    ingress = {rule["ports"][0]["port"]: rule for rule in spec["ingress"]}
+    assert set(ingress) == {"health", "metrics"}
+    assert all(len(rule["ports"]) == 1 for rule in spec["ingress"])
+    assert ingress["health"]["from"] == [TEST_POD] and ingress["metrics"]["from"] == [TEST_POD]
+    # Egress: DNS to the cluster DNS pods only, UDP and TCP.
+    egress = _egress_by_port(policy)
+    assert set(egress) == {53, 443, 6443, 5432, 6379}
+    assert egress[53]["ports"] == [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
+    kube_system = {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}
+    assert egress[53]["to"] == [{"namespaceSelector": kube_system,
+                                 "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}]
+    # The API server: no cidrs set, so any address but only on its ports.
+    assert "to" not in egress[443] and egress[443] is egress[6443]
+    # Postgres and Redis: only pods the operator built, in any namespace (nothing is watched selectively).
+    for port, component in ((5432, "database"), (6379, "cache")):
+        assert egress[port]["ports"] == [{"port": port, "protocol": "TCP"}]
+        assert egress[port]["to"] == [{"namespaceSelector": {}, "podSelector": {"matchLabels": {
+            "app.kubernetes.io/managed-by": "archop", "app.kubernetes.io/component": component}}}]
+    # Nothing open to any destination on any port, and no app port: the operator never calls the app.
+    assert all(rule.get("ports") for rule in spec["egress"])
+    assert 8080 not in egress
+
+
+def test_networkpolicy_follows_the_watched_namespaces(namespaced_render: str) -> None:
+    egress = _egress_by_port(_one(_docs(namespaced_render), "NetworkPolicy"))
+    for port in (5432, 6379):
+        (peer,) = egress[port]["to"]
+        assert peer["namespaceSelector"] == {"matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": WATCHED}]}
+
+
+def test_cluster_dns_labels_replace_the_default_in_the_policy_and_the_env(helm: str, tmp_path: Path) -> None:
+    dns = {"namespace": "dns", "podLabels": {"app": "unbound"}}
+    docs = _docs(_template(helm, tmp_path, {"clusterDNS": dns}))
+    (peer,) = _egress_by_port(_one(docs, "NetworkPolicy"))[53]["to"]
+    assert peer == {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "dns"}},
+                    "podSelector": {"matchLabels": {"app": "unbound"}}}
+    env = _env(_operator_container(docs))
+    assert (env["ARCHOP_DNS_NAMESPACE"], env["ARCHOP_DNS_POD_LABELS"]) == ("dns", "app=unbound")
+
+
+def test_networkpolicy_can_be_turned_off(helm: str, tmp_path: Path) -> None:
+    docs = _docs(_template(helm, tmp_path, {"networkPolicy": {"enabled": False}}))
+    assert not _by_kind(docs, "NetworkPolicy")
+
+
+def test_operand_network_policy_peers_reach_the_operator_env(default_render: str, full_render: str) -> None:
+    env = _env(_operator_container(_docs(default_render)))
+    assert env["ARCHOP_OPERATOR_POD_LABELS"] == (
+        f"app.kubernetes.io/component=operator,app.kubernetes.io/instance={RELEASE},app.kubernetes.io/name=archop")
+    assert (env["ARCHOP_INGRESS_NAMESPACE"], env["ARCHOP_INGRESS_POD_LABELS"]) == ("traefik", "app=traefik")
+    assert (env["ARCHOP_DNS_NAMESPACE"], env["ARCHOP_DNS_POD_LABELS"]) == ("kube-system", "k8s-app=kube-dns")
+    assert "ARCHOP_INGRESS_CIDRS" not in env and "ARCHOP_METRICS_SCRAPER_NAMESPACES" not in env
+    env = _env(_operator_container(_docs(full_render)))
+    assert env["ARCHOP_INGRESS_NAMESPACE"] == "ingress-nginx"
+    assert env["ARCHOP_INGRESS_POD_LABELS"] == (
+        "app.kubernetes.io/component=controller,app.kubernetes.io/name=ingress-nginx")
+    assert env["ARCHOP_INGRESS_CIDRS"] == "172.18.0.2/32"
+    assert env["ARCHOP_METRICS_SCRAPER_NAMESPACES"] == "monitoring"
+    config = pytest.importorskip("archop.config")
+    settings = config.Settings.from_env({k: v for k, v in env.items() if isinstance(v, str)})
+    assert settings.ingress_cidrs == ("172.18.0.2/32",)
+    assert dict(settings.operator_pod_labels)["app.kubernetes.io/instance"] == RELEASE
+
+
+def test_the_operator_pod_labels_env_is_the_deployments_selector(helm: str, tmp_path: Path) -> None:
+    """What the operands admit is exactly what the operator pods carry, whatever the release is called."""
+    docs = _docs(_template(helm, tmp_path, {"fullnameOverride": "ops"}))
+    deployment = _one(docs, "Deployment", "ops")
+    env = _env(_operator_container(docs))
+    pairs = dict(item.split("=", 1) for item in env["ARCHOP_OPERATOR_POD_LABELS"].split(","))
+    assert pairs == deployment["spec"]["selector"]["matchLabels"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert pairs.items() <= pod_labels.items()
+    test_pod = _one(docs, "Pod")
+    assert not pairs.items() <= test_pod["metadata"]["labels"].items(), "the helm test pod must not match"
 
 
 def test_all_optional_features_render(full_render: str) -> None:
@@ -651,8 +759,11 @@ def test_all_optional_features_render(full_render: str) -> None:
     assert policy["spec"]["podSelector"]["matchLabels"] == selector
     ingress_ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
     assert ingress_ports == {"metrics", "health"}
+    metrics_rule = next(rule for rule in policy["spec"]["ingress"] if rule["ports"][0]["port"] == "metrics")
+    assert metrics_rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}, TEST_POD]
     egress_ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
-    assert {53, 443, 6443, 5432, 6379, 8080} == egress_ports
+    assert {53, 443, 6443, 5432, 6379} == egress_ports
     api_rule = next(
         rule for rule in policy["spec"]["egress"] if {"port": 443, "protocol": "TCP"} in rule["ports"]
     )
@@ -704,6 +815,17 @@ def test_notes_render_next_steps(helm: str) -> None:
         (["--set", "watchNamespaces=shop"], "/watchNamespaces"),
         (["--set", "watchNamespaces={Shop}"], "/watchNamespaces/0"),
         (["--set", "watchNamespaces={shop,shop}"], "/watchNamespaces"),
+        (["--set", "networkPolicy.apiServer.cidrs={172.18.0.2}"], "/networkPolicy/apiServer/cidrs/0"),
+        (["--set", "operandNetworkPolicies.ingressController.cidrs={traefik}"],
+         "/operandNetworkPolicies/ingressController/cidrs/0"),
+        (["--set", "operandNetworkPolicies.ingressController.namespace=Traefik"],
+         "/operandNetworkPolicies/ingressController/namespace"),
+        (["--set", "operandNetworkPolicies.ingressController.podLabels=null"],
+         "/operandNetworkPolicies/ingressController"),
+        (["--set", "clusterDNS.podLabels.k8s-app=kube dns"], "/clusterDNS/podLabels/k8s-app"),
+        (["--set", "operandNetworkPolicies.metricsScraperNamespaces={Monitoring}"],
+         "/operandNetworkPolicies/metricsScraperNamespaces/0"),
+        (["--set", "networkPolicy.operandPorts.app=8080"], "additional properties 'app' not allowed"),
     ],
 )
 def test_values_schema_rejects_bad_values(helm: str, args: list[str], message: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from archop import names
 from archop.config import CDN, Settings, image_for
@@ -67,3 +69,65 @@ def test_watched_namespaces_default_to_all_and_parse_in_order() -> None:
 def test_a_watched_namespace_must_be_a_namespace_name(value: str) -> None:
     with pytest.raises(ValueError, match="ARCHOP_WATCH_NAMESPACES"):
         Settings.from_env({"ARCHOP_WATCH_NAMESPACES": value})
+
+
+def test_network_policy_peers_default_to_the_offline_cluster() -> None:
+    s = Settings.from_env({})
+    assert s.operator_pod_labels == (("app.kubernetes.io/component", "operator"),
+                                     ("app.kubernetes.io/name", "archop"))
+    assert (s.ingress_namespace, s.ingress_pod_labels) == ("traefik", (("app", "traefik"),))
+    assert s.ingress_cidrs == ()
+    assert (s.dns_namespace, s.dns_pod_labels) == ("kube-system", (("k8s-app", "kube-dns"),))
+    assert s.metrics_scraper_namespaces == ()
+
+
+def test_network_policy_peers_from_the_environment() -> None:
+    s = Settings.from_env({
+        "ARCHOP_OPERATOR_POD_LABELS": "app.kubernetes.io/name=archop, app.kubernetes.io/instance=blue,"
+                                      "app.kubernetes.io/component=operator",
+        "ARCHOP_INGRESS_NAMESPACE": "ingress-nginx",
+        "ARCHOP_INGRESS_POD_LABELS": "app.kubernetes.io/name=ingress-nginx,empty=",
+        "ARCHOP_INGRESS_CIDRS": "172.18.0.2, 10.0.0.7/8,172.18.0.2/32, fd00::1/64",
+        "ARCHOP_DNS_NAMESPACE": "dns",
+        "ARCHOP_DNS_POD_LABELS": "app=unbound",
+        "ARCHOP_METRICS_SCRAPER_NAMESPACES": "monitoring, ops",
+    })
+    assert s.operator_pod_labels == (("app.kubernetes.io/component", "operator"),
+                                     ("app.kubernetes.io/instance", "blue"),
+                                     ("app.kubernetes.io/name", "archop"))
+    assert s.ingress_namespace == "ingress-nginx"
+    assert s.ingress_pod_labels == (("app.kubernetes.io/name", "ingress-nginx"), ("empty", ""))
+    # Normalised: a bare address is a /32, host bits are cleared, repeats dropped.
+    assert s.ingress_cidrs == ("172.18.0.2/32", "10.0.0.0/8", "fd00::/64")
+    assert (s.dns_namespace, s.dns_pod_labels) == ("dns", (("app", "unbound"),))
+    assert s.metrics_scraper_namespaces == ("monitoring", "ops")
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"ARCHOP_INGRESS_CIDRS": "172.18.0.300/32"},
+         "ARCHOP_INGRESS_CIDRS: '172.18.0.300/32' is not a CIDR"),
+        ({"ARCHOP_INGRESS_CIDRS": "traefik"}, "is not a CIDR"),
+        ({"ARCHOP_INGRESS_POD_LABELS": "app"}, "ARCHOP_INGRESS_POD_LABELS: 'app' is not key=value"),
+        ({"ARCHOP_INGRESS_POD_LABELS": "bad key=x"}, "is not key=value"),
+        ({"ARCHOP_DNS_POD_LABELS": "k8s-app=kube dns"}, "is not a valid label value"),
+        ({"ARCHOP_OPERATOR_POD_LABELS": "-x=y"}, "ARCHOP_OPERATOR_POD_LABELS"),
+        ({"ARCHOP_INGRESS_NAMESPACE": "Traefik"},
+         "ARCHOP_INGRESS_NAMESPACE: 'Traefik' is not a namespace name"),
+        ({"ARCHOP_DNS_NAMESPACE": "kube_system"}, "ARCHOP_DNS_NAMESPACE"),
+        ({"ARCHOP_METRICS_SCRAPER_NAMESPACES": "Monitoring"}, "ARCHOP_METRICS_SCRAPER_NAMESPACES"),
+    ],
+)
+def test_bad_network_policy_peers_are_refused_with_the_variable_named(env, fragment) -> None:
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        Settings.from_env(env)
+
+
+def test_blank_peer_labels_keep_the_defaults() -> None:
+    """The operator is never admitted by namespace alone: its labels cannot be emptied."""
+    s = Settings.from_env({"ARCHOP_OPERATOR_POD_LABELS": " ", "ARCHOP_INGRESS_POD_LABELS": ""})
+    assert s.operator_pod_labels == Settings().operator_pod_labels
+    assert s.ingress_pod_labels == Settings().ingress_pod_labels
+    with pytest.raises(ValueError, match="ARCHOP_OPERATOR_POD_LABELS=', ,' holds no key=value pair"):
+        Settings.from_env({"ARCHOP_OPERATOR_POD_LABELS": ", ,"})

@@ -50,4 +50,24 @@ combination fails at install instead of crash-looping the pods.
 - name: ARCHOP_WATCH_NAMESPACES
   value: {{ join "," . | quote }}
 {{- end }}
+- name: ARCHOP_OPERATOR_POD_LABELS
+  value: {{ include "archop.selectorLabelsCSV" . | quote }}
+{{- with .Values.operandNetworkPolicies }}
+- name: ARCHOP_INGRESS_NAMESPACE
+  value: {{ .ingressController.namespace | quote }}
+- name: ARCHOP_INGRESS_POD_LABELS
+  value: {{ include "archop.labelsCSV" (include "archop.ingressControllerLabels" $ | fromYaml) | quote }}
+{{- with .ingressController.cidrs }}
+- name: ARCHOP_INGRESS_CIDRS
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- with .metricsScraperNamespaces }}
+- name: ARCHOP_METRICS_SCRAPER_NAMESPACES
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- end }}
+- name: ARCHOP_DNS_NAMESPACE
+  value: {{ .Values.clusterDNS.namespace | quote }}
+- name: ARCHOP_DNS_POD_LABELS
+  value: {{ include "archop.labelsCSV" (include "archop.clusterDNSLabels" . | fromYaml) | quote }}
 {{- end }}

@@ -52,3 +52,36 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
+
+{{/* The helm test pod (templates/tests): admitted by the operator's NetworkPolicy to the health and metrics ports. */}}
+{{- define "archop.testPodSelector" -}}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: test
+{{- end }}
+
+{{/* The selector labels as k=v,k=v: ARCHOP_OPERATOR_POD_LABELS, how the operands' NetworkPolicies admit the operator. */}}
+{{- define "archop.selectorLabelsCSV" -}}
+{{- $labels := include "archop.selectorLabels" . | fromYaml }}
+{{- $pairs := list }}
+{{- range $k, $v := $labels }}
+{{- $pairs = append $pairs (printf "%s=%s" $k $v) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end }}
+
+{{/* A label map as k=v,k=v (sorted by key). */}}
+{{- define "archop.labelsCSV" -}}
+{{- $pairs := list }}
+{{- range $k, $v := . }}
+{{- $pairs = append $pairs (printf "%s=%s" $k $v) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end }}
+
+{{/* The ingress controller's and the cluster DNS's pod labels: the values, or the defaults the operator uses. */}}
+{{- define "archop.ingressControllerLabels" -}}
+{{- toYaml (.Values.operandNetworkPolicies.ingressController.podLabels | default (dict "app" "traefik")) }}
+{{- end }}
+{{- define "archop.clusterDNSLabels" -}}
+{{- toYaml (.Values.clusterDNS.podLabels | default (dict "k8s-app" "kube-dns")) }}
+{{- end }}
