@@ -219,8 +219,8 @@ def _client_pod(
         "metadata": {
             "name": name,
             "namespace": arch.namespace,
-            # The app's selector labels: the N-db NetworkPolicy admits the app tier (and the operator) only, and
-            # N-app then limits this pod's egress to the database, the cache and DNS, all it needs.
+            # The app's selector labels: the N-db NetworkPolicy admits the app tier (and the operator) only,
+            # and N-app then limits this pod's egress to the database, the cache and DNS, all it needs.
             "labels": {
                 "app.kubernetes.io/name": "archop-bench",
                 "archop.io/architecture": arch.name,
