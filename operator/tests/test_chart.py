@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 import yaml
+from archop import config, names
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "archop"
@@ -291,7 +292,6 @@ def test_env_names_are_exactly_those_config_py_reads(default_render: str) -> Non
 
 def test_default_values_parse_into_the_config_defaults(default_render: str) -> None:
     """The chart's defaults are the operator's: Settings.from_env on the rendered env changes nothing."""
-    config = pytest.importorskip("archop.config")
     env = {k: v for k, v in _env(_operator_container(_docs(default_render))).items() if isinstance(v, str)}
     env["ARCHOP_POD_NAME"] = "archop-0"
     env["ARCHOP_NAMESPACE"] = NAMESPACE
@@ -493,13 +493,11 @@ def test_cluster_wide_mode_sets_no_watched_namespaces(default_render: str) -> No
 
 
 def test_watched_namespaces_parse_into_the_settings(namespaced_render: str) -> None:
-    config = pytest.importorskip("archop.config")
     env = {k: v for k, v in _env(_operator_container(_docs(namespaced_render))).items() if isinstance(v, str)}
     assert config.Settings.from_env(env).watch_namespaces == tuple(WATCHED)
 
 
 def test_lease_name_matches_names_py() -> None:
-    names = pytest.importorskip("archop.names")
     assert EXPECTED_LEASE[1]["resourceNames"][0] == names.LEASE_NAME
     assert EXPECTED_APPLICATION[-1]["resourceNames"] == [names.LEASE_NAME]
 
@@ -713,7 +711,6 @@ def test_operand_network_policy_peers_reach_the_operator_env(default_render: str
         "app.kubernetes.io/component=controller,app.kubernetes.io/name=ingress-nginx")
     assert env["ARCHOP_INGRESS_CIDRS"] == "172.18.0.2/32"
     assert env["ARCHOP_METRICS_SCRAPER_NAMESPACES"] == "monitoring"
-    config = pytest.importorskip("archop.config")
     settings = config.Settings.from_env({k: v for k, v in env.items() if isinstance(v, str)})
     assert settings.ingress_cidrs == ("172.18.0.2/32",)
     assert dict(settings.operator_pod_labels)["app.kubernetes.io/instance"] == RELEASE
