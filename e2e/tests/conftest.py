@@ -6,11 +6,14 @@ The cluster comes from $KUBECONFIG; the operator is already installed by Helm in
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +28,7 @@ sys.path.insert(0, str(ROOT))  # testsupport and bench, shared with the other te
 from testsupport.namespaces import namespace_manifest  # noqa: E402
 
 OPERATOR_NAMESPACE = os.environ.get("E2E_OPERATOR_NAMESPACE", "archop-system")
+HELM = os.environ.get("HELM", "/var/cache/archop/bin/helm")
 T = TypeVar("T")
 
 
@@ -85,6 +89,47 @@ def wait_for(probe: Callable[[], T], timeout: float, what: str, interval: float 
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
 
 
+def helm_ok(*args: str, timeout: float = 400) -> str:
+    """helm in the operator's namespace (a later --namespace wins); a non-zero exit fails with its output."""
+    proc = subprocess.run([HELM, *args, "--namespace", OPERATOR_NAMESPACE], capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, f"helm {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def ingress_url() -> str:
+    base = os.environ.get("E2E_INGRESS_URL")
+    assert base, "set E2E_INGRESS_URL to the ingress controller's address (http://<control-plane IP>:80)"
+    return base.rstrip("/")
+
+
+def healthz_ok(host: str) -> bool:
+    """Whether the app answers 200 on /healthz for Host `host` through the ingress controller."""
+    request = urllib.request.Request(f"{ingress_url()}/healthz", headers={"Host": host})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def wait_until_serving(host: str, timeout: float) -> None:
+    wait_for(lambda: healthz_ok(host), timeout, f"HTTP 200 on /healthz for Host {host} through the ingress")
+
+
+@contextlib.contextmanager
+def scratch_namespace(prefix: str) -> Iterator[str]:
+    """A new namespace (Pod Security restricted enforced) named prefix-<random>; its Architectures and then
+    the namespace itself are deleted afterwards, without waiting."""
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"[:63]
+    apply_manifest(namespace_manifest(name))
+    try:
+        yield name
+    finally:
+        kubectl("delete", "architectures.archop.io", "--all", "-n", name, "--wait=false", check=False)
+        kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
 def secret_value(namespace: str, name: str, key: str) -> str:
     data = get_json("secret", name, namespace=namespace)["data"]
     return base64.b64decode(data[key]).decode()
@@ -129,10 +174,5 @@ def cluster_is_reachable() -> None:
 def namespace(request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace for the test module, deleted (without waiting) afterwards."""
     module = request.module.__name__.rsplit(".", 1)[-1].replace("_", "-").removeprefix("test-")
-    name = f"e2e-{module}-{uuid.uuid4().hex[:6]}"[:63]
-    apply_manifest(namespace_manifest(name))
-    try:
+    with scratch_namespace(f"e2e-{module}") as name:
         yield name
-    finally:
-        kubectl("delete", "architectures.archop.io", "--all", "-n", name, "--wait=false", check=False)
-        kubectl("delete", "namespace", name, "--wait=false", check=False)

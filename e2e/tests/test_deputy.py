@@ -14,10 +14,6 @@ Small stacks (one database pod, no cache, no CDN): ownership is under test, not 
 
 from __future__ import annotations
 
-import os
-import urllib.error
-import urllib.request
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,8 +24,9 @@ from conftest import (
     condition,
     get_json,
     kubectl,
-    namespace_manifest,
+    scratch_namespace,
     wait_for,
+    wait_until_serving,
 )
 
 NAME = "deputy"
@@ -90,13 +87,8 @@ def blocked(namespace: str, host: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def other_namespace() -> Iterator[str]:
-    name = f"e2e-deputy-b-{uuid.uuid4().hex[:6]}"
-    apply_manifest(namespace_manifest(name))
-    try:
+    with scratch_namespace("e2e-deputy-b") as name:
         yield name
-    finally:
-        kubectl("delete", ARCH, "--all", "-n", name, "--wait=false", check=False)
-        kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def test_a_foreign_object_is_left_untouched(blocked: dict[str, Any], namespace: str) -> None:
@@ -164,17 +156,6 @@ def test_a_second_architecture_cannot_take_the_host(blocked: dict[str, Any], nam
 
 def test_the_first_keeps_serving(blocked: dict[str, Any], namespace: str, host: str,
                                  other_namespace: str) -> None:
-    base = os.environ.get("E2E_INGRESS_URL")
-    assert base, "set E2E_INGRESS_URL to the ingress controller's address (http://<control-plane IP>:80)"
-
-    def answers() -> bool:
-        request = urllib.request.Request(f"{base.rstrip('/')}/healthz", headers={"Host": host})
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
-
-    wait_for(answers, SERVE_TIMEOUT, f"HTTP 200 for Host {host} through the ingress controller")
+    wait_until_serving(host, SERVE_TIMEOUT)
     assert arch(namespace, NAME)["status"]["ingressHost"]["state"] == "Granted"
     assert get_json("ingress", f"{RIVAL}-ingress", namespace=other_namespace, missing_ok=True) is None

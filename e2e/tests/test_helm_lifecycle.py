@@ -7,7 +7,6 @@ conftest.py runs this module last: it uninstalls and reinstalls the operator the
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 import time
 import urllib.error
@@ -25,20 +24,13 @@ from conftest import (
     architecture,
     condition,
     get_json,
+    helm_ok,
     kubectl,
     wait_for,
 )
 
 NAME = "helm"
 RELEASE = "archop"
-HELM = os.environ.get("HELM", "/var/cache/archop/bin/helm")
-
-
-def helm(*args: str, timeout: float = 400) -> str:
-    proc = subprocess.run([HELM, *args, "--namespace", OPERATOR_NAMESPACE], capture_output=True, text=True,
-                          timeout=timeout)
-    assert proc.returncode == 0, f"helm {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
 
 
 class Watch:
@@ -98,10 +90,10 @@ def stack(namespace: str) -> Iterator[str]:
 def original_values() -> Iterator[Path]:
     """The release's values, so the module can put the operator back as it found it."""
     path = Path(os.environ.get("TMPDIR", "/tmp")) / f"archop-values-{os.getpid()}.yaml"
-    path.write_text(helm("get", "values", RELEASE, "-o", "yaml"))
+    path.write_text(helm_ok("get", "values", RELEASE, "-o", "yaml"))
     yield path
     # Whatever happened above, leave the operator installed as it was found.
-    helm("upgrade", "--install", RELEASE, str(ROOT / "charts" / "archop"), "-f", str(path), "--wait",
+    helm_ok("upgrade", "--install", RELEASE, str(ROOT / "charts" / "archop"), "-f", str(path), "--wait",
          "--timeout", "5m")
     path.unlink(missing_ok=True)
 
@@ -113,7 +105,7 @@ def test_upgrade_to_a_changed_value_keeps_the_stack_up(stack: str, namespace: st
     current = values.get("operator", {}).get("monitorIntervalSeconds")
     changed = "0.75" if current == 0.5 else "0.5"
     with Watch(namespace, stack) as watch:
-        helm("upgrade", RELEASE, str(ROOT / "charts" / "archop"), "--reuse-values",
+        helm_ok("upgrade", RELEASE, str(ROOT / "charts" / "archop"), "--reuse-values",
              "--set-json", f"operator.monitorIntervalSeconds={changed}", "--wait", "--timeout", "5m")
         after = {p["metadata"]["name"] for p in operator_pods()}
         assert before.isdisjoint(after), "the changed value should have rolled the operator pods"
@@ -126,12 +118,12 @@ def test_upgrade_to_a_changed_value_keeps_the_stack_up(stack: str, namespace: st
 
 
 def test_helm_test_proves_the_operator_healthy(stack: str) -> None:
-    out = helm("test", RELEASE, "--timeout", "3m")
+    out = helm_ok("test", RELEASE, "--timeout", "3m")
     assert "Phase:          Succeeded" in out or "Succeeded" in out, out
 
 
 def test_uninstall_keeps_the_crd_and_the_running_stack(stack: str, namespace: str) -> None:
-    helm("uninstall", RELEASE, "--wait", "--timeout", "3m")
+    helm_ok("uninstall", RELEASE, "--wait", "--timeout", "3m")
     wait_for(lambda: operator_pods() == [], 120, "the operator pods to go")
     kubectl("get", "crd", "architectures.archop.io")  # kept: helm.sh/resource-policy: keep
     arch = get_json("architectures.archop.io", NAME, namespace=namespace)
@@ -145,9 +137,9 @@ def test_uninstall_keeps_the_crd_and_the_running_stack(stack: str, namespace: st
 
 def test_reinstall_takes_the_stack_back(stack: str, namespace: str, original_values: Path) -> None:
     values = yaml.safe_load(original_values.read_text()) or {}
-    helm("upgrade", "--install", RELEASE, str(ROOT / "charts" / "archop"), "-f", str(original_values),
+    helm_ok("upgrade", "--install", RELEASE, str(ROOT / "charts" / "archop"), "-f", str(original_values),
          "--wait", "--timeout", "5m")
-    assert values == (yaml.safe_load(helm("get", "values", RELEASE, "-o", "yaml")) or {})
+    assert values == (yaml.safe_load(helm_ok("get", "values", RELEASE, "-o", "yaml")) or {})
     # The new operator resumes the Architecture: its status is written again.
 
     def fresh_status() -> bool:

@@ -9,7 +9,6 @@ switches the release to namespaced mode and puts it back as it found it.
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,24 +21,17 @@ from conftest import (
     apply_manifest,
     architecture,
     get_json,
+    helm_ok,
     kubectl,
-    namespace_manifest,
+    scratch_namespace,
     wait_for,
 )
 
 RELEASE = "archop"
-HELM = os.environ.get("HELM", "/var/cache/archop/bin/helm")
 NAME = "scoped"
 # A stack without a database tier keeps the module short: the rights, not the failover, are under test.
 SMALL = {"database": {"followers": 0, "failover": {"enabled": False}}, "cache": {"enabled": False},
          "cdn": {"enabled": False}, "ingress": {"enabled": False}, "app": {"replicas": 1}}
-
-
-def helm(*args: str, timeout: float = 400) -> str:
-    proc = subprocess.run([HELM, *args, "--namespace", OPERATOR_NAMESPACE], capture_output=True, text=True,
-                          timeout=timeout)
-    assert proc.returncode == 0, f"helm {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
 
 
 def service_account() -> str:
@@ -95,26 +87,21 @@ def test_cluster_wide_mode_grants_exactly_what_the_code_calls(namespace: str) ->
 def namespaced(namespace: str) -> Iterator[str]:
     """The release switched to watch only `namespace`; afterwards, its values as they were."""
     saved = Path(os.environ.get("TMPDIR", "/tmp")) / f"archop-rbac-values-{uuid.uuid4().hex[:6]}.yaml"
-    saved.write_text(helm("get", "values", RELEASE, "-o", "yaml"))
+    saved.write_text(helm_ok("get", "values", RELEASE, "-o", "yaml"))
     try:
-        helm("upgrade", RELEASE, str(ROOT / "charts" / "archop"), "--reuse-values",
+        helm_ok("upgrade", RELEASE, str(ROOT / "charts" / "archop"), "--reuse-values",
              "--set", f"watchNamespaces={{{namespace}}}", "--wait", "--timeout", "5m")
         yield namespace
     finally:
-        helm("upgrade", RELEASE, str(ROOT / "charts" / "archop"), "-f", str(saved), "--reset-values",
+        helm_ok("upgrade", RELEASE, str(ROOT / "charts" / "archop"), "-f", str(saved), "--reset-values",
              "--wait", "--timeout", "5m")
         saved.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
 def unwatched() -> Iterator[str]:
-    name = f"e2e-unwatched-{uuid.uuid4().hex[:6]}"
-    apply_manifest(namespace_manifest(name))
-    try:
+    with scratch_namespace("e2e-unwatched") as name:
         yield name
-    finally:
-        kubectl("delete", "architectures.archop.io", "--all", "-n", name, "--wait=false", check=False)
-        kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def test_namespaced_mode_manages_the_watched_namespace_only(namespaced: str, unwatched: str) -> None:

@@ -4,14 +4,20 @@ controller, a write on the leader read back from a follower, scaling, events, an
 from __future__ import annotations
 
 import json
-import os
-import urllib.error
-import urllib.request
 import uuid
 from typing import Any
 
 import pytest
-from conftest import OPERATOR_NAMESPACE, apply_manifest, architecture, condition, get_json, kubectl, wait_for
+from conftest import (
+    OPERATOR_NAMESPACE,
+    apply_manifest,
+    architecture,
+    condition,
+    get_json,
+    kubectl,
+    wait_for,
+    wait_until_serving,
+)
 
 NAME = "shop"
 READY_TIMEOUT = 600  # first start pulls nothing (offline images) but initdb and base backups take a while
@@ -110,18 +116,7 @@ def test_database_pods_carry_exactly_one_leader(arch: dict[str, Any], namespace:
 
 
 def test_http_through_the_ingress_controller_reaches_the_app(arch: dict[str, Any], host: str) -> None:
-    base = os.environ.get("E2E_INGRESS_URL")
-    assert base, "set E2E_INGRESS_URL to the ingress controller's address (http://<control-plane IP>:80)"
-
-    def fetch() -> int:
-        request = urllib.request.Request(f"{base.rstrip('/')}/healthz", headers={"Host": host})
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
-
-    wait_for(fetch, 120, f"HTTP 200 from the app through the ingress controller for Host {host}")
+    wait_until_serving(host, 120)
 
 
 def psql(namespace: str, service: str, sql: str) -> str:

@@ -9,30 +9,28 @@ ManagedByAnotherOperator Warning event, and no write of its own.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import (
+    HELM,
     OPERATOR_NAMESPACE,
     ROOT,
     apply_manifest,
     architecture,
     get_json,
     kubectl,
-    namespace_manifest,
+    scratch_namespace,
     wait_for,
 )
 
 NAME = "claimed"
 SECOND = "second"  # the second release; its objects are named second-archop*
 CHART = str(ROOT / "charts" / "archop")
-HELM = os.environ.get("HELM", "/var/cache/archop/bin/helm")
 CLAIM = "archop.io/operator"
 LEASE = "archop-operator"
 REFUSED = "ManagedByAnotherOperator"
@@ -98,15 +96,13 @@ def claimed(namespace: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def second_namespace() -> Iterator[str]:
-    name = f"e2e-second-operator-{uuid.uuid4().hex[:6]}"
-    apply_manifest(namespace_manifest(name))
-    try:
-        yield name
-    finally:
-        # Should the install check ever let it through, do not leave a second release behind.
-        if helm("status", SECOND, "-n", name).returncode == 0:
-            helm("uninstall", SECOND, "-n", name, "--wait", "--timeout", "2m")
-        kubectl("delete", "namespace", name, "--wait=false", check=False)
+    with scratch_namespace("e2e-second-operator") as name:
+        try:
+            yield name
+        finally:
+            # Should the install check ever let it through, do not leave a second release behind.
+            if helm("status", SECOND, "-n", name).returncode == 0:
+                helm("uninstall", SECOND, "-n", name, "--wait", "--timeout", "2m")
 
 
 @pytest.fixture(scope="module")
