@@ -16,8 +16,10 @@ code is driven synchronously (`drive`), with no event loop per tick.
 The leader lease is modelled as scripts/fence.sh runs it: each time model time passes, the agent in a
 primary's pod stops its postmaster (no fence marker) unless the operator renewed its lease session within
 lease.TTL_SECONDS, every follower in archop.followers streams from it and replied within
-lease.FAILSAFE_REPLY_SECONDS, or the postmaster started less than TTL ago. Nothing it checks happens within a
-zero-time step: a commit right after a thaw lands before the agent's next look, as it can in reality.
+lease.FAILSAFE_REPLY_SECONDS plus one agent interval (the agent times a reply from the check that first saw
+it, so the harsher side is the longer one), or the postmaster started less than TTL ago. Nothing it checks
+happens within a zero-time step: a commit right after a thaw lands before the agent's next look, as it can
+in reality.
 
 What the model is NOT: a timing model of the network (a link is up or cut), of DNS (a pod name always
 resolves to its current IP), of clock drift, or of the operator's own Lease (one operator process, always
@@ -352,7 +354,8 @@ class Cluster:
         if m.renewed_at is not None and self.now - m.renewed_at < lease.TTL_SECONDS:
             return  # renewed
         members = [self.members[n] for n in m.lease_members or () if n in self.members]
-        if all(s.conn_to == m.name and s.caught_up and self.now - s.contact_at < lease.FAILSAFE_REPLY_SECONDS
+        if all(s.conn_to == m.name and s.caught_up and self.now - s.contact_at
+                < lease.FAILSAFE_REPLY_SECONDS + lease.AGENT_INTERVAL_SECONDS
                for s in members) and len(members) == len(m.lease_members or ()):
             return  # failsafe: every follower it counts streams and replied (vacuous when none is set)
         self.self_fenced += 1

@@ -838,6 +838,9 @@ def test_fencing_counts_a_refusal_at_the_old_address_as_stopped():
     plan = d.phase_plan(rec, obs(moved, follower(F1), follower(F2)), SPEC, STATE, NOW)
     assert d.Stop(L, address="10.0.0.1", required=False) in plan.actions
     assert plan.after is not None and not plan.after.stopped
+    # The detaches first: they start the failsafe's run-out; the try at a vanished address may only time out.
+    assert plan.actions == (d.SetRole(L, names.FENCED), d.Detach(F1), d.Detach(F2),
+                            d.Stop(L, address="10.0.0.1", required=False))
     # A time-out at its own address: nothing to try, the lease decides.
     plan = d.phase_plan(rec, obs(down(L), follower(F1), follower(F2)), SPEC, STATE, NOW)
     assert not any(isinstance(a, d.Stop) for a in plan.actions) and not plan.after.stopped  # type: ignore
@@ -855,18 +858,27 @@ def test_lease_members_are_named_on_the_leader_and_persisted_first():
     o = obs(leader(lease=(F1,)), follower(F1), follower(F2))
     step = d.decide(o, STATE, SPEC, NOW, d.Memory())
     assert d.SetLeaseMembers(L, (F1, F2)) in step.actions
-    assert step.persist_first and step.last_seen is not None and step.last_seen.lease_members == (F1, F2)
-    # Shrinking (scale-down): the wider list guards until the leader has the new one.
+    # Until the leader holds the new list, only the followers in both lists guard: a failover meanwhile may
+    # promote only a follower whose detach ends the failsafe whichever list the leader holds.
+    assert step.persist_first and step.last_seen is not None and step.last_seen.lease_members == (F1,)
+    # Shrinking (scale-down) likewise.
     o = obs(leader(lease=(F1, F2), streaming=(F1,)), follower(F1), desired=2)
     step = d.decide(o, STATE, SPEC, NOW, d.Memory())
     assert d.SetLeaseMembers(L, (F1,)) in step.actions
-    assert step.last_seen is not None and step.last_seen.lease_members == (F1, F2)
+    assert step.last_seen is not None and step.last_seen.lease_members == (F1,)
+    # Replacing one follower by another: nobody is in both lists, so nobody may be promoted meanwhile.
+    o = obs(leader(lease=(F2,), streaming=(F1,)), follower(F1), desired=1)
+    step = d.decide(o, STATE, SPEC, NOW, d.Memory())
+    assert d.SetLeaseMembers(L, (F1,)) in step.actions
+    assert step.last_seen is not None and step.last_seen.lease_members == ()
 
 
 def test_lease_expiry_arithmetic():
     reaction = lease.AGENT_INTERVAL_SECONDS + lease.MARGIN_SECONDS
-    assert lease.expires_at(100.0, 100.0) == 100.0 + lease.TTL_SECONDS + reaction
-    assert lease.expires_at(100.0, 110.0) == 110.0 + lease.FAILSAFE_REPLY_SECONDS + reaction
+    assert lease.expires_at(100.0, 95.0) == 100.0 + lease.TTL_SECONDS + reaction
+    # The agent times a reply from the check that first saw it: one interval more on the failsafe's side.
+    assert lease.expires_at(100.0, 110.0) == (110.0 + lease.FAILSAFE_REPLY_SECONDS
+                                              + lease.AGENT_INTERVAL_SECONDS + reaction)
     clock = lease.LeaseClock(started=50.0)
     # Never renewed by this process: renewals by another happened before it started.
     assert clock.expiry(L, "t", now=60.0) == lease.expires_at(50.0, 60.0)
@@ -1104,3 +1116,48 @@ def test_a_promotion_passes_the_newest_timeline_seen_anywhere():
     promotes = [a for a in plan.actions if isinstance(a, d.Promote)]
     assert promotes and promotes[0].timeline_floor == 7, plan
     assert d.timeline_floor(o, d.State(current_leader=L)) == 1
+
+
+def test_the_failsafe_runs_out_from_the_first_detach_of_a_lease_member_not_from_the_end_of_the_fence():
+    """The fence's try at a vanished address may take its whole connect timeout; the lease must not wait
+    for it, since the first lease member detached already ends the failsafe."""
+    from archop.failover import runner
+
+    clock = [NOW]
+    took = {d.SetRole: 0.1, d.Detach: 0.2, d.Stop: 1.0}
+
+    class Timed(Executor):
+        async def run(self, action: d.Action) -> None:
+            clock[0] += took.get(type(action), 0.0)
+            if isinstance(action, d.Stop):
+                raise TimeoutError("nothing answers at the old address")
+
+    async def observe(previous: DbObservation, skip: frozenset[str]) -> DbObservation:
+        return previous
+
+    async def persist(patch: dict) -> None:
+        pass
+
+    async def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    lease_clock = lease.LeaseClock(started=NOW - 100)
+    lease_clock.renewal(L, NOW - 0.5)
+    executor = Timed(target=lambda pod: None, upstream=lambda f, leader: "", set_label=lambda pod, role: None,
+                     delete_pod=lambda pod: None)
+    fx = runner.Effects(observe=observe, persist=persist, executor=executor, emit=lambda note: None,
+                        lease=lease_clock, sleep=sleep)
+    moved = Instance(L, pod(L, names.LEADER, ip="10.0.0.9"), Probe(reachable=False))
+    rec = replace(REC, from_address="10.0.0.1")
+    asyncio.run(runner.run_failover(rec, STATE, obs(moved, follower(F1), follower(F2)), SPEC, fx,
+                                    clock=lambda: clock[0]))
+    # SetRole 0.1 s, then Detach(F1) done at +0.3 s; Detach(F2) and the 1 s Stop come after.
+    assert lease_clock.fenced[(L, rec.started_at)] == pytest.approx(NOW + 0.3)
+    # A member list that does not name the detached followers leaves the mark at the end of the fence.
+    other = replace(STATE, last_seen=d.LeaderSnapshot(L, lease_members=("a-db-9",)))
+    clock[0] = NOW
+    lease_clock = lease.LeaseClock(started=NOW - 100)
+    fx = replace(fx, lease=lease_clock)
+    asyncio.run(runner.run_failover(rec, other, obs(moved, follower(F1), follower(F2)), SPEC, fx,
+                                    clock=lambda: clock[0]))
+    assert lease_clock.fenced[(L, rec.started_at)] == pytest.approx(NOW + 1.5)

@@ -136,6 +136,29 @@ async def set_primary_conninfo(target: Target, conninfo: str) -> None:
     await _exec(target, _alter("primary_conninfo", conninfo), "select pg_reload_conf()")
 
 
+# How long a detach waits for the WAL receiver to exit (the reload is asynchronous: the startup process
+# reads the new setting and then shuts the receiver down, well under this even on a loaded machine).
+DETACH_WAIT_SECONDS = 3.0
+
+
+async def detach(target: Target) -> None:
+    """No upstream any more, and answer only once the WAL receiver is gone: from then on this follower sends
+    no reply to the old leader, which is what ends the old leader's failsafe (failover/lease.py)."""
+    conn = await connect(target, 3.0, 3000)
+    async with conn:
+        await conn.execute(_alter("primary_conninfo", ""))
+        await conn.execute("select pg_reload_conf()")
+        deadline = time.monotonic() + DETACH_WAIT_SECONDS
+        while True:
+            cur = await conn.execute("select count(*) from pg_stat_wal_receiver")
+            row = await cur.fetchone()
+            if not row or not row[0]:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the WAL receiver still runs {DETACH_WAIT_SECONDS:.0f}s after the detach")
+            await asyncio.sleep(0.05)
+
+
 async def repoint(target: Target, conninfo: str, slot: str | None) -> None:
     """primary_conninfo and primary_slot_name in one reload (a change of either restarts the WAL receiver).
     slot None: stream without a slot."""
@@ -323,7 +346,7 @@ class Executor:
             case d.Unfence(pod=pod):
                 await unfence(self._t(pod))
             case d.Detach(pod=pod):
-                await set_primary_conninfo(self._t(pod), "")
+                await detach(self._t(pod))
             case d.Promote(pod=pod, timeline_floor=floor):
                 await promote(self._t(pod), timeline_floor=floor)
             case d.Repoint(pod=pod, leader=leader, slot=slot):
@@ -349,9 +372,11 @@ class Executor:
         return [f"{type(a).__name__}({getattr(a, 'pod', '')}): {type(e).__name__}"
                 for a, e in await self.run_each(actions, best_effort)]
 
-    async def run_each(self, actions: tuple[d.Action, ...],
-                       best_effort: tuple[type, ...] = ()) -> list[tuple[d.Action, Exception]]:
-        """run_all, answering which actions failed and how."""
+    async def run_each(
+        self, actions: tuple[d.Action, ...], best_effort: tuple[type, ...] = (),
+        done: Callable[[d.Action], None] = lambda action: None,
+    ) -> list[tuple[d.Action, Exception]]:
+        """run_all, answering which actions failed and how; done(action) is called as each one succeeds."""
         failed: list[tuple[d.Action, Exception]] = []
         for a in actions:
             try:
@@ -361,6 +386,8 @@ class Executor:
                 if isinstance(exc, NotLeading) or not optional:
                     raise
                 failed.append((a, exc))
+            else:
+                done(a)
         return failed
 
     def _t(self, pod: str, address: str | None = None) -> Target:

@@ -820,8 +820,11 @@ def _steady(obs: DbObservation, state: State, spec: DatabaseSpec, now: float, me
     lease_now = leader.probe.lease_members
     # Without automatic failover nobody is promoted while the leader may run: nothing for its lease to guard.
     lease_want = followers_of_record(obs, leader_name, streaming_here) if spec.failover.enabled else ()
-    # Widened while a change is applied: persisted first, so a failover meanwhile guards both lists.
-    lease_guard = lease_now if lease_now == lease_want else tuple(sorted({*(lease_now or ()), *lease_want}))
+    # Narrowed to the followers in both lists while a change is applied (persisted first): a failover
+    # meanwhile promotes, and counts as ending the failsafe, only the detach of a follower that the
+    # leader's failsafe counts whichever list it holds.
+    both = set(lease_now or ()) & set(lease_want)
+    lease_guard = lease_now if lease_now == lease_want else tuple(sorted(both))
     last_seen = snapshot(leader, configured.widen(want) if configured else want, now, lease_guard)
     persist_first = want != configured or lease_now != lease_want
     if lease_now != lease_want:
@@ -980,16 +983,21 @@ def _fencing(record: FailoverRecord, obs: DbObservation) -> PhasePlan:
         actions.append(Fence(record.from_, checkpoint=record.planned))
     if not record.planned or not alive:
         ip = old.pod.ip if old is not None and old.pod is not None else None
+        # Unplanned: freeze every follower's received LSN and cut the old leader's synchronous acks. The
+        # first follower of the lease detached also starts the failsafe's run-out (failover/lease.py), so the
+        # detaches come before a try at an address that may only time out.
+        detach = [Detach(i.name) for i in sorted(obs.instances.values(), key=lambda i: i.name)
+                  if i.name != record.from_ and i.probe.is_follower and i.probe.primary_host]
         if alive:
-            actions.append(Stop(record.from_))
+            actions += [Stop(record.from_), *detach]
         elif old is not None and old.probe.refused and ip is not None and ip == record.from_address:
             after = replace(after, stopped=True)  # nothing listens where it ran: its postmaster is gone
+            actions += detach
         elif record.from_address and record.from_address != ip:
             # Its pod is gone or replaced, but the old process may still run at the old address.
-            actions.append(Stop(record.from_, address=record.from_address, required=False))
-        # Unplanned: freeze every follower's received LSN and cut the old leader's synchronous acks.
-        actions += [Detach(i.name) for i in sorted(obs.instances.values(), key=lambda i: i.name)
-                    if i.name != record.from_ and i.probe.is_follower and i.probe.primary_host]
+            actions += [*detach, Stop(record.from_, address=record.from_address, required=False)]
+        else:
+            actions += detach
     how = "stopped" if any(isinstance(a, Stop) and a.required for a in actions) else (
         "read-only, sessions ended" if alive else "unreachable")
     note = Note(reasons.LEADER_FENCED, f"{record.from_} removed from {names.LEADER} traffic ({how})", True)

@@ -96,13 +96,18 @@ async def run_failover(record: d.FailoverRecord, state: d.State, obs: DbObservat
         if plan.last_seen is not None:
             pre["leaderLastSeen"] = plan.last_seen.to_status()
         await fx.persist(pre)
-        failed = await fx.executor.run_each(plan.actions, best_effort=BEST_EFFORT)
+        detached: list[float] = []
+        failed = await fx.executor.run_each(plan.actions, best_effort=BEST_EFFORT,
+                                            done=_detach_timer(_lease_members(state, current.from_), detached,
+                                                               clock))
         if failed:
             log.info("%s: best-effort actions failed: %s", current.phase, "; ".join(
                 f"{type(a).__name__}({getattr(a, 'pod', '')}): {type(e).__name__}" for a, e in failed))
         if current.phase is d.FENCING and plan.after is not None:
             if fx.lease is not None:
-                fx.lease.mark_fenced(current.from_, current.started_at, clock())
+                # The failsafe needs every follower of the lease streaming: it runs out from the moment the
+                # first of them stopped replying for good, that is when its detach finished.
+                fx.lease.mark_fenced(current.from_, current.started_at, detached[0] if detached else clock())
             tried = [a for a in plan.actions if isinstance(a, d.Stop) and a.pod == current.from_]
             if tried and not any(isinstance(a, d.Stop) for a, _ in failed):
                 plan = replace(plan, after=replace(plan.after, stopped=True))
@@ -123,6 +128,23 @@ async def run_failover(record: d.FailoverRecord, state: d.State, obs: DbObservat
         # Fresh positions for the next phase (the followers are detached now); the old leader keeps its last
         # probe unless this is a planned switchover where it is alive.
         obs = await fx.observe(obs, frozenset() if current.planned else frozenset({current.from_}))
+
+
+def _detach_timer(members: frozenset[str], detached: list[float],
+                  clock: Callable[[], float]) -> Callable[[d.Action], None]:
+    """An Executor `done` hook that appends to `detached` when each detach of a lease member completes."""
+
+    def done(action: d.Action) -> None:
+        if isinstance(action, d.Detach) and action.pod in members:
+            detached.append(clock())
+
+    return done
+
+
+def _lease_members(state: d.State, leader: str) -> frozenset[str]:
+    """The followers the old leader's failsafe counts (archop.followers), as last seen healthy."""
+    seen = state.seen(leader)
+    return frozenset(seen.lease_members or ()) if seen is not None else frozenset()
 
 
 # ---------------------------------------------------------------------------------------------- one tick

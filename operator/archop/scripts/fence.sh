@@ -5,8 +5,10 @@
 # A primary may acknowledge writes only while it holds its lease, that is while
 #   - the operator vouches for it: the operator's lease session (application_name archop-lease, a superuser
 #     over TCP) ran a statement less than ARCHOP_LEASE_SECONDS ago, measured on this server's own clock; or
-#   - failsafe: every follower named in archop.followers (set by the operator) streams from it and replied
-#     within ARCHOP_FAILSAFE_REPLY_SECONDS. A failover detaches its candidate first, which ends this; or
+#   - failsafe: every follower named in archop.followers (set by the operator) streams from it and a new
+#     reply from it arrived within ARCHOP_FAILSAFE_REPLY_SECONDS, on this server's clock: pg_stat_replication's
+#     reply_time is the follower's clock, so the agent times when that value last changed instead. A failover
+#     detaches a follower first, which ends this.
 # When neither holds, the agent stops the postmaster at once (scripts/stop.sql, the shutdown the operator's
 # fence uses, without the fence marker). The operator promotes a follower only after the lease has surely
 # run out, so the old leader acknowledges nothing once the new one takes writes.
@@ -38,19 +40,62 @@ log() { echo "archop-lease: $(date -u +%FT%T.%3NZ) $*" >&2; }
 export PGCONNECT_TIMEOUT=2
 sql() { timeout 2 psql -h "$RUN_DIR" -p "$PGPORT" -U "$SUPERUSER" -d postgres -XAtq "$@" 2>/dev/null; }
 
-# standby | renewed | failsafe | expired; nothing when Postgres does not answer.
+# One line "standby" or "renewed", or "primary" followed by a line "member|reply" for each follower named in
+# archop.followers (reply: the last reply_time of its streaming WAL sender, empty when it does not stream);
+# nothing when Postgres does not answer.
+lease_query() {
+  sql -c "select line from (
+    select 0, case
+      when pg_is_in_recovery() then 'standby'
+      when exists (select 1 from pg_stat_activity a join pg_roles r on r.oid = a.usesysid
+                    where a.application_name = 'archop-lease' and r.rolsuper and a.client_addr is not null
+                      and clock_timestamp() - a.state_change < interval '$TTL seconds') then 'renewed'
+      else 'primary' end
+    union all
+    select 1, m || '|' || coalesce((select max(s.reply_time)::text from pg_stat_replication s
+                                     where s.application_name = m and s.state = 'streaming'), '')
+      from unnest(string_to_array(nullif(current_setting('archop.followers', true), ''), ',')) m
+     where not pg_is_in_recovery()) checks (n, line) order by n"
+}
+
+declare -A REPLY_SEEN=()  # follower -> the reply_time last seen
+declare -A REPLY_AT=()    # follower -> /proc/uptime when that value was first seen
+
+# Whether every member sent a new reply within REPLY seconds, timed on this clock: a value counts from the
+# check that first saw it, at most one interval after it arrived. A value seen for the first time (the agent
+# just started) does not count until it changes, since it may be old.
+failsafe_holds() {
+  local line m r now ok=0
+  now=$(uptime_s)
+  for line in "$@"; do
+    m=${line%%|*} r=${line#*|}
+    if [[ -z $r ]]; then ok=1; unset "REPLY_SEEN[$m]" "REPLY_AT[$m]"; continue; fi
+    if [[ ${REPLY_SEEN[$m]+set} != set ]]; then
+      REPLY_SEEN[$m]=$r REPLY_AT[$m]=""
+    elif [[ ${REPLY_SEEN[$m]} != "$r" ]]; then
+      REPLY_SEEN[$m]=$r REPLY_AT[$m]=$now
+    fi
+    if [[ -z ${REPLY_AT[$m]} ]] || older_than "${REPLY_AT[$m]}" "$REPLY"; then ok=1; fi
+  done
+  return $ok
+}
+
+# Sets LEASE to standby | renewed | failsafe | expired; non-zero when Postgres does not answer. Not run in a
+# subshell: failsafe_holds keeps its times across checks.
+LEASE=""
 lease_state() {
-  sql -c "select case
-    when pg_is_in_recovery() then 'standby'
-    when exists (select 1 from pg_stat_activity a join pg_roles r on r.oid = a.usesysid
-                  where a.application_name = 'archop-lease' and r.rolsuper and a.client_addr is not null
-                    and clock_timestamp() - a.state_change < interval '$TTL seconds') then 'renewed'
-    when not exists (
-      select 1 from unnest(string_to_array(nullif(current_setting('archop.followers', true), ''), ',')) m
-       where not exists (select 1 from pg_stat_replication s
-                          where s.application_name = m and s.state = 'streaming'
-                            and s.reply_time > clock_timestamp() - interval '$REPLY seconds')) then 'failsafe'
-    else 'expired' end"
+  local out lines
+  LEASE=""
+  out=$(lease_query) || return 1
+  [[ -n $out ]] || return 1
+  mapfile -t lines <<<"$out"
+  case ${lines[0]} in
+    standby) LEASE=standby ;;
+    # Replies are timed while renewed too, so that the failsafe holds the moment the renewals stop.
+    renewed) failsafe_holds "${lines[@]:1}"; LEASE=renewed ;;
+    primary) if failsafe_holds "${lines[@]:1}"; then LEASE=failsafe; else LEASE=expired; fi ;;
+    *) return 1 ;;
+  esac
 }
 
 stop_now() {
@@ -99,7 +144,7 @@ held() {
 
 check_once() {
   local s
-  if ! s=$(lease_state); then
+  if ! lease_state; then
     # No answer. A primary that held the lease and has not answered for TTL cannot have been renewed
     # since (a renewal is a statement it completes), so its lease is over: a frozen or hung postmaster is
     # killed rather than left to acknowledge a commit when it resumes. Never a standby, a gated primary or
@@ -111,6 +156,7 @@ check_once() {
     fi
     return 0
   fi
+  s=$LEASE
   if [[ -f $GATE ]]; then
     if [[ $s == renewed || $s == failsafe ]]; then open_gate "$s" && held "$s"; fi
   elif [[ $s == renewed || $s == failsafe ]]; then

@@ -141,19 +141,39 @@ async def test_the_gate_opens_when_every_follower_streams_from_the_restarted_pri
                    interval=0.2, what="the gate opens on failsafe")
 
 
-async def test_failsafe_holds_while_every_follower_streams_and_detaching_one_ends_it(pg):
-    """An operator restart does not stop a healthy leader; a failover's Detach of its candidate does."""
-    leader, follower, _ = await leader_with_follower(pg)
+async def renewed_then_left(pg, leader, target) -> Path:
+    """The agent starts while the operator renews (as on any healthy leader), watches the followers' replies
+    for a few seconds, then the operator goes away (a restart): its lease session ends. The agent's log."""
+    session = act.LeaseSession()
     agent(pg, leader)
     log = pg.base / f"{leader.name}-lease.log"
-    await wait_for(lambda: "LeaseHeld: failsafe" in log.read_text(), timeout=10, interval=0.1,
-                   what="the agent sees the failsafe hold")
+    until = time.monotonic() + 3
+    while time.monotonic() < until:
+        assert await session.renew(leader.name, target)
+        await asyncio.sleep(0.5)
+    assert "LeaseHeld: renewed" in log.read_text(), log.read_text()
+    await session.close()
+    return log
+
+
+async def test_failsafe_holds_while_every_follower_streams_and_detaching_one_ends_it(pg):
+    """An operator restart does not stop a healthy leader; a failover's Detach of its candidate does."""
+    leader, follower, target = await leader_with_follower(pg)
+    log = await renewed_then_left(pg, leader, target)
     await asyncio.sleep(lease.TTL_SECONDS + 2)  # no renewal at all
     assert up(leader), log.read_text()
-    await act.set_primary_conninfo(Target("127.0.0.1", follower.port), "")  # the failover's Detach
+    await act.detach(Target("127.0.0.1", follower.port))  # the failover's Detach
     detached = time.monotonic()
-    await stopped_within(leader, lease.FAILSAFE_REPLY_SECONDS + REACTION + 5)
+    await stopped_within(leader, lease.FAILSAFE_REPLY_SECONDS + lease.AGENT_INTERVAL_SECONDS + REACTION + 5)
     assert time.monotonic() - detached <= lease.expires_at(-100, 0)
+
+
+async def test_an_agent_that_starts_on_an_unrenewed_primary_counts_no_reply_it_has_not_seen_arrive(pg):
+    """A reply's timestamp is the follower's clock, so a (re)started agent cannot tell how old the last one
+    is: with no renewal either, the primary is stopped at once rather than trusted."""
+    leader, _, _ = await leader_with_follower(pg)
+    agent(pg, leader)
+    await stopped_within(leader, REACTION + 2)
 
 
 async def test_only_a_superuser_session_renews(pg):
@@ -188,11 +208,8 @@ async def test_a_frozen_primary_is_killed_before_it_can_resume(pg):
     """A primary that held its lease and then stops answering (every process SIGSTOPped) is killed once it
     has not answered for TTL: it cannot have been renewed since, and a thawed backend must not acknowledge
     a commit after a failover elsewhere. SIGKILL reaches stopped processes."""
-    leader, follower, _ = await leader_with_follower(pg)
-    agent(pg, leader)
-    log = pg.base / f"{leader.name}-lease.log"
-    await wait_for(lambda: "LeaseHeld" in log.read_text(), timeout=10, interval=0.1,
-                   what="the agent sees the lease held (failsafe)")
+    leader, follower, target = await leader_with_follower(pg)
+    await renewed_then_left(pg, leader, target)
     frozen = leader.children() + [leader.postmaster_pid()]
     leader.freeze_all()
     started = time.monotonic()
