@@ -64,3 +64,26 @@ def why_foreign(obj: Mapping[str, Any], arch: str) -> str:
     if controller is not None:
         return f"it belongs to {controller.get('kind', '?')} {controller.get('name', '?')}"
     return f"it has no owner reference to this {names.KIND}"
+
+
+def database_pods(pods: list[dict[str, Any]], statefulset: Mapping[str, Any] | None, arch: str,
+                  uid: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """Split the pods that carry the database labels into this Architecture's own and the others' names.
+
+    The operator connects to its database pods with the superuser's password, so a pod is one of them only
+    when its controller is the database StatefulSet and that StatefulSet is this Architecture's: anyone who
+    may create pods in the namespace can copy the labels, and would otherwise be sent the password."""
+    if statefulset is None or not owned(statefulset, "StatefulSet", arch, uid):
+        return [], [_meta(p).get("name", "?") for p in pods]
+    sts_uid = _meta(statefulset).get("uid")
+    mine: list[dict[str, Any]] = []
+    others: list[str] = []
+    for pod in pods:
+        refs = _meta(pod).get("ownerReferences") or []
+        ctl = next((r for r in refs if r.get("controller")), None)
+        if (ctl is not None and ctl.get("kind") == "StatefulSet" and ctl.get("uid") == sts_uid
+                and ctl.get("name") == names.db(arch)):
+            mine.append(pod)
+        else:
+            others.append(_meta(pod).get("name", "?"))
+    return mine, others

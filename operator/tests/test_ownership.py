@@ -10,7 +10,7 @@ import kopf
 import pytest
 import requests
 from archop import apply, names
-from archop.ownership import owned, why_foreign
+from archop.ownership import database_pods, owned, why_foreign
 
 UID = "uid-shop"
 LABELS = names.labels("shop", names.DATABASE)
@@ -31,6 +31,32 @@ def ref(kind: str = "Architecture", name: str = "shop", uid: str = UID, controll
 
 
 # ---------------------------------------------------------------------------------------------- owned
+
+
+def sts(uid: str = "uid-sts", owner_uid: str = UID) -> dict[str, Any]:
+    return {"metadata": {"name": "shop-db", "uid": uid, "ownerReferences": [ref(uid=owner_uid)]}}
+
+
+def pod(name: str, refs: list[dict[str, Any]] | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "labels": LABELS}
+    if refs is not None:
+        meta["ownerReferences"] = refs
+    return {"metadata": meta}
+
+
+def test_only_the_pods_of_this_architectures_statefulset_are_its_database_pods() -> None:
+    """The operator sends them the superuser's password: copying the labels must not earn it."""
+    mine = pod("shop-db-0", [ref("StatefulSet", "shop-db", "uid-sts")])
+    squatter = pod("shop-db-7", None)  # the labels alone
+    other_sts = pod("shop-db-1", [ref("StatefulSet", "shop-db", "uid-other")])  # a StatefulSet since replaced
+    renamed = pod("x-0", [ref("StatefulSet", "x", "uid-sts")])
+    not_controller = pod("shop-db-2", [ref("StatefulSet", "shop-db", "uid-sts", controller=False)])
+    got, foreign = database_pods([mine, squatter, other_sts, renamed, not_controller], sts(), "shop", UID)
+    assert got == [mine]
+    assert foreign == ["shop-db-7", "shop-db-1", "x-0", "shop-db-2"]
+    # A StatefulSet that is not this Architecture's (or none at all) vouches for no pod.
+    assert database_pods([mine], sts(owner_uid="uid-someone"), "shop", UID) == ([], ["shop-db-0"])
+    assert database_pods([mine], None, "shop", UID) == ([], ["shop-db-0"])
 
 
 def test_an_owner_reference_with_the_architectures_uid_makes_it_ours() -> None:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from archop import apply, config, election, events, metrics, names, observe, reasons
+from archop import apply, config, election, events, metrics, names, observe, ownership, reasons
 from archop import status as st
 from archop.build.database import PGDATA, PORT
 from archop.failover import decide as d
@@ -56,8 +56,10 @@ def _blind_since() -> float | None:
 class DbMonitor:
     """State of one Architecture's loop. Only in-process timers live here; the truth is in status."""
 
-    def __init__(self, name: str, namespace: str, api: Any, logger: logging.Logger | logging.LoggerAdapter):
-        self.name, self.namespace, self.api, self.log = name, namespace, api, logger
+    def __init__(self, name: str, namespace: str, uid: str, api: Any,
+                 logger: logging.Logger | logging.LoggerAdapter):
+        self.name, self.namespace, self.uid, self.api, self.log = name, namespace, uid, api, logger
+        self.foreign_pods: tuple[str, ...] = ()
         self.memory = d.Memory(unwatched_since=_blind_since())
         self.written: dict[str, Any] = {}  # what we patched last: the live `status` view may lag behind it
         self.secret: tuple[str, str] | None = None
@@ -86,6 +88,10 @@ class DbMonitor:
         obj = apply.get(self.api, "v1", "Secret", self.namespace, secret)
         if obj is None:
             raise LookupError(f"Secret {self.namespace}/{secret} does not exist")
+        if not ownership.owned(obj, "Secret", self.name, self.uid):
+            # Someone else's Secret under this name: its password would be sent to every database pod.
+            raise LookupError(f"Secret {self.namespace}/{secret} is not this {names.KIND}'s: "
+                              f"{ownership.why_foreign(obj, self.name)}")
         data = obj.get("data") or {}
         return (base64.b64decode(data.get("username", "")).decode(),
                 base64.b64decode(data.get("password", "")).decode())
@@ -115,9 +121,13 @@ class DbMonitor:
         """Probe every database pod. Pods in `skip` keep their probe from `keep` (an unreachable old
         leader would cost a full connect timeout on each re-observation during a failover)."""
         await self._credentials()
-        pods, sts_replicas = await asyncio.to_thread(observe_pods, self.api, self.name, self.namespace)
-        self.pods = pods
-        count = max(spec.database.instances, sts_replicas or 0)
+        seen = await asyncio.to_thread(observe_pods, self.api, self.name, self.namespace, self.uid)
+        if seen.foreign != self.foreign_pods and seen.foreign:
+            self.log.warning("ignoring pods with the database labels that are not this %s's: %s (never "
+                             "probed, never sent credentials)", names.KIND, ", ".join(seen.foreign))
+        self.foreign_pods = seen.foreign
+        pods = self.pods = seen.pods
+        count = max(spec.database.instances, seen.replicas or 0)
         wanted = {names.db_pod(self.name, i) for i in range(count)} | set(pods)
         probe_names = [n for n in sorted(wanted) if not (keep and n in skip and n in keep.instances)]
         probes = await probe_all({n: self._target(n) for n in probe_names})
@@ -296,7 +306,7 @@ async def monitor(*, name: str, namespace: str, body: Mapping[str, Any], spec: M
     settings = config.Settings.from_env()
     interval = float(settings.monitor_interval_seconds)
     api = apply.api()
-    mon = DbMonitor(name, namespace, api, logger)
+    mon = DbMonitor(name, namespace, body["metadata"]["uid"], api, logger)
     renewing = asyncio.create_task(mon.renewals(every=interval))
     try:
         while not stopped:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from archop import apply, names
+from archop import apply, names, ownership
 from archop.health.model import PodState
 
 
@@ -66,10 +67,17 @@ def pod_state(pod: dict[str, Any], nodes: dict[str, bool | None], update_revisio
     )
 
 
-def observe_pods(api: Any, arch: str, namespace: str) -> tuple[dict[str, PodState], int | None]:
-    """Blocking (run it in a thread): the database pods by name, and the StatefulSet's spec.replicas."""
+@dataclass(frozen=True)
+class PodsSeen:
+    pods: dict[str, PodState]  # this Architecture's database pods by name
+    replicas: int | None  # its StatefulSet's spec.replicas
+    foreign: tuple[str, ...]  # pods with the database labels that are not its own (never probed)
+
+
+def observe_pods(api: Any, arch: str, namespace: str, uid: str) -> PodsSeen:
+    """Blocking (run it in a thread): the database pods of the Architecture with this uid."""
     selector = names.selector(arch, names.DATABASE)
-    pods = apply.list_objects(api, "v1", "Pod", namespace, selector)
+    labelled = apply.list_objects(api, "v1", "Pod", namespace, selector)
     nodes = {n["metadata"]["name"]: node_ready(n) for n in apply.list_objects(api, "v1", "Node", None, {})}
     update_revision = None
     replicas = None
@@ -77,4 +85,6 @@ def observe_pods(api: Any, arch: str, namespace: str) -> tuple[dict[str, PodStat
     if sts is not None:
         update_revision = (sts.get("status") or {}).get("updateRevision")
         replicas = (sts.get("spec") or {}).get("replicas")
-    return {p["metadata"]["name"]: pod_state(p, nodes, update_revision) for p in pods}, replicas
+    pods, foreign = ownership.database_pods(labelled, sts, arch, uid)
+    return PodsSeen({p["metadata"]["name"]: pod_state(p, nodes, update_revision) for p in pods}, replicas,
+                    tuple(foreign))
