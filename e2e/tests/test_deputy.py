@@ -14,11 +14,13 @@ Small stacks (one database pod, no cache, no CDN): ownership is under test, not 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from conftest import (
+    OPERATOR_NAMESPACE,
     apply_manifest,
     architecture,
     condition,
@@ -159,3 +161,58 @@ def test_the_first_keeps_serving(blocked: dict[str, Any], namespace: str, host: 
     wait_until_serving(host, SERVE_TIMEOUT)
     assert arch(namespace, NAME)["status"]["ingressHost"]["state"] == "Granted"
     assert get_json("ingress", f"{RIVAL}-ingress", namespace=other_namespace, missing_ok=True) is None
+
+
+LISTENER = ("$|=1; my $s = IO::Socket::INET->new(LocalPort => 5432, Listen => 16, ReuseAddr => 1) or die $!;"
+            " print qq(listening\n);"
+            " while (my $c = $s->accept) { print q(connection from ), $c->peerhost, qq(\n); close $c }")
+
+
+def impostor(namespace: str, image: str) -> dict[str, Any]:
+    """A pod with the database pods' labels that logs every TCP connection to the Postgres port."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "impostor", "namespace": namespace,
+                     "labels": {"archop.io/architecture": NAME, "app.kubernetes.io/component": "database"}},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 999, "runAsGroup": 999,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "listener", "image": image, "command": ["perl", "-MIO::Socket::INET", "-e", LISTENER],
+                "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                    "capabilities": {"drop": ["ALL"]}},
+            }],
+        },
+    }
+
+
+def test_a_pod_that_copies_the_database_labels_is_never_sent_the_password(blocked: dict[str, Any],
+                                                                         namespace: str, host: str) -> None:
+    """The monitor probes as the superuser; a pod that is not its StatefulSet's must get no connection."""
+    wait_until_serving(host, SERVE_TIMEOUT)
+    sts = get_json("statefulset", f"{NAME}-db", namespace=namespace)
+    apply_manifest(impostor(namespace, sts["spec"]["template"]["spec"]["containers"][0]["image"]))
+    kubectl("wait", "--for=condition=Ready", "pod/impostor", "-n", namespace, "--timeout=120s", timeout=130)
+
+    def listener_log() -> str:
+        return kubectl("logs", "impostor", "-n", namespace).stdout
+
+    wait_for(lambda: "listening" in listener_log(), 60, "the impostor's listener")
+    # The listener does log connections: one from inside the pod.
+    kubectl("exec", "impostor", "-n", namespace, "--", "perl", "-MIO::Socket::INET", "-e",
+            "IO::Socket::INET->new(q(127.0.0.1:5432)) or die $!")
+    wait_for(lambda: "connection from 127.0.0.1" in listener_log(), 30, "the listener's own test connection")
+
+    def operator_skipped_it() -> bool:
+        logs = kubectl("logs", "-n", OPERATOR_NAMESPACE, "-l",
+                       "app.kubernetes.io/name=archop,app.kubernetes.io/component=operator", "--tail=-1",
+                       "--prefix", check=False).stdout
+        return "impostor" in logs and "never probed" in logs
+
+    wait_for(operator_skipped_it, 60, "the operator's log line naming the ignored pod")
+    time.sleep(5)  # five more monitor ticks after the one that named it
+    others = [line for line in listener_log().splitlines()
+              if line.startswith("connection from") and line != "connection from 127.0.0.1"]
+    assert others == [], f"the impostor was connected to: {others}"
