@@ -42,6 +42,9 @@ def summarise(scenario: str, sync: bool, results: list[RunResult], durability: s
         "rto_runs_s": [round(r.rto_s, 3) for r in results],
         "rejoin_runs_s": [round(r.rejoin_s, 3) for r in results],
         "lost_runs": [r.lost for r in results],
+        # Per run: fault -> failover started, and the operator's failover itself (None: no failover).
+        "detect_runs_s": [r.detect_s for r in results],
+        "failover_runs_s": [r.failover_s for r in results],
     }
 
 
@@ -82,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"{scenario} sync={sync} run {i + 1}: rto={r.rto_s:.2f}s lost={r.lost} "
                     f"rejoin={r.rejoin_s:.1f}s split_brain={r.split_brain} direct={r.split_brain_direct} "
-                    f"{r.old_leader}->{r.new_leader} acks={r.direct_acks}",
+                    f"{r.old_leader}->{r.new_leader} acks={r.direct_acks} detect={r.detect_s}s "
+                    f"failover={r.failover_s}s",
                     flush=True,
                 )
                 results.append(r)

@@ -15,6 +15,7 @@ import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from testsupport.namespaces import namespace_manifest
@@ -755,6 +756,23 @@ class RunResult:
     new_leader: str
     split_brain_direct: list[tuple[str, str]] = field(default_factory=list)
     direct_acks: dict[str, int] = field(default_factory=dict)
+    # Where the RTO went, from status.lastFailover when this run's fault caused one (None otherwise):
+    # fault -> the operator starts the failover, and the operator's failover itself (fence, lease wait,
+    # promotion, rewiring). The rest of the RTO is the Service change reaching the client and its next try.
+    detect_s: float | None = None
+    failover_s: float | None = None
+
+
+def failover_breakdown(arch: Arch, fault_at: float) -> tuple[float | None, float | None]:
+    """(detection, the operator's failover duration) of the failover this fault caused, if it caused one."""
+    last = arch.status().get("lastFailover") or {}
+    started = last.get("startedAt")
+    if not started:
+        return None, None
+    at = datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp()
+    if at < fault_at:
+        return None, None
+    return round(at - fault_at, 3), last.get("durationSeconds")
 
 
 UNDOABLE = ("node-stop", "node-partition", "leader-freeze", "operator-kill", "node-stop-with-operator",
@@ -867,6 +885,7 @@ def run_once(arch: Arch, scenario: str, hold_s: float = 20.0, timeout: float = 3
         counts: dict[str, int] = {}
         for d in direct:
             counts[d.pod] = counts.get(d.pod, 0) + 1
+        detect_s, failover_s = failover_breakdown(arch, fault_at)
         return RunResult(
             scenario,
             rto(acks, errors, fault_at),
@@ -877,6 +896,8 @@ def run_once(arch: Arch, scenario: str, hold_s: float = 20.0, timeout: float = 3
             new_leader,
             split_brain_direct(direct),
             counts,
+            detect_s,
+            failover_s,
         )
     finally:
         if not undone:
