@@ -16,8 +16,8 @@ code is driven synchronously (`drive`), with no event loop per tick.
 The leader lease is modelled as scripts/fence.sh runs it: each time model time passes, the agent in a
 primary's pod stops its postmaster (no fence marker) unless the operator renewed its lease session within
 lease.TTL_SECONDS, every follower in archop.followers streams from it and replied within
-lease.FAILSAFE_REPLY_SECONDS plus one agent interval (the agent times a reply from the check that first saw
-it, so the harsher side is the longer one), or the postmaster started less than TTL ago. Nothing it checks
+lease.FAILSAFE_REPLY_SECONDS (the agent dates a reply by the start of its previous look, before its
+arrival, which can only shorten this), or the postmaster started less than TTL ago. Nothing it checks
 happens within a zero-time step: a commit right after a thaw lands before the agent's next look, as it can
 in reality.
 
@@ -141,6 +141,9 @@ class Member:
     pending: list[tuple[int, int]] = field(default_factory=list)  # (commit, lsn) waiting for standbys
     shutting_down: bool = False  # SIGTERM (smart shutdown): open sessions go on, new ones are refused
     was_primary: bool = False  # stopped without standby.signal: start.sh's crash-restart path applies
+    # start.sh's gate: a primary it started after a crash refuses application clients (pg_hba) until the
+    # agent sees its lease held; the operator's and the followers' connections pass.
+    gated: bool = False
     frozen: bool = False  # SIGSTOP of every process in the pod
     rejoin_marker: str | None = None
     started_at: float = 0.0  # pg_postmaster_start_time()
@@ -349,15 +352,19 @@ class Cluster:
         postmaster or one in a smart shutdown gives it no answer, and it does nothing then."""
         if m.role is not Role.PRIMARY or not m.answering:
             return
-        if self.now - m.started_at < lease.TTL_SECONDS:
-            return  # starting
-        if m.renewed_at is not None and self.now - m.renewed_at < lease.TTL_SECONDS:
-            return  # renewed
+        renewed = m.renewed_at is not None and self.now - m.renewed_at < lease.TTL_SECONDS
         members = [self.members[n] for n in m.lease_members or () if n in self.members]
-        if all(s.conn_to == m.name and s.caught_up and self.now - s.contact_at
-                < lease.FAILSAFE_REPLY_SECONDS + lease.AGENT_INTERVAL_SECONDS
-               for s in members) and len(members) == len(m.lease_members or ()):
-            return  # failsafe: every follower it counts streams and replied (vacuous when none is set)
+        # failsafe: every follower it counts streams and replied (vacuous when none is set)
+        failsafe = len(members) == len(m.lease_members or ()) and all(
+            s.conn_to == m.name and s.caught_up and self.now - s.contact_at < lease.FAILSAFE_REPLY_SECONDS
+            for s in members)
+        if m.gated:
+            m.gated = not (renewed or failsafe)  # the agent opens the gate, and never stops a gated primary
+            return
+        if self.now - m.started_at < lease.TTL_SECONDS:
+            return  # starting (harsher than the agent, which has no such grace)
+        if renewed or failsafe:
+            return
         self.self_fenced += 1
         self._stop(m, Role.STOPPED)  # stop.sql with QUIT, no fence marker: start.sh decides how it returns
         m.container_running, m.killed_after = False, None
@@ -376,7 +383,7 @@ class Cluster:
             m = self.members[name]
             if m.shutting_down and not m.sessions:
                 return False  # smart shutdown: no new sessions
-        if m.role is not Role.PRIMARY or m.frozen or (m.read_only and not begin_read_write):
+        if m.role is not Role.PRIMARY or m.frozen or m.gated or (m.read_only and not begin_read_write):
             return False
         cid = self.next_commit
         self.next_commit += 1
@@ -457,6 +464,7 @@ class Cluster:
             m.was_primary = m.role is Role.PRIMARY
         m.role, m.frozen, m.shutting_down, m.conn_to, m.caught_up = role, False, False, None, False
         m.renewed_at = None  # the operator's lease session ended with the postmaster
+        m.gated = False
 
     def delete_pod(self, name: str) -> None:
         """The pod is deleted (by anyone): SIGTERM. The offline image has no STOPSIGNAL, so that is Postgres'
@@ -513,7 +521,8 @@ class Cluster:
         if other is not None:
             self._rejoin(m, other)
             return
-        m.role, m.started_at = Role.PRIMARY, self.now  # crash restart of a leader: no other primary answers
+        # Crash restart of a leader: no other primary answers. It comes up gated.
+        m.role, m.started_at, m.gated = Role.PRIMARY, self.now, True
 
     def _rejoin(self, m: Member, source: Member) -> None:
         """pg_rewind onto `source` (fallback: base backup, the same here): the WAL it has beyond the common

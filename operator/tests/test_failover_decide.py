@@ -876,9 +876,7 @@ def test_lease_members_are_named_on_the_leader_and_persisted_first():
 def test_lease_expiry_arithmetic():
     reaction = lease.AGENT_INTERVAL_SECONDS + lease.MARGIN_SECONDS
     assert lease.expires_at(100.0, 95.0) == 100.0 + lease.TTL_SECONDS + reaction
-    # The agent times a reply from the check that first saw it: one interval more on the failsafe's side.
-    assert lease.expires_at(100.0, 110.0) == (110.0 + lease.FAILSAFE_REPLY_SECONDS
-                                              + lease.AGENT_INTERVAL_SECONDS + reaction)
+    assert lease.expires_at(100.0, 110.0) == 110.0 + lease.FAILSAFE_REPLY_SECONDS + reaction
     clock = lease.LeaseClock(started=50.0)
     # Never renewed by this process: renewals by another happened before it started.
     assert clock.expiry(L, "t", now=60.0) == lease.expires_at(50.0, 60.0)

@@ -266,3 +266,24 @@ def _settings() -> settings:
 
 def test_failover_decisions_hold_their_invariants() -> None:
     run_state_machine_as_test(FailoverModel, settings=_settings())
+
+
+def test_a_crashed_leader_that_restarts_while_the_new_one_is_cut_off_comes_back_gated() -> None:
+    """Found by the state machine once the model lacked start.sh's gate: the old leader stopped itself
+    (no renewal, no follower replying), a follower was promoted, the new leader was then cut off, and the
+    old one's container restarted and found no other primary on rw. It must take no application commit
+    until its lease holds (it never will: the operator does not renew a leader it does not want)."""
+    s = FailoverModel()
+    s.start(mode="sync-preferred", sync_replicas=1, pod_lost_timeout=0.0, allow_data_loss=False)
+    s.operator_tick(dt=0.0)
+    s.time_passes(dt=2.0)
+    s.client_commits(begin_read_write=False, via=None)
+    s.a_second_passes(records=(0, 0, 0), replay=False, writes=0)
+    assert s.cluster.status.get("currentLeader") == "a-db-1"
+    s.isolate(name="leader")
+    s.fault(fault="restart", name="a-db-0")
+    assert s.cluster.members["a-db-0"].gated
+    assert not s.cluster.commit("a-db-0", True)
+    s.fault_while_the_operator_acts(action=0, fault="commit", name="a-db-0")
+    s.a_second_passes(records=(0, 0, 0), replay=False, writes=0)
+    s.no_split_brain_the_operator_could_prevent()

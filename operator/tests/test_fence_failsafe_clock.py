@@ -16,11 +16,14 @@ LATER = "2099-01-01 00:00:01+00"
 
 
 def holds(*steps: tuple[float, tuple[str, ...]]) -> list[bool]:
-    """Feed the agent's failsafe check one member list per step, at the given time on its own clock."""
+    """Feed the agent's failsafe check one member list per step, at the given time on its own clock; each
+    step's query started at that time, so the previous step's time is when the previous query started."""
     lines = [f"source {FENCE}", "NOW=0", "uptime_s() { echo \"$NOW\"; }"]
+    since = steps[0][0]
     for now, members in steps:
         args = " ".join(f"'{m}'" for m in members)
-        lines.append(f"NOW={now}; if failsafe_holds {args}; then echo yes; else echo no; fi")
+        lines.append(f"NOW={now}; if failsafe_holds {since} {args}; then echo yes; else echo no; fi")
+        since = now
     out = subprocess.run(["bash", "-c", "\n".join(lines)], capture_output=True, text=True, check=True,
                          env={"ARCHOP_SOURCE_ONLY": "1", "PGDATA": "/nonexistent",
                               "ARCHOP_FAILSAFE_REPLY_SECONDS": f"{lease.FAILSAFE_REPLY_SECONDS:g}",
@@ -28,13 +31,13 @@ def holds(*steps: tuple[float, tuple[str, ...]]) -> list[bool]:
     return [w == "yes" for w in out.stdout.split()]
 
 
-def test_a_reply_counts_from_when_the_agent_saw_it_change_not_from_its_timestamp():
+def test_a_reply_counts_from_before_the_agent_saw_it_change_not_from_its_timestamp():
     reply = lease.FAILSAFE_REPLY_SECONDS
     got = holds(
         (100.0, (f"db-1|{AHEAD}",)),  # first sighting: it may be old, it does not count yet
-        (100.5, (f"db-1|{LATER}",)),  # a new reply: counts from now, on this clock
-        (100.5 + reply - 0.1, (f"db-1|{LATER}",)),  # no newer reply, still within the window
-        (100.5 + reply + 0.1, (f"db-1|{LATER}",)),  # nothing new for longer than the window: over,
+        (100.5, (f"db-1|{LATER}",)),  # a new reply: it arrived after the previous look (100.0), on this clock
+        (100.0 + reply - 0.1, (f"db-1|{LATER}",)),  # no newer reply, still within the window
+        (100.0 + reply + 0.1, (f"db-1|{LATER}",)),  # nothing new for longer than the window: over,
     )  # although the follower's timestamp is still in the future
     assert got == [False, True, True, False]
 

@@ -8,7 +8,8 @@ The leader holds the lease while either
   state_change), so no two clocks are compared; or
 - failsafe: every follower the operator may promote (the MEMBERS_SETTING list, which the operator keeps on
   the leader) streams from it and a new reply from it arrived within FAILSAFE_REPLY_SECONDS, timed by the
-  agent on the leader's clock (a reply carries the follower's clock, which is never compared). A failover
+  agent on the leader's clock (a reply carries the follower's clock, which is never compared): the agent
+  dates a reply by the start of its previous look, before which it had not arrived. A failover
   detaches the followers before promoting one, which ends this; while no failover can happen it lets the
   leader write through an operator restart.
 When neither holds the agent stops the postmaster (the hard fence) within AGENT_INTERVAL_SECONDS.
@@ -38,10 +39,9 @@ MARGIN_SECONDS = 1.0
 
 def expires_at(renewed_at: float, detached_at: float) -> float:
     """When the old leader's lease has surely run out, on the operator's clock: TTL after the last renewal,
-    or FAILSAFE_REPLY after a follower of the lease stopped replying to it (it was detached) plus one agent
-    interval (the agent times a reply from the check that first saw it), whichever is later; then the
-    agent's next check and its stop."""
-    return (max(renewed_at + TTL_SECONDS, detached_at + FAILSAFE_REPLY_SECONDS + AGENT_INTERVAL_SECONDS)
+    or FAILSAFE_REPLY after a follower of the lease stopped replying to it (it was detached; the agent dates a
+    reply no later than its arrival), whichever is later; then the agent's next check and its stop."""
+    return (max(renewed_at + TTL_SECONDS, detached_at + FAILSAFE_REPLY_SECONDS)
             + AGENT_INTERVAL_SECONDS + MARGIN_SECONDS)
 
 

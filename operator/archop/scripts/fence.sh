@@ -59,21 +59,24 @@ lease_query() {
 }
 
 declare -A REPLY_SEEN=()  # follower -> the reply_time last seen
-declare -A REPLY_AT=()    # follower -> /proc/uptime when that value was first seen
+declare -A REPLY_AT=()    # follower -> /proc/uptime before which that reply had not arrived
+SAMPLED_AT=""             # /proc/uptime taken before the last query that answered
 
-# Whether every member sent a new reply within REPLY seconds, timed on this clock: a value counts from the
-# check that first saw it, at most one interval after it arrived. A value seen for the first time (the agent
-# just started) does not count until it changes, since it may be old.
+# failsafe_holds SINCE LINE...: whether every member sent a new reply within REPLY seconds, timed on this
+# clock. SINCE is when the previous answered query started: a reply_time that differs from the one that query
+# saw arrived after SINCE, so SINCE is a lower bound of its arrival, and the failsafe ends no later than
+# REPLY after the reply really arrived. A value seen for the first time (the agent just started, or the
+# follower just came back) does not count until it changes, since it may be old.
 failsafe_holds() {
-  local line m r now ok=0
-  now=$(uptime_s)
+  local since=$1 line m r ok=0
+  shift
   for line in "$@"; do
     m=${line%%|*} r=${line#*|}
     if [[ -z $r ]]; then ok=1; unset "REPLY_SEEN[$m]" "REPLY_AT[$m]"; continue; fi
     if [[ ${REPLY_SEEN[$m]+set} != set ]]; then
       REPLY_SEEN[$m]=$r REPLY_AT[$m]=""
     elif [[ ${REPLY_SEEN[$m]} != "$r" ]]; then
-      REPLY_SEEN[$m]=$r REPLY_AT[$m]=$now
+      REPLY_SEEN[$m]=$r REPLY_AT[$m]=$since
     fi
     if [[ -z ${REPLY_AT[$m]} ]] || older_than "${REPLY_AT[$m]}" "$REPLY"; then ok=1; fi
   done
@@ -84,16 +87,18 @@ failsafe_holds() {
 # subshell: failsafe_holds keeps its times across checks.
 LEASE=""
 lease_state() {
-  local out lines
+  local out lines started since
   LEASE=""
+  started=$(uptime_s)
   out=$(lease_query) || return 1
   [[ -n $out ]] || return 1
+  since=${SAMPLED_AT:-$started} SAMPLED_AT=$started
   mapfile -t lines <<<"$out"
   case ${lines[0]} in
     standby) LEASE=standby ;;
     # Replies are timed while renewed too, so that the failsafe holds the moment the renewals stop.
-    renewed) failsafe_holds "${lines[@]:1}"; LEASE=renewed ;;
-    primary) if failsafe_holds "${lines[@]:1}"; then LEASE=failsafe; else LEASE=expired; fi ;;
+    renewed) failsafe_holds "$since" "${lines[@]:1}"; LEASE=renewed ;;
+    primary) if failsafe_holds "$since" "${lines[@]:1}"; then LEASE=failsafe; else LEASE=expired; fi ;;
     *) return 1 ;;
   esac
 }
