@@ -45,6 +45,7 @@ def summarise(scenario: str, sync: bool, results: list[RunResult], durability: s
         # Per run: fault -> failover started, and the operator's failover itself (None: no failover).
         "detect_runs_s": [r.detect_s for r in results],
         "failover_runs_s": [r.failover_s for r in results],
+        "operator_with_leader_runs": [r.operator_with_leader for r in results],
     }
 
 
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{scenario} sync={sync} run {i + 1}: rto={r.rto_s:.2f}s lost={r.lost} "
                     f"rejoin={r.rejoin_s:.1f}s split_brain={r.split_brain} direct={r.split_brain_direct} "
                     f"{r.old_leader}->{r.new_leader} acks={r.direct_acks} detect={r.detect_s}s "
-                    f"failover={r.failover_s}s",
+                    f"failover={r.failover_s}s operator_with_leader={r.operator_with_leader}",
                     flush=True,
                 )
                 results.append(r)

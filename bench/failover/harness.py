@@ -448,6 +448,16 @@ def operator_leader() -> str:
     return str(lease["spec"]["holderIdentity"])
 
 
+def operator_with_leader(arch: Arch, leader: str) -> bool | None:
+    """Whether the operator's Lease holder runs on the leader's node (a node fault then takes both, and the
+    standby's takeover adds to the RTO). None when it cannot be told."""
+    try:
+        holder = get("pod", operator_leader(), OPERATOR_NAMESPACE)
+        return bool(holder["spec"]["nodeName"] == node_of(arch, leader))
+    except (RuntimeError, KeyError, ValueError, subprocess.SubprocessError):
+        return None
+
+
 _SIGNAL_POSTGRES = (
     'for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = postgres ] && '
     "kill -{sig} ${{p#/proc/}}; done; true"
@@ -761,6 +771,7 @@ class RunResult:
     # promotion, rewiring). The rest of the RTO is the Service change reaching the client and its next try.
     detect_s: float | None = None
     failover_s: float | None = None
+    operator_with_leader: bool | None = None  # the Lease holder ran on the leader's node at the fault
 
 
 def failover_breakdown(arch: Arch, fault_at: float) -> tuple[float | None, float | None]:
@@ -838,6 +849,7 @@ def run_once(arch: Arch, scenario: str, hold_s: float = 20.0, timeout: float = 3
     labels: list[tuple[float, dict[str, str]]] = []
     leader = arch.leader()
     time.sleep(2)
+    together = operator_with_leader(arch, leader)
     fault_at, state = inject(scenario, arch, leader, plan)
     back_from = fault_at
     undone = scenario not in UNDOABLE
@@ -898,6 +910,7 @@ def run_once(arch: Arch, scenario: str, hold_s: float = 20.0, timeout: float = 3
             counts,
             detect_s,
             failover_s,
+            together,
         )
     finally:
         if not undone:
