@@ -200,7 +200,8 @@ def ca_secret(arch: str, namespace: str, ca: KeyPair) -> dict[str, Any]:
 def server_secret(arch: str, namespace: str, server: KeyPair, ca: KeyPair) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
             "metadata": meta(arch, namespace, names.db_tls_secret(arch), names.DATABASE),
-            "data": {TLS_CERT: _b64(server.cert_pem), TLS_KEY: _b64(server.key_pem), CA_CERT: _b64(ca.cert_pem)}}
+            "data": {TLS_CERT: _b64(server.cert_pem), TLS_KEY: _b64(server.key_pem),
+                     CA_CERT: _b64(ca.cert_pem)}}
 
 
 def ca_bundle(arch: str, namespace: str, ca: KeyPair) -> dict[str, Any]:
@@ -230,7 +231,8 @@ def read_ca_cert(secret: Mapping[str, Any]) -> str:
         pem = base64.b64decode((secret.get("data") or {})[CA_CERT]).decode()
         x509.load_pem_x509_certificate(pem.encode())
     except (KeyError, ValueError, TypeError) as exc:
-        raise TlsError(f"Secret {(secret.get('metadata') or {}).get('name')} has no readable {CA_CERT}") from exc
+        name = (secret.get("metadata") or {}).get("name")
+        raise TlsError(f"Secret {name} has no readable {CA_CERT}") from exc
     return pem
 
 
@@ -254,8 +256,8 @@ class TlsPlan:
     revision: str
 
 
-def plan(arch: str, namespace: str, found_ca: Mapping[str, Any] | None, found_server: Mapping[str, Any] | None,
-         issuer: Issuer | None = None) -> TlsPlan:
+def plan(arch: str, namespace: str, found_ca: Mapping[str, Any] | None,
+         found_server: Mapping[str, Any] | None, issuer: Issuer | None = None) -> TlsPlan:
     """The TLS step of a reconcile from the Secrets as they are (both already checked to be this
     Architecture's, None when absent)."""
     issuer = issuer or Issuer()
@@ -266,8 +268,8 @@ def plan(arch: str, namespace: str, found_ca: Mapping[str, Any] | None, found_se
     else:
         read = _read(found_ca, CA_CERT, CA_KEY)
         if read is None or not _loads(read):
-            raise TlsError(f"Secret {names.ca_secret(arch)} holds no usable {CA_CERT} and {CA_KEY}; the operator "
-                           "never replaces a CA by itself (docs/security.md, TLS)")
+            raise TlsError(f"Secret {names.ca_secret(arch)} holds no usable {CA_CERT} and {CA_KEY}; the "
+                           "operator never replaces a CA by itself (docs/security.md, TLS)")
         ca = read
     dns = server_names(arch, namespace)
     current = _read(found_server, TLS_CERT, TLS_KEY) if found_server is not None else None
