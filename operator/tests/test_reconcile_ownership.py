@@ -103,7 +103,7 @@ def test_a_fresh_stack_is_created(monkeypatch: pytest.MonkeyPatch, emitted: list
     applied = [u for m, u in api.writes() if m == "PATCH"]
     assert url("Service", "shop-db-rw") in applied and url("Ingress", "shop-ingress") in applied
     assert all("uid" not in b["metadata"] for m, _, b in api.sent if m == "PATCH" and b and "kind" in b)
-    assert sorted(u for m, u in api.writes() if m == "POST") == ["secrets"] * 4
+    assert sorted(u for m, u in api.writes() if m == "POST") == ["secrets"] * 6  # 4 passwords, CA, server
     assert not [w for w in api.writes() if w[0] == "DELETE"]  # nothing to prune: nothing there
     status = api.status_patches()
     assert status["foreignObjects"] == []
@@ -162,7 +162,8 @@ def test_existing_children_are_applied_by_uid_and_only_ours_are_pruned(monkeypat
     rw = next(b for m, u, b in api.sent if m == "PATCH" and u == url("Service", "shop-db-rw"))
     assert rw["metadata"]["uid"] == "uid-of-shop-db-rw"
     assert url("Secret", "shop-db-app") in api.objects and ("POST", "secrets") in api.writes()
-    assert sum(1 for m, u in api.writes() if m == "POST") == 3  # the existing Secret is not created again
+    # The existing Secret is not created again (3 passwords, the CA and the server certificate are).
+    assert sum(1 for m, u in api.writes() if m == "POST") == 5
     deletes = [(u, b) for m, u, b in api.sent if m == "DELETE"]
     assert deletes == [(url("HorizontalPodAutoscaler", "shop-app"),
                         {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background",
