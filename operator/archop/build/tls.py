@@ -249,8 +249,8 @@ class TlsPlan:
     """What the reconcile does about TLS: create what is missing, replace a server certificate that needs
     it (`renewal` says why), apply the CA bundle, and stamp the pods with `revision`."""
 
-    create: tuple[dict[str, Any], ...]
-    replace: dict[str, Any] | None
+    create: tuple[dict[str, Any], ...] = field(repr=False)  # Secrets with private keys: never in a repr
+    replace: dict[str, Any] | None = field(repr=False)
     renewal: Renewal
     bundle: dict[str, Any]
     revision: str
