@@ -319,7 +319,15 @@ def run_script(script: str, env: dict[str, str], log: Path, args: str = "") -> s
         f'{args}source "{_scripts_dir() / script}"',
     ]
     out = open(log, "a")  # noqa: SIM115 - the child keeps it
-    return subprocess.Popen(_as_postgres(cmd), stdout=out, stderr=subprocess.STDOUT)
+    # A process group of its own: runuser does not pass SIGKILL on, so only stop_script ends the script.
+    return subprocess.Popen(_as_postgres(cmd), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_script(proc: subprocess.Popen) -> None:
+    """SIGKILL a script started by run_script and everything it started (its whole process group)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
 
 
 def run_script_function(script: str, env: dict[str, str], body: str) -> subprocess.CompletedProcess:

@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repo root, home of testsupport/
 
-from testsupport.postgres import PgInstance, make_base  # noqa: E402
+from testsupport.postgres import PgInstance, make_base, stop_script  # noqa: E402
 
 
 class Cluster:
@@ -40,9 +40,7 @@ class Cluster:
             except subprocess.CalledProcessError:
                 inst.kill()
         for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait(timeout=10)
+            stop_script(p)
 
 
 @pytest.fixture
