@@ -20,7 +20,7 @@ from archop import apply, names
 from archop.build.database import script
 from archop.failover import decide as d
 from archop.failover import lease
-from archop.health.probe import Target, Verify, connect
+from archop.health.probe import Target, Verify, bounded, connect
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +290,7 @@ class LeaseSession:
         try:
             if self._conn is None or self._conn.closed:
                 self._conn = await connect(replace(target, application_name=lease.SESSION), 1.0, 1000)
-            await asyncio.wait_for(self._conn.execute("select 1"), 1.5)
+            await bounded(self._conn, self._conn.execute("select 1"), 1.5)
             return True
         except (OSError, psycopg.Error, TimeoutError) as exc:
             log.info("leader lease renewal on %s failed: %s", pod, type(exc).__name__)

@@ -7,8 +7,9 @@ never more. Errors are reduced to their class and first line (they never contain
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -114,6 +115,24 @@ async def connect(target: Target, timeout: float = 1.0,
         psycopg.AsyncConnection.connect(**target.kwargs(timeout, statement_timeout_ms)), timeout)
 
 
+T = TypeVar("T")
+
+
+async def bounded(conn: psycopg.AsyncConnection, work: Awaitable[T], timeout: float) -> T:
+    """Await `work` (a query on `conn`) for at most `timeout` seconds. On expiry the connection is closed,
+    not cancelled: psycopg answers a cancelled query by sending the server a cancel request and waiting up
+    to 5 s for it and 5 s more for the query to end, which a partitioned or frozen server never does, and a
+    monitor tick or a lease renewal stuck for 10 s delays a failover by as much."""
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if task in done:
+        return task.result()
+    conn.pgconn.finish()  # the socket is gone: psycopg sees no active query left to cancel
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    raise TimeoutError(f"no answer within {timeout:g}s; connection closed")
+
+
 async def probe(target: Target, timeout: float = 1.0) -> Probe:
     try:
         conn = await connect(target, timeout)
@@ -121,7 +140,7 @@ async def probe(target: Target, timeout: float = 1.0) -> Probe:
         return Probe(reachable=False, error=short_error(exc), refused="Connection refused" in str(exc))
     try:
         async with conn:
-            return await asyncio.wait_for(_query(conn), timeout + 1.0)
+            return await bounded(conn, _query(conn), timeout + 1.0)
     except (OSError, psycopg.Error, TimeoutError) as exc:
         return Probe(reachable=False, error=short_error(exc))
 
