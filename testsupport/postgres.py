@@ -224,15 +224,45 @@ def _scripts_dir() -> Path:
     return Path(str(resources.files("archop").joinpath("scripts")))
 
 
+def tls_dir(base: Path) -> Path:
+    return base / "tls"
+
+
+def write_tls(base: Path, files: dict[str, str]) -> Path:
+    """The pods' N-db-tls Secret volume ({tls.crt, tls.key, ca.crt}: PEM text) in tls_dir(base), as the
+    kubelet makes it: owner root, group postgres (fsGroup), mode 0440. Write it before the first
+    script_env of `base`: the instances of a base with certificates run the shipped pg_hba.conf (TLS only)
+    without its loopback trust line, so their TCP connections on loopback take the path remote ones take."""
+    d = tls_dir(base)
+    d.mkdir(exist_ok=True)
+    for name, text in files.items():
+        f = d / name
+        f.write_text(text)
+        if os.geteuid() == 0:
+            shutil.chown(f, "root", RUN_AS)
+            os.chmod(f, 0o440)
+        else:
+            os.chmod(f, 0o600)
+    return d
+
+
 def script_env(base: Path, name: str, port: int, primary_port: int, **extra: str) -> dict[str, str]:
-    """The environment the StatefulSet gives a database pod, pointed at loopback."""
+    """The environment the StatefulSet gives a database pod, pointed at loopback. Without certificates
+    (write_tls) the servers run without TLS and the scripts connect with sslmode=disable."""
     conf = base / "conf"
+    tls = tls_dir(base).exists()
     if not conf.exists():
         conf.mkdir()
-        shipped = ("postgresql.conf", "stop.sql")  # as in the pods' N-db-config ConfigMap (HBA: loopback's)
+        shipped = ("postgresql.conf", "stop.sql")  # as in the pods' N-db-config ConfigMap (HBA: see above)
         for f in shipped:
             shutil.copy(_scripts_dir() / f, conf / f)
-        (conf / "pg_hba.conf").write_text(HBA)
+        if tls:
+            hba = (_scripts_dir() / "pg_hba.conf").read_text().splitlines(keepends=True)
+            (conf / "pg_hba.conf").write_text("".join(line for line in hba if "127.0.0.1/32" not in line))
+        else:
+            (conf / "pg_hba.conf").write_text(HBA)
+            with open(conf / "postgresql.conf", "a") as f:
+                f.write("ssl = off\n")
         for p in (conf, *(conf / f for f in shipped), conf / "pg_hba.conf"):
             _own(p)
     env = {
@@ -253,7 +283,10 @@ def script_env(base: Path, name: str, port: int, primary_port: int, **extra: str
         "ARCHOP_SECRETS_DIR": str(base / "secrets"),
         "POSTGRES_USER": "postgres",
         "REPLICATION_USER": "postgres",
+        "ARCHOP_TLS_DIR": str(tls_dir(base)),
     }
+    if not tls:
+        env["ARCHOP_SSLMODE"] = "disable"
     env.update(extra)
     return env
 

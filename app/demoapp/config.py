@@ -28,6 +28,9 @@ class Settings:
     db_name: str = "app"
     db_user: str = "app"
     db_password: str = field(default="", repr=False)  # repr=False: never in logs or tracebacks
+    # TLS to the database: the operator sets verify-full and the CA file it mounts; unset, libpq's defaults.
+    db_sslmode: str | None = None
+    db_sslrootcert: str | None = None
     redis_host: str | None = None  # None: no cache
     redis_port: int = 6379
     redis_password: str = field(default="", repr=False)
@@ -57,6 +60,8 @@ class Settings:
             db_name=e.get("DEMOAPP_DB_NAME", d.db_name),
             db_user=e.get("DEMOAPP_DB_USER", d.db_user),
             db_password=e.get("DEMOAPP_DB_PASSWORD", d.db_password),
+            db_sslmode=e.get("DEMOAPP_DB_SSLMODE") or None,
+            db_sslrootcert=e.get("DEMOAPP_DB_SSLROOTCERT") or None,
             redis_host=e.get("DEMOAPP_REDIS_HOST") or None,
             redis_port=int(e.get("DEMOAPP_REDIS_PORT", d.redis_port)),
             redis_password=e.get("DEMOAPP_REDIS_PASSWORD", d.redis_password),
@@ -72,10 +77,12 @@ class Settings:
         host, port = (self.db_rw_host, self.db_rw_port) if role == "rw" else (
             self.db_ro_host or self.db_rw_host, self.db_ro_port if self.db_ro_host else self.db_rw_port)
         attrs = "read-write" if role == "rw" else "any"
+        tls = "".join(f" {k}={v}" for k, v in (("sslmode", self.db_sslmode),
+                                                ("sslrootcert", self.db_sslrootcert)) if v)
         return (f"host={host} port={port} dbname={self.db_name} user={self.db_user} "
                 f"connect_timeout={self.db_connect_timeout} target_session_attrs={attrs} "
                 f"application_name=demoapp-{role} keepalives=1 keepalives_idle=5 keepalives_interval=2 "
-                f"keepalives_count=2 tcp_user_timeout=5000")
+                f"keepalives_count=2 tcp_user_timeout=5000{tls}")
 
     @property
     def cache_active(self) -> bool:

@@ -155,3 +155,11 @@ def test_position_rows() -> None:
     assert position((True, "0/3000148")) == Position(True, Lsn(0x3000148))
     assert position((False, "1/0")) == Position(False, Lsn(1 << 32))
     assert position((True, None)) == Position(True, Lsn(0))  # a follower that has replayed nothing yet
+
+
+def test_conninfo_verifies_the_database_when_told() -> None:
+    s = Settings.from_env({**ENV, "DEMOAPP_DB_SSLMODE": "verify-full",
+                           "DEMOAPP_DB_SSLROOTCERT": "/etc/archop-db-ca/ca.crt"})
+    for role in ("rw", "ro"):
+        assert s.conninfo(role).endswith(" sslmode=verify-full sslrootcert=/etc/archop-db-ca/ca.crt")
+    assert "sslmode" not in Settings.from_env(ENV).conninfo("rw")  # unset: libpq's defaults (local tests)

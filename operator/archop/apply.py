@@ -171,6 +171,18 @@ def create_if_absent(client: pykube.HTTPClient, manifest: dict[str, Any], owner:
     return _check(response, "creating", what, ok_codes=(409,))
 
 
+def replace_secret_data(client: pykube.HTTPClient, manifest: dict[str, Any], uid: str,
+                        resource_version: str) -> bool:
+    """Replace an existing Secret's data (a reissued certificate) with the manifest's. Only the object that
+    was read: the patch carries its uid and resourceVersion, and the API server refuses it (409) when the
+    Secret was replaced or written since. False then; the caller reads it again."""
+    meta = manifest["metadata"]
+    return merge_patch(client, "v1", "Secret", meta["namespace"], meta["name"],
+                       {"metadata": {"uid": uid, "resourceVersion": resource_version},
+                        "data": manifest["data"]},
+                       "renewing", f"Secret {meta['namespace']}/{meta['name']}", ok_codes=(409, 422))
+
+
 def delete(client: pykube.HTTPClient, manifest: dict[str, Any], uid: str | None = None) -> bool:
     """Delete one object (its dependents in the background). True when something was deleted.
 

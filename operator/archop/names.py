@@ -95,6 +95,21 @@ def db_secret(arch: str, user: str) -> str:
     return f"{arch}-db-{user}"
 
 
+def ca_secret(arch: str) -> str:
+    """The operator-managed CA of the database's TLS (ca.crt, ca.key)."""
+    return f"{arch}-ca"
+
+
+def db_tls_secret(arch: str) -> str:
+    """The database servers' certificate and key (tls.crt, tls.key, ca.crt)."""
+    return f"{arch}-db-tls"
+
+
+def db_ca_bundle(arch: str) -> str:
+    """ConfigMap with the CA certificate alone (ca.crt): what clients outside the database pods mount."""
+    return f"{arch}-db-ca"
+
+
 def db_pod(arch: str, ordinal: int) -> str:
     return f"{arch}-db-{ordinal}"
 

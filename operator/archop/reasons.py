@@ -31,6 +31,7 @@ ALL_CHILDREN_OWNED = "AllChildrenOwned"  # ChildrenOwned is True
 CHILDREN_APPLIED = "ChildrenApplied"
 RECONCILE_FAILED = "ReconcileFailed"
 SECRETS_CREATED = "SecretsCreated"
+SERVER_CERTIFICATE_RENEWED = "ServerCertificateRenewed"
 FOLLOWERS_SCALED = "FollowersScaled"
 UNSAFE_CHANGE_REFUSED = "UnsafeChangeRefused"
 VOLUMES_GROWN = "VolumesGrown"

@@ -83,6 +83,9 @@ class FailoverSpec:
         )
 
 
+MAX_FOLLOWERS = 9  # the CRD's maximum of spec.database.followers
+
+
 @dataclass(frozen=True)
 class DatabaseSpec:
     image: str | None = None  # None: the operator-wide default (config.py)

@@ -80,12 +80,14 @@ def test_app_env_is_the_documented_contract() -> None:
     env = {e["name"]: e for e in app.app_env(name, NAMESPACE, spec)}
     assert set(env) == {
         "DEMOAPP_PORT", "DEMOAPP_METRICS_PORT", "DEMOAPP_DB_RW_HOST", "DEMOAPP_DB_RO_HOST", "DEMOAPP_DB_PORT",
-        "DEMOAPP_DB_NAME",
+        "DEMOAPP_DB_NAME", "DEMOAPP_DB_SSLMODE", "DEMOAPP_DB_SSLROOTCERT",
         "DEMOAPP_DB_USER", "DEMOAPP_DB_PASSWORD", "DEMOAPP_REDIS_HOST", "DEMOAPP_REDIS_PORT",
         "DEMOAPP_REDIS_PASSWORD", "DEMOAPP_CACHE_ENABLED", "DEMOAPP_CACHE_TTL_SECONDS"}
     assert env["DEMOAPP_DB_RW_HOST"]["value"] == "shop-db-rw.demo.svc"
     assert env["DEMOAPP_DB_RO_HOST"]["value"] == "shop-db-ro.demo.svc"
     assert env["DEMOAPP_REDIS_HOST"]["value"] == "shop-cache.demo.svc"
+    assert env["DEMOAPP_DB_SSLMODE"]["value"] == "verify-full"
+    assert env["DEMOAPP_DB_SSLROOTCERT"]["value"] == f"{app.DB_CA_DIR}/ca.crt"
     def ref_of(var: str) -> dict[str, str]:
         return env[var]["valueFrom"]["secretKeyRef"]
 

@@ -152,3 +152,50 @@ def test_scripts_need_no_root(script: str):
     assert not re.search(r"(^\s*|[;&|`]\s*|\$\(\s*)" + commands, text, re.MULTILINE)
     assert [line.strip() for line in text.splitlines() if re.search(r"\bchmod\b", line)] == (
         ['chmod 700 "$PGDATA"'] if script == "start.sh" else [])
+
+
+def test_tls_files_and_passfile_hosts():
+    sts = build()["StatefulSet", "demo-db"]
+    pod = sts["spec"]["template"]["spec"]
+    containers = {c["name"]: c for c in pod["containers"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    # Root-owned (the kubelet), group fsGroup, no write or other access: what Postgres accepts for a key.
+    assert volumes["tls"]["secret"] == {"secretName": "demo-db-tls", "defaultMode": 0o440, "items": [
+        {"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"},
+        {"key": "ca.crt", "path": "ca.crt"}]}
+    assert pod["securityContext"]["fsGroup"] == db.UID
+    mounts = containers["postgres"]["volumeMounts"]
+    assert {"name": "tls", "mountPath": db.TLS_DIR, "readOnly": True} in mounts
+    assert "tls" not in {m["name"] for m in containers["fence"]["volumeMounts"]}
+    env = {e["name"]: e for e in containers["postgres"]["env"]}
+    assert env["ARCHOP_TLS_DIR"]["value"] == "/etc/archop-tls"
+    assert env["ARCHOP_PASSFILE_HOSTS"]["valueFrom"]["configMapKeyRef"] == {
+        "name": "demo-db-config", "key": "passfile-hosts"}
+    hosts = build()["ConfigMap", "demo-db-config"]["data"]["passfile-hosts"].split()
+    assert hosts[0] == "demo-db-rw.ns.svc" and "*" not in " ".join(hosts)
+    assert hosts[1:] == [f"demo-db-{i}.demo-db-headless.ns.svc" for i in range(10)]
+
+
+def test_a_certificate_stamp_changes_only_the_database_pod_template():
+    manifests = list(build().values())
+    db.stamp_certificate(manifests, "demo-db", "abc")
+    sts = next(m for m in manifests if m["kind"] == "StatefulSet")
+    assert sts["spec"]["template"]["metadata"]["annotations"] == {db.CERT_ANNOTATION: "abc"}
+
+
+def test_postgres_serves_tls_and_refuses_plain_tcp():
+    conf = db.script("postgresql.conf")
+    assert re.search(r"^ssl = on$", conf, re.MULTILINE)
+    rules = [line.split() for line in db.script("pg_hba.conf").splitlines()
+             if line.strip() and not line.startswith("#")]
+    remote = [r for r in rules if r[0] not in ("local",) and r[3] != "127.0.0.1/32"]
+    assert {r[0] for r in remote} == {"hostssl", "hostnossl"}
+    assert all(r[4] == "reject" for r in remote if r[0] == "hostnossl")
+    assert {(r[1], r[3]) for r in remote if r[0] == "hostnossl"} == {
+        (d, a) for d in ("all", "replication") for a in ("0.0.0.0/0", "::/0")}
+    assert all(r[4] == "scram-sha-256" for r in remote if r[0] == "hostssl")
+    start = db.script("start.sh")
+    # Every connection to another instance verifies it; none is left on libpq's default sslmode.
+    for client in ("psql", "pg_basebackup", "pg_rewind", "pg_isready -q -d", "primary_conninfo = "):
+        assert client in start
+    assert start.count("$CLIENT_TLS") == 5  # psql, pg_isready, primary_conninfo, pg_basebackup, pg_rewind

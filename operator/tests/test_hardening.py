@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
+import os
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +19,9 @@ import pytest
 from archop.build import build_all, cache
 from archop.build import database as db
 from archop.build.secrets import build_secrets
-from archop.health.probe import Target
+from archop.failover.act import follower_conninfo
+from archop.handlers.monitor import DbMonitor
+from archop.health.probe import Target, Verify
 from archop.spec import ArchitectureSpec
 from buildfixtures import NAMESPACE, SETTINGS, STUB_CDN_CONF, counting_passwords, example_specs
 from pss import restricted_violations
@@ -294,3 +298,31 @@ def test_probe_target_repr_never_shows_the_password() -> None:
         assert "s3cret-pw" not in text
         assert "10.0.0.7" in text  # still useful in a log line
     assert t.kwargs(1.0, None)["password"] == "s3cret-pw"  # and still used to connect
+
+
+def test_a_verified_target_dials_the_address_and_checks_the_name() -> None:
+    t = Target(host="10.0.0.7", password="s3cret-pw", verify=Verify("shop-db-0.shop-db-headless.demo.svc",
+                                                                   "/tmp/ca.crt"))
+    kw = t.kwargs(1.0, None)
+    assert (kw["host"], kw["hostaddr"], kw["sslmode"], kw["sslrootcert"]) == (
+        "shop-db-0.shop-db-headless.demo.svc", "10.0.0.7", "verify-full", "/tmp/ca.crt")
+    assert "s3cret-pw" not in repr(t)
+    conninfo = follower_conninfo("shop-db-0.shop-db-headless.demo.svc", 5432, "replicator", "shop-db-1",
+                                 "/p/archop.pgpass", hostaddr="10.0.0.7",
+                                 sslrootcert="/etc/archop-tls/ca.crt")
+    assert "sslmode=verify-full sslrootcert=/etc/archop-tls/ca.crt" in conninfo
+    assert "host=shop-db-0.shop-db-headless.demo.svc hostaddr=10.0.0.7" in conninfo
+
+
+def test_the_monitor_makes_no_target_without_the_ca() -> None:
+    mon = DbMonitor("shop", "demo", "uid", api=None, logger=logging.getLogger("t"))
+    mon.secret = ("postgres", "pw")
+    assert mon._target_at("shop-db-0", "10.0.0.7") is None  # fail closed: never probed unverified
+    mon._write_ca("-----BEGIN CERTIFICATE-----\n")
+    try:
+        assert mon.ca_file is not None and (os.stat(mon.ca_file).st_mode & 0o777) == 0o600
+        t = mon._target_at("shop-db-0", "10.0.0.7")
+        assert t is not None and t.verify == Verify("shop-db-0.shop-db-headless.demo.svc", mon.ca_file)
+    finally:
+        mon.forget_ca()
+    assert mon.ca_file is None

@@ -36,7 +36,7 @@ import requests
 import test_chart as chart
 import yaml
 from archop import apply, main, names, permissions
-from archop.build import build_all, optional_children, secrets
+from archop.build import build_all, optional_children, secrets, tls
 from archop.config import Settings
 from archop.permissions import APPLICATION, FRAMEWORK, LEADER_ELECTION, NEEDS, NODES, Scope
 from archop.spec import ArchitectureSpec
@@ -332,6 +332,14 @@ def _secrets() -> set[tuple[str, str]]:
     return {(m["apiVersion"], m["kind"]) for m in secrets.build_secrets("shop", "demo")}
 
 
+def _tls() -> set[tuple[str, str]]:
+    return {(m["apiVersion"], m["kind"]) for m in tls.stubs("shop", "demo")}
+
+
+def _tls_secrets() -> set[tuple[str, str]]:
+    return {(m["apiVersion"], m["kind"]) for m in tls.plan("shop", "demo", None, None).create}
+
+
 def _optional() -> set[tuple[str, str]]:
     return {(m["apiVersion"], m["kind"]) for m in optional_children("shop", "demo")}
 
@@ -343,10 +351,12 @@ BUILT: dict[tuple[str, str], Any] = {
     ("build_all", "read_children"): _children,
     ("secrets.build_secrets", "read_children"): _secrets,
     ("absent_optional_children", "read_children"): _optional,
+    ("tls.stubs", "read_children"): _tls,
     # ... then every child is server-side applied ...
     ("build_all", "apply_all"): _children,
     # ... the Secrets are created once ...
     ("secrets.build_secrets", "create_if_absent"): _secrets,
+    ("plan.create", "create_if_absent"): _tls_secrets,  # reconcile._tls: tls.plan(...).create
     # ... and the optional children the spec leaves out are pruned.
     ("absent_optional_children", "delete"): _optional,
 }

@@ -3,13 +3,17 @@ and an ingress host another Architecture holds costs only the Ingress."""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import requests
 from archop import apply, config, events, hosts, names, permissions, reasons
+from archop.build import database as db
+from archop.build import tls
 from archop.config import Settings
 from archop.handlers import reconcile as rec
 
@@ -103,7 +107,7 @@ def test_a_fresh_stack_is_created(monkeypatch: pytest.MonkeyPatch, emitted: list
     applied = [u for m, u in api.writes() if m == "PATCH"]
     assert url("Service", "shop-db-rw") in applied and url("Ingress", "shop-ingress") in applied
     assert all("uid" not in b["metadata"] for m, _, b in api.sent if m == "PATCH" and b and "kind" in b)
-    assert sorted(u for m, u in api.writes() if m == "POST") == ["secrets"] * 4
+    assert sorted(u for m, u in api.writes() if m == "POST") == ["secrets"] * 6  # 4 passwords, CA, server
     assert not [w for w in api.writes() if w[0] == "DELETE"]  # nothing to prune: nothing there
     status = api.status_patches()
     assert status["foreignObjects"] == []
@@ -162,7 +166,8 @@ def test_existing_children_are_applied_by_uid_and_only_ours_are_pruned(monkeypat
     rw = next(b for m, u, b in api.sent if m == "PATCH" and u == url("Service", "shop-db-rw"))
     assert rw["metadata"]["uid"] == "uid-of-shop-db-rw"
     assert url("Secret", "shop-db-app") in api.objects and ("POST", "secrets") in api.writes()
-    assert sum(1 for m, u in api.writes() if m == "POST") == 3  # the existing Secret is not created again
+    # The existing Secret is not created again (3 passwords, the CA and the server certificate are).
+    assert sum(1 for m, u in api.writes() if m == "POST") == 5
     deletes = [(u, b) for m, u, b in api.sent if m == "DELETE"]
     assert deletes == [(url("HorizontalPodAutoscaler", "shop-app"),
                         {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background",
@@ -235,3 +240,62 @@ def test_kept_volumes_release_only_this_architectures_secrets(monkeypatch: pytes
                         {"metadata": {"uid": "uid-of-shop-db-superuser", "ownerReferences": None}})]
     (deleting,) = [m for r, m, _ in emitted if r == reasons.DELETING]
     assert deleting.endswith("with Secrets shop-db-superuser")
+
+
+def _secret_bodies(api: FakeApi) -> dict[str, dict[str, Any]]:
+    return {b["metadata"]["name"]: b for m, u, b in api.sent if m == "POST" and u == "secrets" and b}
+
+
+def test_tls_secrets_are_created_once_owned_and_the_pods_carry_the_certificate(
+        monkeypatch: pytest.MonkeyPatch, emitted: list) -> None:
+    api = FakeApi()
+    run(api, body(), monkeypatch)
+    created = _secret_bodies(api)
+    for secret in ("shop-ca", "shop-db-tls"):
+        refs = created[secret]["metadata"]["ownerReferences"]
+        assert [(r["kind"], r["name"], r["uid"]) for r in refs] == [(names.KIND, "shop", UID)]
+    sts = api.objects[url("StatefulSet", "shop-db")]
+    stamp = sts["spec"]["template"]["metadata"]["annotations"][db.CERT_ANNOTATION]
+    assert stamp == tls.fingerprint(base64.b64decode(created["shop-db-tls"]["data"]["tls.crt"]).decode())
+    bundle = api.objects[url("ConfigMap", "shop-db-ca")]
+    assert bundle["data"]["ca.crt"] == base64.b64decode(created["shop-ca"]["data"]["ca.crt"]).decode()
+    assert bundle["metadata"]["ownerReferences"][0]["uid"] == UID
+    assert not [m for _, m, _ in emitted if "PRIVATE KEY" in m or "BEGIN" in m]
+    # A second reconcile finds them (this Architecture's) and creates or reissues nothing.
+    api.sent.clear()
+    run(api, body(), monkeypatch)
+    assert [u for m, u in api.writes() if m == "POST"] == []
+    assert api.objects[url("StatefulSet", "shop-db")]["spec"]["template"]["metadata"]["annotations"][
+        db.CERT_ANNOTATION] == stamp
+    assert reasons.SERVER_CERTIFICATE_RENEWED not in [r for r, _, _ in emitted]
+
+
+def test_an_expiring_server_certificate_is_reissued_in_place(monkeypatch: pytest.MonkeyPatch,
+                                                            emitted: list) -> None:
+    old = tls.Issuer(now=lambda: datetime.now(UTC) - timedelta(days=350))
+    ca = old.new_ca("ca")
+    server = old.issue_server(ca, tls.server_names("shop", NS))
+    ca_secret = {**tls.ca_secret("shop", NS, ca), **{"metadata": ours("shop-ca")["metadata"]}}
+    tls_secret = tls.server_secret("shop", NS, server, ca)
+    tls_secret["metadata"] = {**ours("shop-db-tls")["metadata"], "resourceVersion": "42"}
+    api = FakeApi({url("Secret", "shop-ca"): ca_secret, url("Secret", "shop-db-tls"): tls_secret})
+    run(api, body(), monkeypatch)
+    patch = next(b for m, u, b in api.sent if m == "PATCH" and u == url("Secret", "shop-db-tls") and b)
+    assert patch["metadata"] == {"uid": "uid-of-shop-db-tls", "resourceVersion": "42"}
+    fresh = tls.KeyPair(base64.b64decode(patch["data"]["tls.crt"]).decode(),
+                        base64.b64decode(patch["data"]["tls.key"]).decode())
+    assert tls.renewal(fresh, ca, tls.server_names("shop", NS), datetime.now(UTC)) is tls.Renewal.CURRENT
+    assert (reasons.SERVER_CERTIFICATE_RENEWED, True) in [(r, "expiring" in m) for r, m, _ in emitted]
+    assert ("POST", "secrets") not in [(m, u) for m, u in api.writes() if "shop-ca" in str(u)]
+    assert sorted(b["metadata"]["name"] for b in _secret_bodies(api).values()) == [
+        "shop-cache", "shop-db-app", "shop-db-replication", "shop-db-superuser"]  # CA kept, not recreated
+    stamp = api.objects[url("StatefulSet", "shop-db")]["spec"]["template"]["metadata"]["annotations"]
+    assert stamp[db.CERT_ANNOTATION] == tls.fingerprint(fresh.cert_pem)
+
+
+def test_a_foreign_ca_secret_stops_everything(monkeypatch: pytest.MonkeyPatch, emitted: list) -> None:
+    api = FakeApi({url("Secret", "shop-ca"): foreign("shop-ca")})
+    with pytest.raises(rec.Blocked):
+        run(api, body(), monkeypatch)
+    assert api.writes() == []
+    assert api.status_patches()["foreignObjects"] == ["Secret shop-ca"]

@@ -13,6 +13,8 @@ APP_UID = 10001  # the demo app image's user archop, uid and gid 10001 (Dockerfi
 NGINX_UID = 101  # the nginx user (uid and gid 101) of the official image; the offline Debian image keeps it
 DB_PORT = 5432
 DB_NAME = "app"
+# The CA certificate (ConfigMap N-db-ca): the app verifies the database servers against it (verify-full).
+DB_CA_DIR = "/etc/archop-db-ca"
 CDN_HASH_ANNOTATION = "archop.io/cdn-config-hash"
 
 
@@ -74,6 +76,8 @@ def app_env(arch: str, namespace: str, spec: ArchitectureSpec) -> list[dict[str,
         {"name": "DEMOAPP_DB_RO_HOST", "value": names.service_host(names.db_ro(arch), namespace)},
         {"name": "DEMOAPP_DB_PORT", "value": str(DB_PORT)},
         {"name": "DEMOAPP_DB_NAME", "value": DB_NAME},
+        {"name": "DEMOAPP_DB_SSLMODE", "value": "verify-full"},
+        {"name": "DEMOAPP_DB_SSLROOTCERT", "value": f"{DB_CA_DIR}/ca.crt"},
         secret_env("DEMOAPP_DB_USER", names.db_secret(arch, "app"), "username"),
         secret_env("DEMOAPP_DB_PASSWORD", names.db_secret(arch, "app"), "password"),
         {"name": "DEMOAPP_REDIS_HOST", "value": names.service_host(names.cache(arch), namespace)},
@@ -101,7 +105,8 @@ def _app_container(arch: str, namespace: str, spec: ArchitectureSpec, image: str
                           "periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3},
         "resources": spec.app.resources.as_dict(),
         "securityContext": container_security(APP_UID),
-        "volumeMounts": [{"name": "app-tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [{"name": "app-tmp", "mountPath": "/tmp"},
+                         {"name": "db-ca", "mountPath": DB_CA_DIR, "readOnly": True}],
     }
 
 
@@ -133,7 +138,8 @@ def deployment(
 ) -> dict[str, Any]:
     sel = names.selector(arch, names.APP)
     containers = [_app_container(arch, namespace, spec, app_image)]
-    volumes: list[dict[str, Any]] = [{"name": "app-tmp", "emptyDir": {}}]
+    volumes: list[dict[str, Any]] = [{"name": "app-tmp", "emptyDir": {}},
+                                     {"name": "db-ca", "configMap": {"name": names.db_ca_bundle(arch)}}]
     annotations: dict[str, str] = {}
     if spec.cdn.enabled:
         containers.append(_cdn_container(spec, cdn_image))

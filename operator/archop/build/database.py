@@ -12,9 +12,9 @@ from importlib import resources
 from typing import Any
 
 from archop import names
-from archop.build import container_security, pod_security, secret_env
+from archop.build import container_security, pod_security, secret_env, tls
 from archop.failover import lease
-from archop.spec import ArchitectureSpec
+from archop.spec import MAX_FOLLOWERS, ArchitectureSpec
 
 PORT = 5432
 # The postgres user of the official image (uid and gid 999); the offline image built from Debian packages
@@ -33,6 +33,13 @@ PASSWORD_FILES = {"superuser": "superuser-password", "replication": "replication
 # Owner root, group fsGroup (999): readable by the postgres user and nobody else. The kubelet adds the group
 # read bit to Secret files anyway when fsGroup is set, so 0440 is what the pod sees with 0400 too.
 SECRET_FILE_MODE = 0o440
+# The N-db-tls Secret (tls.crt, tls.key, ca.crt), postgres container only. Postgres accepts a key file owned
+# by root without group write or any access for others: the kubelet makes Secret files root's, group fsGroup.
+TLS_DIR = "/etc/archop-tls"
+TLS_FILE_MODE = 0o440
+# The pod template carries the server certificate's fingerprint: a reissued one changes the template, and the
+# operator's ordered restart (followers, switchover, old leader) loads it.
+CERT_ANNOTATION = "archop.io/server-certificate"
 SCRIPT_FILES = ("start.sh", "fence.sh", "stop.sql", "postgresql.conf", "pg_hba.conf")
 BOOTSTRAP_LEADER_KEY = "bootstrap-leader"
 # Put Debian's server binaries on PATH for probes too (the official image has them there already).
@@ -89,10 +96,19 @@ def peers(name: str, namespace: str, count: int) -> str:
     )
 
 
+def passfile_hosts(name: str, namespace: str) -> str:
+    """The servers a database pod may send its passwords to (start.sh's passfile): the read-write Service
+    and every pod the spec can ever have, so a follower repointed to a pod added after it started still
+    finds its line."""
+    pods = (names.db_pod_host(name, names.db_pod(name, i), namespace) for i in range(1 + MAX_FOLLOWERS))
+    return " ".join([names.service_host(names.db_rw(name), namespace), *pods])
+
+
 def config_map(name: str, namespace: str, count: int) -> dict:
     data = {f: script(f) for f in SCRIPT_FILES}
     data[BOOTSTRAP_LEADER_KEY] = bootstrap_leader(name)
     data["peers"] = peers(name, namespace, count)
+    data["passfile-hosts"] = passfile_hosts(name, namespace)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -127,7 +143,10 @@ def _env(name: str, namespace: str) -> list[dict]:
         {"name": "ARCHOP_BOOTSTRAP_LEADER",
          "valueFrom": {"configMapKeyRef": {"name": cfg, "key": BOOTSTRAP_LEADER_KEY}}},
         {"name": "ARCHOP_PEERS", "valueFrom": {"configMapKeyRef": {"name": cfg, "key": "peers"}}},
+        {"name": "ARCHOP_PASSFILE_HOSTS",
+         "valueFrom": {"configMapKeyRef": {"name": cfg, "key": "passfile-hosts"}}},
         {"name": "ARCHOP_SECRETS_DIR", "value": SECRETS_DIR},
+        {"name": "ARCHOP_TLS_DIR", "value": TLS_DIR},
         # User names only: the passwords are files under SECRETS_DIR (see _secrets_volume).
         secret_env("POSTGRES_USER", names.db_secret(name, "superuser"), "username"),
         secret_env("REPLICATION_USER", names.db_secret(name, "replication"), "username"),
@@ -146,6 +165,21 @@ def _secrets_volume(name: str) -> dict:
     }}
 
 
+def _tls_volume(name: str) -> dict:
+    return {"name": "tls", "secret": {
+        "secretName": names.db_tls_secret(name), "defaultMode": TLS_FILE_MODE,
+        "items": [{"key": k, "path": k} for k in (tls.TLS_CERT, tls.TLS_KEY, tls.CA_CERT)],
+    }}
+
+
+def stamp_certificate(manifests: list[dict[str, Any]], statefulset: str, revision: str) -> None:
+    """Put the server certificate's fingerprint on the database pod template (CERT_ANNOTATION)."""
+    for m in manifests:
+        if m["kind"] == "StatefulSet" and m["metadata"]["name"] == statefulset:
+            template = m["spec"]["template"]["metadata"]
+            template["annotations"] = {**template.get("annotations", {}), CERT_ANNOTATION: revision}
+
+
 def _mounts(postgres: bool) -> list[dict]:
     """The root filesystem is read-only: every path written to is a volume (PGDATA and the passfile and lock
     next to it on the PVC; sockets, the active pg_hba.conf and the gate in RUN_DIR; /tmp for tools)."""
@@ -154,7 +188,8 @@ def _mounts(postgres: bool) -> list[dict]:
                        {"name": "tmp", "mountPath": "/tmp"}]
     if postgres:
         out = [{"name": names.DB_VOLUME, "mountPath": DATA_MOUNT}, *out,
-               {"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True}]
+               {"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True},
+               {"name": "tls", "mountPath": TLS_DIR, "readOnly": True}]
     return out
 
 
@@ -236,6 +271,7 @@ def statefulset(name: str, namespace: str, spec: ArchitectureSpec, image: str, c
             {"name": "run", "emptyDir": {}},
             {"name": "tmp", "emptyDir": {}},
             _secrets_volume(name),
+            _tls_volume(name),
         ],
     }
     return {

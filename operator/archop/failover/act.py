@@ -20,7 +20,7 @@ from archop import apply, names
 from archop.build.database import script
 from archop.failover import decide as d
 from archop.failover import lease
-from archop.health.probe import Target, bounded, connect
+from archop.health.probe import Target, Verify, bounded, connect
 
 log = logging.getLogger(__name__)
 
@@ -256,10 +256,11 @@ async def promote(target: Target, wait_seconds: int = 30, timeline_floor: int = 
 
 
 def follower_conninfo(host: str, port: int, user: str, application_name: str, passfile: str | None,
-                      hostaddr: str | None = None) -> str:
+                      hostaddr: str | None = None, sslrootcert: str | None = None) -> str:
     """primary_conninfo for a follower. The password stays in the passfile the start script writes.
     hostaddr (the leader's pod IP) skips DNS, which serves a restarted pod's old IP for a while; host stays
-    for the passfile and for reading."""
+    for the passfile, for reading, and as the name the leader's certificate must carry: with `sslrootcert`
+    (the CA file in the follower's pod) the follower streams only from a server it verified."""
     # A vanished leader's IP is black-holed. The WAL receiver connects asynchronously and ignores
     # connect_timeout; tcp_user_timeout bounds the SYN retries too, so it gives up and resolves the name
     # again instead of hanging in connect() for minutes (start.sh writes the same).
@@ -267,6 +268,8 @@ def follower_conninfo(host: str, port: int, user: str, application_name: str, pa
              f"application_name={application_name}", "connect_timeout=2", "tcp_user_timeout=4000"]
     if passfile:
         parts.append(f"passfile={passfile}")
+    if sslrootcert:
+        parts += ["sslmode=verify-full", f"sslrootcert={sslrootcert}"]
     return " ".join(parts)
 
 
@@ -277,10 +280,10 @@ class LeaseSession:
 
     def __init__(self) -> None:
         self._conn: psycopg.AsyncConnection | None = None
-        self._key: tuple[str, str] | None = None
+        self._key: tuple[str, str, Verify | None] | None = None
 
     async def renew(self, pod: str, target: Target) -> bool:
-        key = (pod, target.host)
+        key = (pod, target.host, target.verify)
         if key != self._key:
             await self.close()
             self._key = key
@@ -319,8 +322,8 @@ class Executor:
     may_act: Callable[[], bool] = lambda: True
     # Vouches for a pod's leader lease (the monitor's LeaseSession); False when it could not.
     renew_lease: Callable[[str], Awaitable[bool]] | None = None
-    # How to reach an instance at an explicit address (same credentials as target()).
-    target_at: Callable[[str], Target | None] = lambda address: None
+    # How to reach pod's instance at an explicit address (same credentials and verification as target()).
+    target_at: Callable[[str, str], Target | None] = lambda pod, address: None
 
     async def run(self, action: d.Action) -> None:
         if not self.may_act():
@@ -391,7 +394,7 @@ class Executor:
         return failed
 
     def _t(self, pod: str, address: str | None = None) -> Target:
-        t = self.target(pod) if address is None else self.target_at(address)
+        t = self.target(pod) if address is None else self.target_at(pod, address)
         if t is None:
             raise LookupError(f"pod {pod} has no address")
         return t

@@ -12,24 +12,30 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from archop import apply, config, election, events, metrics, names, observe, ownership, reasons
 from archop import status as st
-from archop.build.database import PGDATA, PORT
+from archop.build import tls
+from archop.build.database import PGDATA, PORT, TLS_DIR
 from archop.failover import decide as d
 from archop.failover import report, runner
 from archop.failover.act import Executor, LeaseSession, NotLeading, follower_conninfo, kube_effects
 from archop.failover.lease import LeaseClock
 from archop.health.model import DbObservation, Instance, PodState
 from archop.health.pods import observe_pods
-from archop.health.probe import Target, probe_all
+from archop.health.probe import Target, Verify, probe_all
 from archop.spec import ArchitectureSpec
 
 PASSFILE = PGDATA.rsplit("/", 1)[0] + "/archop.pgpass"  # written by start.sh next to PGDATA
+POD_CA_FILE = f"{TLS_DIR}/{tls.CA_CERT}"  # the CA in a database pod: followers verify their leader with it
+CA_REFRESH_SECONDS = 300.0  # how often the operator reads the CA Secret again
 WORKLOAD_EVERY = 2.0  # seconds between refreshes of the other tiers' conditions
 TAKEOVER_WINDOW = 60.0  # seconds after a Lease takeover in which a new daemon inherits the blind interval
 EVENT_REPEAT = 30.0  # the same non-step event reason at most this often
@@ -63,6 +69,11 @@ class DbMonitor:
         self.memory = d.Memory(unwatched_since=_blind_since())
         self.written: dict[str, Any] = {}  # what we patched last: the live `status` view may lag behind it
         self.secret: tuple[str, str] | None = None
+        # The CA certificate as a private file (0600, this process only), what libpq's sslrootcert names:
+        # None until the N-ca Secret was read, and then no Target is made at all (fail closed).
+        self.ca_file: str | None = None
+        self.ca_pem = ""
+        self.ca_read_at = -CA_REFRESH_SECONDS
         self.repl_user = "replicator"
         self.last_events: dict[str, float] = {}
         self.last_workload = 0.0
@@ -96,6 +107,51 @@ class DbMonitor:
         return (base64.b64decode(data.get("username", "")).decode(),
                 base64.b64decode(data.get("password", "")).decode())
 
+    def _read_ca(self) -> str:
+        secret = names.ca_secret(self.name)
+        obj = apply.get(self.api, "v1", "Secret", self.namespace, secret)
+        if obj is None:
+            raise LookupError(f"Secret {self.namespace}/{secret} does not exist")
+        if not ownership.owned(obj, "Secret", self.name, self.uid):
+            # A foreign CA would make the operator trust whatever server it vouches for.
+            raise LookupError(f"Secret {self.namespace}/{secret} is not this {names.KIND}'s: "
+                              f"{ownership.why_foreign(obj, self.name)}")
+        return tls.read_ca_cert(obj)
+
+    async def _trust(self) -> None:
+        """Read the CA certificate (again every CA_REFRESH_SECONDS) into self.ca_file. The first read must
+        succeed, or the tick fails: no probe, no decision on servers the operator cannot verify. A later
+        failure keeps the CA read last."""
+        if time.monotonic() - self.ca_read_at < CA_REFRESH_SECONDS:
+            return
+        try:
+            pem = await asyncio.to_thread(self._read_ca)
+        except (LookupError, tls.TlsError) as exc:
+            if self.ca_file is None:
+                raise
+            self.log.warning("keeping the CA read before: %s", exc)
+            return
+        if pem != self.ca_pem:
+            self._write_ca(pem)
+        self.ca_read_at = time.monotonic()
+
+    def _write_ca(self, pem: str) -> None:
+        """Replace the CA file atomically: a connect in flight reads either the old or the new one."""
+        fd, path = tempfile.mkstemp(prefix=f"archop-{self.namespace}-{self.name}-", suffix="-ca.crt")
+        with os.fdopen(fd, "w") as f:  # mkstemp creates it 0600
+            f.write(pem)
+        if self.ca_file is None:
+            self.ca_file = path
+        else:
+            os.replace(path, self.ca_file)
+        self.ca_pem = pem
+
+    def forget_ca(self) -> None:
+        if self.ca_file is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.ca_file)
+            self.ca_file, self.ca_pem, self.ca_read_at = None, "", -CA_REFRESH_SECONDS
+
     async def _credentials(self) -> tuple[str, str]:
         if self.secret is None:
             self.secret = await asyncio.to_thread(self._read_secret, "superuser")
@@ -104,23 +160,28 @@ class DbMonitor:
 
     def _target(self, pod: str) -> Target | None:
         state = self.pods.get(pod)
-        return self._target_at(state.ip) if state is not None and state.ip else None
+        return self._target_at(pod, state.ip) if state is not None and state.ip else None
 
-    def _target_at(self, address: str) -> Target | None:
-        if self.secret is None:
+    def _target_at(self, pod: str, address: str) -> Target | None:
+        """`pod`'s Postgres at `address`, verified to hold a certificate for the pod's DNS name; None (so
+        unreachable) until the credentials and the CA are known."""
+        if self.secret is None or self.ca_file is None:
             return None
-        return Target(host=address, port=PORT, user=self.secret[0], password=self.secret[1])
+        return Target(host=address, port=PORT, user=self.secret[0], password=self.secret[1],
+                      verify=Verify(names.db_pod_host(self.name, pod, self.namespace), self.ca_file))
 
     def _upstream(self, follower: str, leader: str) -> str:
         state = self.pods.get(leader)
         return follower_conninfo(names.db_pod_host(self.name, leader, self.namespace), PORT, self.repl_user,
-                                 follower, PASSFILE, hostaddr=state.ip if state else None)
+                                 follower, PASSFILE, hostaddr=state.ip if state else None,
+                                 sslrootcert=POD_CA_FILE)
 
     async def observe(self, spec: ArchitectureSpec, keep: DbObservation | None = None,
                       skip: frozenset[str] = frozenset()) -> DbObservation:
         """Probe every database pod. Pods in `skip` keep their probe from `keep` (an unreachable old
         leader would cost a full connect timeout on each re-observation during a failover)."""
         await self._credentials()
+        await self._trust()
         seen = await asyncio.to_thread(observe_pods, self.api, self.name, self.namespace, self.uid)
         if seen.foreign != self.foreign_pods and seen.foreign:
             self.log.warning("ignoring pods with the database labels that are not this %s's: %s (never "
@@ -323,3 +384,4 @@ async def monitor(*, name: str, namespace: str, body: Mapping[str, Any], spec: M
         renewing.cancel()
         async with mon.renew_lock:
             await mon.lease_session.close()
+        mon.forget_ca()

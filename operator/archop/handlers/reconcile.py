@@ -31,7 +31,7 @@ from typing import Any
 import kopf
 
 from archop import apply, config, events, hosts, metrics, names, ownership, reasons, status
-from archop.build import absent_optional_children, build_all, cdn, secrets
+from archop.build import absent_optional_children, build_all, cdn, database, ref, secrets, tls
 from archop.spec import ArchitectureSpec
 
 COMPONENT = "architecture"  # the metrics label of this handler
@@ -244,7 +244,8 @@ def _reconcile(
     found = apply.read_children(client, manifests)
     found_secrets = apply.read_children(client, generated)
     found_leftovers = apply.read_children(client, leftovers)
-    foreign = foreign_children({**found, **found_secrets}, name, uid)
+    found_tls = apply.read_children(client, tls.stubs(name, namespace))
+    foreign = foreign_children({**found, **found_secrets, **found_tls}, name, uid)
     if foreign:
         known = set(current.get("foreignObjects") or [])
         for child, why in foreign.items():
@@ -281,10 +282,14 @@ def _reconcile(
             raise kopf.TemporaryError(f"Secret {secret['metadata']['name']} appeared after the ownership "
                                       "check; checking again", delay=1)
         created.append(secret["metadata"]["name"])
+    certificates = _tls(client, body, name, namespace, found_tls)
+    created += [s["metadata"]["name"] for s in certificates.create]
     if created:
         events.emit(body, reasons.SECRETS_CREATED, f"Created Secrets {', '.join(created)}")
+    manifests.append(certificates.bundle)
+    database.stamp_certificate(manifests, names.db(name), certificates.revision)
 
-    for child in apply.apply_all(client, manifests, owner=body, existing=found):
+    for child in apply.apply_all(client, manifests, owner=body, existing={**found, **found_tls}):
         events.emit(body, reasons.FOREIGN_OBJECT,
                     f"{child} did not exist when checked but did when applied: someone created it in "
                     "between, and it now carries this Architecture's fields and owner reference. Check who "
@@ -314,6 +319,32 @@ def _reconcile(
     if host is not None and not host.granted:
         raise Blocked(f"applied without the Ingress: {hosts.refusal(host.record())}; looking again in "
                       f"{ownership.RETRY_SECONDS}s")
+
+
+def _tls(client: Any, body: dict[str, Any], name: str, namespace: str,
+         found: Mapping[tuple[str, str, str], dict[str, Any] | None]) -> tls.TlsPlan:
+    """The CA and server certificate Secrets (build/tls.py): created when absent, the server's reissued when
+    tls.renewal says so. `found` holds them as read for the ownership check (so they are this
+    Architecture's). Messages name Secrets and reasons, never their contents."""
+    ca_ref, server_ref, _ = (ref(stub) for stub in tls.stubs(name, namespace))
+    try:
+        plan = tls.plan(name, namespace, found.get(ca_ref), found.get(server_ref))
+    except tls.TlsError as exc:
+        raise kopf.TemporaryError(str(exc), delay=ownership.RETRY_SECONDS) from None
+    for secret in plan.create:
+        if not apply.create_if_absent(client, secret, owner=body):
+            raise kopf.TemporaryError(f"Secret {secret['metadata']['name']} appeared after the ownership "
+                                      "check; checking again", delay=1)
+    if plan.replace is not None:
+        meta = (found.get(server_ref) or {}).get("metadata") or {}
+        if not apply.replace_secret_data(client, plan.replace, uid=str(meta.get("uid") or ""),
+                                         resource_version=str(meta.get("resourceVersion") or "")):
+            raise kopf.TemporaryError(f"Secret {server_ref[2]} changed after it was read; checking again",
+                                      delay=1)
+        events.emit(body, reasons.SERVER_CERTIFICATE_RENEWED,
+                    f"Reissued the database server certificate in Secret {server_ref[2]} "
+                    f"({plan.renewal.value}); the database pods restart one by one to load it")
+    return plan
 
 
 def _uid(found: Mapping[tuple[str, str, str], dict[str, Any] | None], stub: dict[str, Any]) -> str:

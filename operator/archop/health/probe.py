@@ -62,8 +62,21 @@ select application_name, state, coalesce(sync_state, ''), flush_lsn::text, repla
 
 
 @dataclass(frozen=True)
+class Verify:
+    """Whom the server must prove to be: a certificate for `server_name` signed by the CA in `ca_file`."""
+
+    server_name: str
+    ca_file: str
+
+
+@dataclass(frozen=True)
 class Target:
     """Where and as whom to connect (the superuser; pod IP in the cluster, 127.0.0.1 in tests).
+
+    With `verify` (always, in the cluster) the connection goes to the address `host` over TLS, and only to a
+    server whose certificate the CA signed for verify.server_name (libpq's sslmode=verify-full, the name in
+    `host` and the address in `hostaddr`): anything else fails like an unreachable server, never a fallback
+    to plain TCP. Without it (loopback tests with trust) libpq's defaults apply.
 
     Targets end up in log lines, exceptions and task reprs: the password is left out of repr() and str().
     """
@@ -74,11 +87,15 @@ class Target:
     password: str | None = field(default=None, repr=False)
     dbname: str = "postgres"
     application_name: str = "archop-operator"
+    verify: Verify | None = None
 
     def kwargs(self, timeout: float, statement_timeout_ms: int | None) -> dict[str, Any]:
         kw: dict[str, Any] = {"host": self.host, "port": self.port, "user": self.user, "dbname": self.dbname,
                               "connect_timeout": max(1, int(timeout + 0.999)), "autocommit": True,
                               "application_name": self.application_name}
+        if self.verify is not None:
+            kw.update(host=self.verify.server_name, hostaddr=self.host, sslmode="verify-full",
+                      sslrootcert=self.verify.ca_file)
         if self.password:
             kw["password"] = self.password
         if statement_timeout_ms:

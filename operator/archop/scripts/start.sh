@@ -30,6 +30,14 @@ GATE=${ARCHOP_GATE_FILE:-$RUN_DIR/archop-gated}
 PRIMARY_PORT=${ARCHOP_PRIMARY_PORT:-5432}
 BOOTSTRAP_LEADER=${ARCHOP_BOOTSTRAP_LEADER:-}
 PEERS=${ARCHOP_PEERS:-}                      # "host[:port] ..." of every database pod
+# The servers this pod's passwords may be sent to (the passfile has a line for each, nothing for others): the
+# read-write Service and every database pod name the operator may write into primary_conninfo.
+PASSFILE_HOSTS=${ARCHOP_PASSFILE_HOSTS:-}
+# The server certificate, its key and the CA (the N-db-tls Secret). Every connection to another instance
+# verifies the server against that CA and the name it dialled (verify-full); only the loopback integration
+# tests that run without certificates set ARCHOP_SSLMODE=disable.
+TLS_DIR=${ARCHOP_TLS_DIR:-/etc/archop-tls}
+CLIENT_TLS="sslmode=${ARCHOP_SSLMODE:-verify-full} sslrootcert=$TLS_DIR/ca.crt"
 # The passwords are files of a read-only Secret volume (build/database.py, PASSWORD_FILES), never environment
 # variables: the environment is inherited by every child and readable from /proc; argv is visible to all.
 SECRETS_DIR=${ARCHOP_SECRETS_DIR:-/etc/archop-secrets}
@@ -66,22 +74,33 @@ secret() {
   if [[ -e $f ]]; then cat "$f"; fi
 }
 
+# passfile_hosts: one host name a line, each a server this pod's clients may send a password to.
+passfile_hosts() {
+  local p hosts
+  hosts=${PASSFILE_HOSTS:-$ARCHOP_PRIMARY_HOST}
+  for p in $hosts $PEERS; do echo "${p%%:*}"; done | sort -u
+}
+
 # Passwords live in a passfile so primary_conninfo (visible through SHOW) never carries one. libpq ignores a
-# passfile the group may read, so the mounted files (0440) cannot serve as one: this copy is 0600.
+# passfile the group may read, so the mounted files (0440) cannot serve as one: this copy is 0600. Its lines
+# name each server (libpq matches the host name dialled, not the address), so a password goes nowhere else.
 write_passfile() {
-  local f esc_s esc_r
+  local f esc_s esc_r h
   f=$(passfile)
   esc_s=$(secret superuser | sed 's/[\\:]/\\&/g')
   esc_r=$(secret replication | sed 's/[\\:]/\\&/g')
   umask 077
-  printf '*:*:*:%s:%s\n*:*:*:%s:%s\n' "$SUPERUSER" "$esc_s" "$REPL_USER" "$esc_r" >"$f.tmp"
+  : >"$f.tmp"
+  for h in $(passfile_hosts); do
+    printf '%s:*:*:%s:%s\n%s:*:*:%s:%s\n' "$h" "$SUPERUSER" "$esc_s" "$h" "$REPL_USER" "$esc_r" >>"$f.tmp"
+  done
   mv "$f.tmp" "$f"
   umask 022
 }
 
 # remote_sql HOST PORT SQL: one value from another server, as the superuser, failing fast.
 remote_sql() {
-  PGPASSFILE=$(passfile) psql "host=$1 port=$2 user=$SUPERUSER dbname=postgres connect_timeout=2" \
+  PGPASSFILE=$(passfile) psql "host=$1 port=$2 user=$SUPERUSER dbname=postgres connect_timeout=2 $CLIENT_TLS" \
     -XAtqc "$3" 2>/dev/null
 }
 
@@ -100,7 +119,7 @@ any_peer_alive() {
   for p in $PEERS; do
     host=${p%%:*}; port=${p#*:}; [[ $port == "$p" ]] && port=$PGPORT
     if [[ $host == "$POD_NAME" || $host == "$POD_NAME".* ]]; then continue; fi
-    if pg_isready -q -h "$host" -p "$port" -t 2; then return 0; fi
+    if pg_isready -q -d "host=$host port=$port $CLIENT_TLS" -t 2; then return 0; fi
   done
   return 1
 }
@@ -117,8 +136,9 @@ configure_follower() {
   # A leader that vanished (pod deleted, node gone) leaves its IP black-holed. The WAL receiver connects
   # asynchronously and ignores connect_timeout, so without tcp_user_timeout (which bounds the SYN retries
   # too) it hangs in connect() for minutes instead of resolving the name again.
-  printf "primary_conninfo = 'host=%s port=%s user=%s passfile=%s application_name=%s %s'\n" \
-    "$ARCHOP_PRIMARY_HOST" "$PRIMARY_PORT" "$REPL_USER" "$(passfile)" "$POD_NAME" "$CONN_TIMEOUTS" >>"$auto"
+  printf "primary_conninfo = 'host=%s port=%s user=%s passfile=%s application_name=%s %s %s'\n" \
+    "$ARCHOP_PRIMARY_HOST" "$PRIMARY_PORT" "$REPL_USER" "$(passfile)" "$POD_NAME" "$CONN_TIMEOUTS" \
+    "$CLIENT_TLS" >>"$auto"
   # Stream through this instance's slot only when the primary has it and it still holds WAL: Postgres does
   # not stream at all through a slot that does not exist. The operator creates the slots (and points the
   # follower at its slot once it sees it), so a missing one costs nothing but retention.
@@ -143,7 +163,8 @@ wipe_pgdata() {
 
 base_backup() {
   wipe_pgdata
-  PGPASSFILE=$(passfile) pg_basebackup -h "$ARCHOP_PRIMARY_HOST" -p "$PRIMARY_PORT" -U "$REPL_USER" \
+  PGPASSFILE=$(passfile) pg_basebackup \
+    -d "host=$ARCHOP_PRIMARY_HOST port=$PRIMARY_PORT user=$REPL_USER $CLIENT_TLS" \
     -D "$PGDATA" -X stream -c fast --no-password
   rm -f "$PGDATA/$MARKER"   # copied from the source; it is not ours
   configure_follower
@@ -196,7 +217,7 @@ rejoin() {
   # pg_rewind reads the source's pg_control: make sure it already names the new timeline.
   remote_sql "$ARCHOP_PRIMARY_HOST" "$PRIMARY_PORT" "checkpoint" >/dev/null || true
   if ! pg_rewind --target-pgdata="$PGDATA" --progress \
-    --source-server="host=$ARCHOP_PRIMARY_HOST port=$PRIMARY_PORT user=$SUPERUSER dbname=postgres passfile=$(passfile) connect_timeout=5" >&2; then
+    --source-server="host=$ARCHOP_PRIMARY_HOST port=$PRIMARY_PORT user=$SUPERUSER dbname=postgres passfile=$(passfile) connect_timeout=5 $CLIENT_TLS" >&2; then
     log "pg_rewind failed; taking a fresh base backup instead"
     method=basebackup
     base_backup
@@ -315,9 +336,12 @@ write_hba() {
   mv "$ACTIVE_HBA.tmp" "$ACTIVE_HBA"
 }
 
-# An existing follower keeps the primary_conninfo the operator set last (ALTER SYSTEM), if any.
+# An existing follower keeps the primary_conninfo the operator set last (ALTER SYSTEM), if any, unless it
+# does not verify its server (written before TLS): then it points at rw again, and the operator repoints it.
 configure_follower_keep_conninfo() {
-  if ! grep -Eq '^[[:space:]]*primary_conninfo[[:space:]]*=' "$PGDATA/postgresql.auto.conf" 2>/dev/null; then
+  local want='^[[:space:]]*primary_conninfo[[:space:]]*='
+  if [[ ${ARCHOP_SSLMODE:-verify-full} == verify-full ]]; then want="$want.*sslmode=verify-full"; fi
+  if ! grep -Eq "$want" "$PGDATA/postgresql.auto.conf" 2>/dev/null; then
     configure_follower
   fi
 }
@@ -327,6 +351,7 @@ run_postgres() {
   exec postgres -D "$PGDATA" -p "$PGPORT" \
     -c config_file="$CONF_DIR/postgresql.conf" -c hba_file="$ACTIVE_HBA" \
     -c listen_addresses="$LISTEN" -c unix_socket_directories="$RUN_DIR" -c cluster_name="$POD_NAME" \
+    -c ssl_cert_file="$TLS_DIR/tls.crt" -c ssl_key_file="$TLS_DIR/tls.key" \
     $EXTRA_OPTS
 }
 

@@ -184,7 +184,8 @@ def test_the_passfile_comes_from_the_files_and_an_unreadable_one_fails(pg):
     r = run_script_function("start.sh", env, "write_passfile")
     assert r.returncode == 0, r.stderr
     lines = (pg.base / "db-0.pgpass").read_text().splitlines()
-    assert lines == ["*:*:*:postgres:su\\:per\\\\pw 1'", "*:*:*:replicator:re'pl\\:pw\\\\x"]
+    # Only the servers this pod's clients dial (here the rw address), never any host ("*").
+    assert lines == ["127.0.0.1:*:*:postgres:su\\:per\\\\pw 1'", "127.0.0.1:*:*:replicator:re'pl\\:pw\\\\x"]
     (secrets_dir / "replication-password").chmod(0)
     r = run_script_function("start.sh", env, "write_passfile")
     assert r.returncode != 0 and "Permission denied" in r.stderr

@@ -1,0 +1,288 @@
+"""TLS for the database tier: an operator-managed CA and the server certificate every Postgres pod presents.
+
+Three children, all created by the reconcile (handlers/reconcile.py), never on their own:
+- Secret N-ca (ca.crt, ca.key): the CA, created once and never rewritten (every client trusts it; a new CA
+  would break them all at once). Only the operator reads ca.key.
+- Secret N-db-tls (tls.crt, tls.key, ca.crt): the servers' certificate, signed by the CA, with a DNS name for
+  every way clients reach a database pod (server_names). Created once, reissued when it is about to expire,
+  names a different set, or was not signed by the CA (renewal()).
+- ConfigMap N-db-ca (ca.crt): the CA certificate alone, what the demo app mounts: mounting either Secret would
+  put a private key on the app's nodes.
+
+`plan` is pure (objects in, manifests out); key generation and the clock are parameters, so tests can pin
+them. The private keys leave this module only inside Secret manifests: KeyPair keeps them out of repr().
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from archop import names
+from archop.build import meta
+
+CA_VALIDITY = timedelta(days=3650)
+SERVER_VALIDITY = timedelta(days=365)
+RENEW_BEFORE = timedelta(days=30)  # the reconcile reissues the server certificate this long before expiry
+# Certificates start a little in the past: a node whose clock is behind must not see one "not yet valid".
+BACKDATE = timedelta(minutes=5)
+# Kubernetes' default cluster domain: the fully qualified Service names end in it.
+CLUSTER_DOMAIN = "cluster.local"
+
+CA_CERT, CA_KEY = "ca.crt", "ca.key"
+TLS_CERT, TLS_KEY = "tls.crt", "tls.key"
+
+
+class Renewal(Enum):
+    """Whether the server certificate must be reissued, and why."""
+
+    CURRENT = "current"  # keep it
+    MISSING = "missing"  # no Secret yet: issue the first one
+    EXPIRING = "expiring"  # fewer than RENEW_BEFORE left (or expired)
+    NAMES = "names"  # its DNS names are not exactly server_names()
+    ISSUER = "issuer"  # not signed by the current CA
+    UNREADABLE = "unreadable"  # missing or unparsable data, or a key that does not match the certificate
+
+
+class TlsError(ValueError):
+    """The CA Secret exists but cannot be used. It is never replaced automatically (see module doc)."""
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """A certificate and its private key, both PEM."""
+
+    cert_pem: str
+    key_pem: str = field(repr=False)
+
+    @property
+    def cert(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(self.cert_pem.encode())
+
+    @property
+    def key(self) -> ec.EllipticCurvePrivateKey:
+        key = serialization.load_pem_private_key(self.key_pem.encode(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise TlsError("the private key is not an EC key")
+        return key
+
+
+def new_p256_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+@dataclass(frozen=True)
+class Issuer:
+    """How certificates are made: the key generator and the clock (tests pin both)."""
+
+    new_key: Callable[[], ec.EllipticCurvePrivateKey] = new_p256_key
+    now: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    def new_ca(self, common_name: str) -> KeyPair:
+        key = self.new_key()
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        start = self.now() - BACKDATE
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start).not_valid_after(start + CA_VALIDITY)
+            # path_length 0: this CA signs server certificates only, never another CA.
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
+                                         key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                         key_cert_sign=True, crl_sign=True, encipher_only=False,
+                                         decipher_only=False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        return _pair(cert, key)
+
+    def issue_server(self, ca: KeyPair, dns_names: tuple[str, ...]) -> KeyPair:
+        key = self.new_key()
+        ca_cert = ca.cert
+        start = self.now() - BACKDATE
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0])]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start).not_valid_after(start + SERVER_VALIDITY)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            # ECDSA signs the (EC)DHE handshake: digital signature is the only key usage a TLS server needs.
+            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                         key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                         key_cert_sign=False, crl_sign=False, encipher_only=False,
+                                         decipher_only=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
+                           critical=False)
+            .sign(ca.key, hashes.SHA256())
+        )
+        return _pair(cert, key)
+
+
+def _pair(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> KeyPair:
+    return KeyPair(
+        cert.public_bytes(serialization.Encoding.PEM).decode(),
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                          serialization.NoEncryption()).decode())
+
+
+def server_names(arch: str, namespace: str) -> tuple[str, ...]:
+    """Every name a client uses for a database server: the rw/ro/r Services in each form a resolver
+    completes (short, .ns, .ns.svc, fully qualified) and each pod through the headless Service (one
+    wildcard label, whatever names.db_pod_host builds). The first is the certificate's common name."""
+    out: list[str] = []
+    for svc in (names.db_rw(arch), names.db_ro(arch), names.db_r(arch)):
+        host = names.service_host(svc, namespace)
+        out += [svc, f"{svc}.{namespace}", host, f"{host}.{CLUSTER_DOMAIN}"]
+    pods = names.db_pod_host(arch, "*", namespace)
+    out += [pods, f"{pods}.{CLUSTER_DOMAIN}"]
+    return tuple(out)
+
+
+def renewal(server: KeyPair, ca: KeyPair, dns_names: tuple[str, ...], now: datetime) -> Renewal:
+    """Does the server certificate in N-db-tls need reissuing?"""
+    try:
+        cert, key, ca_cert = server.cert, server.key, ca.cert
+    except (ValueError, TypeError):
+        return Renewal.UNREADABLE
+    if key.public_key().public_numbers() != cert.public_key().public_numbers():  # type: ignore[union-attr]
+        return Renewal.UNREADABLE
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return Renewal.ISSUER
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return Renewal.NAMES
+    if sorted(sans.get_values_for_type(x509.DNSName)) != sorted(dns_names):
+        return Renewal.NAMES
+    if cert.not_valid_after_utc - now < RENEW_BEFORE:
+        return Renewal.EXPIRING
+    return Renewal.CURRENT
+
+
+def fingerprint(cert_pem: str) -> str:
+    """Short SHA-256 of a certificate: the pod template carries it, so a reissued one rolls the pods."""
+    der = x509.load_pem_x509_certificate(cert_pem.encode()).public_bytes(serialization.Encoding.DER)
+    return hashlib.sha256(der).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------- manifests
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def ca_secret(arch: str, namespace: str, ca: KeyPair) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": meta(arch, namespace, names.ca_secret(arch), names.DATABASE),
+            "data": {CA_CERT: _b64(ca.cert_pem), CA_KEY: _b64(ca.key_pem)}}
+
+
+def server_secret(arch: str, namespace: str, server: KeyPair, ca: KeyPair) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": meta(arch, namespace, names.db_tls_secret(arch), names.DATABASE),
+            "data": {TLS_CERT: _b64(server.cert_pem), TLS_KEY: _b64(server.key_pem),
+                     CA_CERT: _b64(ca.cert_pem)}}
+
+
+def ca_bundle(arch: str, namespace: str, ca: KeyPair) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": meta(arch, namespace, names.db_ca_bundle(arch), names.DATABASE),
+            "data": {CA_CERT: ca.cert_pem}}
+
+
+def stubs(arch: str, namespace: str) -> list[dict[str, Any]]:
+    """The TLS children by name only: what the reconcile reads for the ownership check."""
+    return [{"apiVersion": "v1", "kind": kind, "metadata": {"name": name, "namespace": namespace}}
+            for kind, name in (("Secret", names.ca_secret(arch)), ("Secret", names.db_tls_secret(arch)),
+                               ("ConfigMap", names.db_ca_bundle(arch)))]
+
+
+def _read(secret: Mapping[str, Any], cert_key: str, key_key: str) -> KeyPair | None:
+    data = secret.get("data") or {}
+    try:
+        return KeyPair(base64.b64decode(data[cert_key]).decode(), base64.b64decode(data[key_key]).decode())
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def read_ca_cert(secret: Mapping[str, Any]) -> str:
+    """ca.crt of Secret N-ca (what the operator's own probes trust); TlsError when it has none."""
+    try:
+        pem = base64.b64decode((secret.get("data") or {})[CA_CERT]).decode()
+        x509.load_pem_x509_certificate(pem.encode())
+    except (KeyError, ValueError, TypeError) as exc:
+        name = (secret.get("metadata") or {}).get("name")
+        raise TlsError(f"Secret {name} has no readable {CA_CERT}") from exc
+    return pem
+
+
+def _loads(pair: KeyPair) -> bool:
+    try:
+        pair.cert, pair.key  # noqa: B018 - parsing is the check
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class TlsPlan:
+    """What the reconcile does about TLS: create what is missing, replace a server certificate that needs
+    it (`renewal` says why), apply the CA bundle, and stamp the pods with `revision`."""
+
+    create: tuple[dict[str, Any], ...] = field(repr=False)  # Secrets with private keys: never in a repr
+    replace: dict[str, Any] | None = field(repr=False)
+    renewal: Renewal
+    bundle: dict[str, Any]
+    revision: str
+
+
+def plan(arch: str, namespace: str, found_ca: Mapping[str, Any] | None,
+         found_server: Mapping[str, Any] | None, issuer: Issuer | None = None) -> TlsPlan:
+    """The TLS step of a reconcile from the Secrets as they are (both already checked to be this
+    Architecture's, None when absent)."""
+    issuer = issuer or Issuer()
+    create: list[dict[str, Any]] = []
+    if found_ca is None:
+        ca = issuer.new_ca(f"archop {namespace}/{arch} database CA")
+        create.append(ca_secret(arch, namespace, ca))
+    else:
+        read = _read(found_ca, CA_CERT, CA_KEY)
+        if read is None or not _loads(read):
+            raise TlsError(f"Secret {names.ca_secret(arch)} holds no usable {CA_CERT} and {CA_KEY}; the "
+                           "operator never replaces a CA by itself (docs/security.md, TLS)")
+        ca = read
+    dns = server_names(arch, namespace)
+    current = _read(found_server, TLS_CERT, TLS_KEY) if found_server is not None else None
+    if found_server is None:
+        why = Renewal.MISSING
+    else:
+        why = Renewal.UNREADABLE if current is None else renewal(current, ca, dns, issuer.now())
+    server = current if current is not None and why is Renewal.CURRENT else issuer.issue_server(ca, dns)
+    manifest = server_secret(arch, namespace, server, ca)
+    replace = None
+    if found_server is None:
+        create.append(manifest)
+    elif why is not Renewal.CURRENT:
+        replace = manifest
+    return TlsPlan(create=tuple(create), replace=replace, renewal=why,
+                   bundle=ca_bundle(arch, namespace, ca), revision=fingerprint(server.cert_pem))
