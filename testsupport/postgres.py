@@ -261,8 +261,8 @@ def script_env(base: Path, name: str, port: int, primary_port: int, **extra: str
             (conf / "pg_hba.conf").write_text("".join(line for line in hba if "127.0.0.1/32" not in line))
         else:
             (conf / "pg_hba.conf").write_text(HBA)
-            with open(conf / "postgresql.conf", "a") as f:
-                f.write("ssl = off\n")
+            with open(conf / "postgresql.conf", "a") as settings:
+                settings.write("ssl = off\n")
         for p in (conf, *(conf / f for f in shipped), conf / "pg_hba.conf"):
             _own(p)
     env = {
