@@ -94,29 +94,24 @@ class DbMonitor:
 
     # ------------------------------------------------------------------ observing
 
-    def _read_secret(self, which: str) -> tuple[str, str]:
-        secret = names.db_secret(self.name, which)
+    def _own_secret(self, secret: str) -> dict[str, Any]:
+        """The Secret `secret`, only if it is this Architecture's: a foreign one's password would be sent to
+        every database pod, and a foreign CA would make the operator trust whatever server it names."""
         obj = apply.get(self.api, "v1", "Secret", self.namespace, secret)
         if obj is None:
             raise LookupError(f"Secret {self.namespace}/{secret} does not exist")
         if not ownership.owned(obj, "Secret", self.name, self.uid):
-            # Someone else's Secret under this name: its password would be sent to every database pod.
             raise LookupError(f"Secret {self.namespace}/{secret} is not this {names.KIND}'s: "
                               f"{ownership.why_foreign(obj, self.name)}")
-        data = obj.get("data") or {}
+        return obj
+
+    def _read_secret(self, which: str) -> tuple[str, str]:
+        data = self._own_secret(names.db_secret(self.name, which)).get("data") or {}
         return (base64.b64decode(data.get("username", "")).decode(),
                 base64.b64decode(data.get("password", "")).decode())
 
     def _read_ca(self) -> str:
-        secret = names.ca_secret(self.name)
-        obj = apply.get(self.api, "v1", "Secret", self.namespace, secret)
-        if obj is None:
-            raise LookupError(f"Secret {self.namespace}/{secret} does not exist")
-        if not ownership.owned(obj, "Secret", self.name, self.uid):
-            # A foreign CA would make the operator trust whatever server it vouches for.
-            raise LookupError(f"Secret {self.namespace}/{secret} is not this {names.KIND}'s: "
-                              f"{ownership.why_foreign(obj, self.name)}")
-        return tls.read_ca_cert(obj)
+        return tls.read_ca_cert(self._own_secret(names.ca_secret(self.name)))
 
     async def _trust(self) -> None:
         """Read the CA certificate (again every CA_REFRESH_SECONDS) into self.ca_file. The first read must
