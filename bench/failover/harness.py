@@ -622,6 +622,11 @@ def prepare(scenario: str, arch: Arch) -> Plan:
     if scenario == "node-stop-with-operator":
         colocate_leader_with_operator(arch)
         return Plan()
+    if scenario in ("node-stop", "node-partition"):
+        # The leader's node alone: the operator's Lease holder elsewhere, so that every run measures the
+        # same fault (node-stop-with-operator is the run where both go).
+        _, op = lead_away_from_operator(arch)
+        return Plan(op_node=op)
     if scenario in ("partial-partition", "operator-freeze"):
         leader, op = lead_away_from_operator(arch)
         followers = sorted(p for p in arch.labels() if p != leader)
