@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -21,9 +20,8 @@ from demoapp.config import Settings
 from demoapp.middleware import METRICS
 from prometheus_client import generate_latest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for testsupport
-from testsupport.postgres import PgInstance, clone_follower, init_leader, make_base  # noqa: E402
-from testsupport.redis import RedisServer, start_redis  # noqa: E402
+from testsupport.postgres import PgInstance, clone_follower, init_leader, make_base
+from testsupport.redis import RedisServer, start_redis
 
 APP_PASSWORD = "app-secret-never-logged"
 

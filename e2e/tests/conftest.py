@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,10 +21,9 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))  # testsupport and bench, shared with the other test suites
+from testsupport.namespaces import namespace_manifest
 
-from testsupport.namespaces import namespace_manifest  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 OPERATOR_NAMESPACE = os.environ.get("E2E_OPERATOR_NAMESPACE", "archop-system")
 HELM = os.environ.get("HELM", "/var/cache/archop/bin/helm")

@@ -4,15 +4,12 @@ may be lost, the old leader must rejoin as a follower, and the story must be tol
 
 from __future__ import annotations
 
-import sys
 import uuid
 
 import pytest
-from conftest import ROOT, get_json
+from conftest import get_json
 
-sys.path.insert(0, str(ROOT))
-
-from bench.failover.harness import Arch, run_once  # noqa: E402
+from bench.failover.harness import Arch, run_once
 
 pytestmark = pytest.mark.e2e
 

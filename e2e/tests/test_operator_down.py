@@ -10,17 +10,13 @@ failovers and on the gate, never on timing."""
 from __future__ import annotations
 
 import calendar
-import sys
 import time
 import uuid
+from collections import defaultdict
 
-from conftest import OPERATOR_NAMESPACE, ROOT, get_json, kubectl, wait_for
+from conftest import OPERATOR_NAMESPACE, get_json, kubectl, wait_for
 
-sys.path.insert(0, str(ROOT))
-
-from collections import defaultdict  # noqa: E402
-
-from bench.failover.harness import (  # noqa: E402
+from bench.failover.harness import (
     Arch,
     Traffic,
     _failovers_started,

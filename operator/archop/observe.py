@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from archop import apply, names
+from archop.podproblems import PodProblem, first_problem
 from archop.spec import ArchitectureSpec
 
 
@@ -18,6 +19,9 @@ class WorkloadObservation:
     app_desired_replicas: int = 0
     ingress_exists: bool = False
     ingress_address: str | None = None  # what the ingress controller published, if it publishes anything
+    # Why a tier that is not ready cannot get there by itself (looked up only while it is not ready).
+    cache_problem: PodProblem | None = None
+    app_problem: PodProblem | None = None
 
 
 def deployment_counts(deployment: dict[str, Any] | None) -> tuple[int, int]:
@@ -37,6 +41,16 @@ def ingress_address(ingress: dict[str, Any] | None) -> str | None:
     return None
 
 
+def _deployment_pods(client: Any, namespace: str, deployment: str, component: str, arch: str,
+                     ) -> list[dict[str, Any]]:
+    """The pods of this Deployment's ReplicaSets (a pod that only copies the labels is not asked about)."""
+    pods = apply.list_objects(client, "v1", "Pod", namespace, names.selector(arch, component))
+    return [p for p in pods
+            if any(o.get("controller") and o.get("kind") == "ReplicaSet"
+                   and str(o.get("name", "")).startswith(f"{deployment}-")
+                   for o in (p.get("metadata") or {}).get("ownerReferences") or [])]
+
+
 def observe_workloads(
     client: Any, name: str, namespace: str, spec: ArchitectureSpec
 ) -> WorkloadObservation:
@@ -48,6 +62,12 @@ def observe_workloads(
                if spec.ingress.enabled else None)
     cache_ready, _ = deployment_counts(cache)
     app_ready, app_desired = deployment_counts(app)
+    cache_problem = app_problem = None
+    if cache is not None and cache_ready < 1:
+        cache_pods = _deployment_pods(client, namespace, names.cache(name), names.CACHE, name)
+        cache_problem = first_problem(cache_pods)
+    if app is not None and app_ready < app_desired:
+        app_problem = first_problem(_deployment_pods(client, namespace, names.app(name), names.APP, name))
     return WorkloadObservation(
         cache_exists=cache is not None,
         cache_ready=cache_ready >= 1,
@@ -56,4 +76,6 @@ def observe_workloads(
         app_desired_replicas=app_desired,
         ingress_exists=ingress is not None,
         ingress_address=ingress_address(ingress),
+        cache_problem=cache_problem,
+        app_problem=app_problem,
     )

@@ -24,6 +24,8 @@ TIER_READY = "TierReady"
 TIER_PROGRESSING = "TierProgressing"
 TIER_DISABLED = "TierDisabled"
 TIER_DEGRADED = "TierDegraded"
+PODS_UNSCHEDULABLE = "PodsUnschedulable"  # no node can take one of the tier's pods: the scheduler's words
+PODS_FAILING = "PodsFailing"  # a pod of the tier cannot start: image pull, crash loop, invalid config
 NO_FAILOVER = "NoFailover"
 ALL_CHILDREN_OWNED = "AllChildrenOwned"  # ChildrenOwned is True
 

@@ -99,6 +99,9 @@ def workload_conditions(
     elif obs.cache_ready:
         out = set_condition(out, reasons.CACHE_READY, True, reasons.TIER_READY,
                             "Redis answers and is ready", generation, now)
+    elif obs.cache_problem is not None:
+        out = set_condition(out, reasons.CACHE_READY, False, obs.cache_problem.kind.value,
+                            f"Redis is not ready: {obs.cache_problem.describe()}", generation, now)
     else:
         message = "Redis is not ready yet" if obs.cache_exists else "The Redis Deployment does not exist yet"
         out = set_condition(out, reasons.CACHE_READY, False, reasons.TIER_PROGRESSING, message,
@@ -111,6 +114,10 @@ def workload_conditions(
     elif desired > 0 and ready >= desired:
         out = set_condition(out, reasons.APP_READY, True, reasons.TIER_READY,
                             f"{ratio(ready, desired)} app pods ready", generation, now)
+    elif obs.app_problem is not None:
+        out = set_condition(out, reasons.APP_READY, False, obs.app_problem.kind.value,
+                            f"{ratio(ready, desired)} app pods ready; {obs.app_problem.describe()}",
+                            generation, now)
     elif ready > 0:
         out = set_condition(out, reasons.APP_READY, False, reasons.TIER_DEGRADED,
                             f"Only {ratio(ready, desired)} app pods ready", generation, now)

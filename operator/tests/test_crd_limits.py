@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import copy
 import os
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 from archop import names
 from crdschema import CRD_PATH, apply_defaults, cel_errors, openapi_errors, openapi_schema
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for testsupport
-from testsupport import apiserver  # noqa: E402
+from testsupport import apiserver
 
 TI = 2**40
 

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, home of bench/
-
-from bench.failover.harness import DirectAck, rto, split_brain, split_brain_direct  # noqa: E402
+from bench.failover.harness import DirectAck, rto, split_brain, split_brain_direct
 
 
 def test_rto_from_fault_to_first_ack_after_the_outage():

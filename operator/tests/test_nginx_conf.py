@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,9 +11,8 @@ import pytest
 from aiohttp import web
 from archop.build.nginx_conf import HEALTH_PATH, nginx_command, render_nginx_conf
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for testsupport
-from testsupport.nginx import check_config, start_nginx  # noqa: E402
-from testsupport.postgres import free_port  # noqa: E402
+from testsupport.nginx import check_config, start_nginx
+from testsupport.postgres import free_port
 
 
 def test_renders_the_contract() -> None:

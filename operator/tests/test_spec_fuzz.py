@@ -1,7 +1,6 @@
 """A spec the API server accepts must never crash the operator.
 
-Hypothesis generates specs from the CRD's own schema (every property optional; integers, numbers and
-strings within the schema's bounds and patterns, quantities as integers or strings), keeps those that pass
+Hypothesis generates specs from the CRD's own schema (testsupport/specgen.py), keeps those that pass
 its OpenAPI and CEL validation (crdschema.py), and checks that spec.py parses every one and the builders
 render it into manifests that are valid for the pinned Kubernetes version.
 
@@ -23,47 +22,13 @@ from crdschema import apply_defaults, cel_errors, openapi_errors, openapi_schema
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from testsupport import specgen
+
 K8S_VERSION = "1.34.0"
 NAME = "shop"
 
 
-def _string(node: dict[str, Any]) -> st.SearchStrategy[str]:
-    if "enum" in node:
-        return st.sampled_from(node["enum"])
-    strategy = st.from_regex(node["pattern"], fullmatch=True) if "pattern" in node else st.text(max_size=20)
-    # Python's `$` also matches before a final newline; the API server's (Go) does not.
-    strategy = strategy.filter(lambda s: "\n" not in s)
-    if "maxLength" in node:
-        strategy = strategy.filter(lambda s: len(s) <= node["maxLength"])
-    return strategy
-
-
-def _integer(node: dict[str, Any]) -> st.SearchStrategy[int]:
-    # Unbounded integers (quantities) reach past every range the rules allow, both ways.
-    return st.integers(node.get("minimum", -(2**20)), node.get("maximum", 2**62))
-
-
-def strategy_for(node: dict[str, Any], path: str = "spec") -> st.SearchStrategy[Any]:
-    """Values of one schema node; objects get any subset of their properties."""
-    if node.get("x-kubernetes-int-or-string"):
-        return st.one_of(_integer(node), _string(node))
-    kind = node.get("type")
-    if kind == "object":
-        props = {k: strategy_for(v, f"{path}.{k}") for k, v in (node.get("properties") or {}).items()
-                 if f"{path}.{k}" != "spec.database.switchoverTo"}  # drawn from the pod names below
-        return st.fixed_dictionaries({}, optional=props)
-    if kind == "integer":
-        return _integer(node)
-    if kind == "number":
-        return st.floats(node.get("minimum", -1e6), node.get("maximum", 1e6), allow_nan=False)
-    if kind == "boolean":
-        return st.booleans()
-    if kind == "string":
-        return _string(node)
-    raise AssertionError(f"{path}: no strategy for {node}")
-
-
-SPECS = strategy_for(openapi_schema()["properties"]["spec"])
+SPECS = specgen.specs()
 
 
 @st.composite

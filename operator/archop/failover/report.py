@@ -7,6 +7,7 @@ from typing import Any
 from archop import names, reasons
 from archop.failover.decide import LeaderSnapshot
 from archop.health.model import DbObservation, format_lsn
+from archop.podproblems import PodProblem
 
 
 def database_status(obs: DbObservation, leader: str | None, instances: int,
@@ -75,10 +76,14 @@ def database_condition(obs: DbObservation, leader: str | None, in_failover: bool
                        message: str) -> tuple[bool, str, str]:
     """(status, reason, message) of the DatabaseReady condition."""
     lead = obs.get(leader)
+    stuck = pod_problem_of(obs)
     if in_failover:
         return False, reasons.TIER_PROGRESSING, message
     if lead is None or not lead.probe.is_primary:
-        return False, reasons.TIER_DEGRADED, message or f"leader {leader} is not available"
+        text = message or f"leader {leader} is not available"
+        if stuck is not None:
+            return False, stuck.kind.value, f"{text}; {stuck.describe()}"
+        return False, reasons.TIER_DEGRADED, text
     if lead.probe.read_only:
         return False, reasons.TIER_DEGRADED, f"leader {leader} is fenced (read-only)"
     ready = followers_ready(obs, leader)
@@ -86,8 +91,18 @@ def database_condition(obs: DbObservation, leader: str | None, in_failover: bool
     text = f"leader {leader} writable; {ready}/{want} followers streaming"
     # Ready means the tier as specified: `kubectl wait --for=condition=Ready` must not return mid-clone.
     if ready < want:
+        if stuck is not None:
+            return False, stuck.kind.value, f"{text}; {stuck.describe()}"
         return False, reasons.TIER_PROGRESSING, text
     return True, reasons.TIER_READY, text
+
+
+def pod_problem_of(obs: DbObservation) -> PodProblem | None:
+    """The first database pod (by name) that cannot start without help."""
+    for inst in sorted(obs.instances.values(), key=lambda i: i.name):
+        if inst.pod is not None and inst.pod.problem is not None:
+            return inst.pod.problem
+    return None
 
 
 def role_counts(obs: DbObservation) -> dict[str, int]:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from archop.podproblems import PodProblem
+
 
 def parse_lsn(text: str | None) -> int | None:
     """'16/B374D848' -> byte position; None stays None."""
@@ -40,6 +42,7 @@ class PodState:
     role: str | None = None  # current archop.io/role label
     revision: str | None = None  # controller-revision-hash
     up_to_date: bool = True  # revision == the StatefulSet's updateRevision
+    problem: PodProblem | None = None  # why it cannot start without help (unschedulable, image, crash loop)
 
     @property
     def gone(self) -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 
 from archop import apply, names, ownership
 from archop.health.model import PodState
+from archop.podproblems import pod_problem
 
 
 def node_ready(node: dict[str, Any]) -> bool | None:
@@ -64,6 +65,7 @@ def pod_state(pod: dict[str, Any], nodes: dict[str, bool | None], update_revisio
         role=labels.get(names.L_ROLE),
         revision=revision,
         up_to_date=update_revision is None or revision is None or revision == update_revision,
+        problem=pod_problem(pod),
     )
 
 

@@ -6,16 +6,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repo root, home of testsupport/
-
-from testsupport.postgres import PgInstance, make_base, stop_script  # noqa: E402
+from testsupport.postgres import PgInstance, make_base, stop_script
 
 
 class Cluster:
