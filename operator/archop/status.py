@@ -179,8 +179,13 @@ def summarise(conditions: list[dict[str, Any]], generation: int, now: str) -> li
     if not not_ready:
         return set_condition(conditions, reasons.READY, True, reasons.ALL_TIERS_READY,
                              "All tiers are ready", generation, now)
+    def why(type_: str) -> str:
+        # A reason other than "still on its way" is what the user needs to act on: say it here too.
+        reason = (get_condition(conditions, type_) or {}).get("reason")
+        return f"{type_} ({reason})" if reason and reason != reasons.TIER_PROGRESSING else type_
+
     return set_condition(conditions, reasons.READY, False, reasons.TIERS_NOT_READY,
-                         f"Not ready: {', '.join(not_ready)}", generation, now)
+                         f"Not ready: {', '.join(why(t) for t in not_ready)}", generation, now)
 
 
 def initial_conditions(conditions: list[dict[str, Any]], generation: int, now: str) -> list[dict[str, Any]]:

@@ -159,4 +159,5 @@ def test_ready_counts_children_owned_only_when_it_is_false() -> None:
     assert ready is not None and ready["status"] == "True"
     blocked = set_condition(healthy, reasons.CHILDREN_OWNED, False, reasons.FOREIGN_OBJECT, "x", 1, T0)
     ready = get_condition(summarise(blocked, 1, T0), reasons.READY)
-    assert ready is not None and ready["status"] == "False" and ready["message"] == "Not ready: ChildrenOwned"
+    assert ready is not None and ready["status"] == "False"
+    assert ready["message"] == "Not ready: ChildrenOwned (ForeignObject)"
