@@ -146,6 +146,12 @@ def example(stem: str) -> dict[str, Any]:
     return yaml.safe_load((ROOT / "examples" / f"{stem}.yaml").read_text())
 
 
+def architecture_events(namespace: str, name: str, reason: str) -> list[dict[str, Any]]:
+    """The Events with this reason about Architecture `name`."""
+    selector = f"involvedObject.kind=Architecture,involvedObject.name={name},reason={reason}"
+    return list(get_json("events", "--field-selector", selector, namespace=namespace)["items"])
+
+
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
     return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == type_), None)
 

@@ -23,6 +23,7 @@ from conftest import (
     OPERATOR_NAMESPACE,
     apply_manifest,
     architecture,
+    architecture_events,
     condition,
     get_json,
     kubectl,
@@ -60,10 +61,8 @@ def arch(namespace: str, name: str) -> dict[str, Any]:
 
 
 def events(namespace: str, name: str, reason: str) -> list[str]:
-    items = get_json("events", "--field-selector",
-                     f"involvedObject.kind=Architecture,involvedObject.name={name},reason={reason}",
-                     namespace=namespace)["items"]
-    return [e.get("message", "") for e in items if e.get("type") == "Warning"]
+    return [e.get("message", "") for e in architecture_events(namespace, name, reason)
+            if e.get("type") == "Warning"]
 
 
 def has_condition(namespace: str, name: str, type_: str, status: str, reason: str) -> dict[str, Any] | None:

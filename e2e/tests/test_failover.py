@@ -27,10 +27,16 @@ def events(namespace: str) -> set[str]:
     return {e["reason"] for e in items}
 
 
-def check_recovered(arch: Arch, result, *, leader_changed: bool) -> None:
+def check_safe(arch: Arch, result) -> None:
     assert result.lost == 0, f"{result.lost} acknowledged writes lost"
-    assert not result.split_brain
-    assert result.rto_s < 30, f"RTO {result.rto_s:.1f}s"
+    assert not result.split_brain, "two primaries labelled leader at once"
+    assert result.split_brain_direct == [], f"pods acknowledged writes at once: {result.split_brain_direct}"
+    assert arch.healthy(), arch.status()
+
+
+def check_recovered(arch: Arch, result, *, leader_changed: bool) -> None:
+    """Safety and the end state only: how fast it recovers is the benchmark's to measure (bench/failover)."""
+    check_safe(arch, result)
     st = arch.status()
     assert st["currentLeader"] == result.new_leader
     assert st.get("followersReady") == arch.followers
@@ -39,7 +45,6 @@ def check_recovered(arch: Arch, result, *, leader_changed: bool) -> None:
         assert result.new_leader != result.old_leader
         last = st["lastFailover"]
         assert last["from"] == result.old_leader and last["to"] == result.new_leader
-        assert last["durationSeconds"] < 20
         labels = arch.labels()
         assert labels[result.new_leader] == "leader" and labels[result.old_leader] == "follower"
 
@@ -70,13 +75,6 @@ def test_leader_node_stopped(arch: Arch):
 # The hard faults of issue "failover that is provably safe": pass or fail on lost acknowledged writes and on
 # split brain, measured through the Services (sampler) and directly (a writer per pod, by its own address),
 # never on timing. The Architecture is in sync mode with dataDurability: required.
-
-
-def check_safe(arch: Arch, result) -> None:
-    assert result.lost == 0, f"{result.lost} acknowledged writes lost"
-    assert not result.split_brain, "two primaries labelled leader at once"
-    assert result.split_brain_direct == [], f"pods acknowledged writes at once: {result.split_brain_direct}"
-    assert arch.healthy(), arch.status()
 
 
 def test_partial_partition_old_leader_stops_itself(arch: Arch):
