@@ -10,7 +10,7 @@ existing object is the operator's to change only if it belongs to this very Arch
 - an owner reference with the Architecture's uid: every child is adopted (kopf.adopt) when it is created,
   and an object replaced by someone else gets a new uid; a later Architecture of the same name has another
   uid, so it never inherits what an earlier one left behind while the garbage collector deletes it;
-- or, for the kinds the operator deliberately leaves without an owner reference (RETAINED_KINDS: the
+- or, for the objects the operator deliberately leaves without an owner reference (retained_secrets: the
   database Secrets released when an Architecture with reclaimPolicy Retain is deleted, so that a new
   Architecture of the same name finds the passwords of the volumes it re-attaches): no owner reference at
   all and the labels the builders set, `archop.io/architecture=<name>` and
@@ -27,10 +27,18 @@ from typing import Any
 
 from archop import names
 
-# Kinds whose objects may be the operator's without an owner reference: only Secrets (apply.release drops
-# the database Secrets' owner references when the volumes are kept). PersistentVolumeClaims are the
-# StatefulSet's, selected by label and name (apply.delete_volumes), never applied by name.
+# Kinds whose objects may be the operator's without an owner reference: only Secrets, and of those only the
+# ones apply.release drops the owner references of when the volumes are kept (retained_secrets). The CA, the
+# server certificates and the cache's password are always owned: a look-alike of one of those (a planted CA
+# whose key its planter knows) is foreign. PersistentVolumeClaims are the StatefulSet's, selected by label
+# and name (apply.delete_volumes), never applied by name.
 RETAINED_KINDS = frozenset({"Secret"})
+RETAINED_DB_USERS = ("superuser", "replication", "app")  # build/secrets.py DB_USERS, one Secret each
+
+
+def retained_secrets(arch: str) -> frozenset[str]:
+    """The Secrets an Architecture with reclaimPolicy Retain leaves behind, with the volumes they open."""
+    return frozenset(names.db_secret(arch, user) for user in RETAINED_DB_USERS)
 # A reconcile refused by a foreign object or a taken ingress host looks again this often (a kopf retry).
 RETRY_SECONDS = 60
 
@@ -47,7 +55,7 @@ def owned(obj: Mapping[str, Any], kind: str, arch: str, uid: str) -> bool:
     refs = meta.get("ownerReferences") or []
     if any(ref.get("uid") == uid for ref in refs):
         return True
-    if kind in RETAINED_KINDS and not refs:
+    if kind in RETAINED_KINDS and not refs and meta.get("name") in retained_secrets(arch):
         labels = meta.get("labels") or {}
         return labels.get(names.L_ARCH) == arch and labels.get(names.L_MANAGED_BY) == names.MANAGER
     return False

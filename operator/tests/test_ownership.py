@@ -16,8 +16,9 @@ UID = "uid-shop"
 LABELS = names.labels("shop", names.DATABASE)
 
 
-def obj(refs: list[dict[str, Any]] | None = None, labels: dict[str, str] | None = None) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": "shop-db-rw", "namespace": "demo", "uid": "uid-obj"}
+def obj(refs: list[dict[str, Any]] | None = None, labels: dict[str, str] | None = None,
+        name: str = "shop-db-app") -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": "demo", "uid": "uid-obj"}
     if refs is not None:
         meta["ownerReferences"] = refs
     if labels is not None:
@@ -79,6 +80,21 @@ def test_a_released_secret_is_ours_by_its_labels() -> None:
     deleted: a new one of that name finds them by the labels the builders set."""
     assert owned(obj(labels=LABELS), "Secret", "shop", UID)
     assert owned(obj([], labels=LABELS), "Secret", "shop", UID)
+
+
+@pytest.mark.parametrize("secret", ["shop-ca", "shop-db-tls", "shop-cache", "shop-anything"])
+def test_only_the_released_database_secrets_are_ours_by_labels(secret: str) -> None:
+    """The CA and the certificates are never released: a labelled look-alike (a planted CA, whose key its
+    planter knows) is foreign, and the reconcile stops before it trusts it."""
+    assert not owned(obj(labels=LABELS, name=secret), "Secret", "shop", UID)
+    assert owned(obj([ref()], labels=LABELS, name=secret), "Secret", "shop", UID)
+
+
+def test_the_released_secrets_are_the_database_users() -> None:
+    from archop.build.secrets import DB_USERS
+    from archop.ownership import retained_secrets
+
+    assert retained_secrets("shop") == {names.db_secret("shop", u) for u in DB_USERS}
 
 
 @pytest.mark.parametrize("candidate", [

@@ -385,7 +385,7 @@ def delete(
         # Kept volumes are useless without the passwords inside them: keep the database Secrets too. Only
         # this Architecture's (a Secret of that name that is someone else's is not touched), each by uid.
         kept = []
-        for secret in (names.db_secret(name, u) for u in secrets.DB_USERS):
+        for secret in sorted(ownership.retained_secrets(name)):
             obj = apply.get(client, "v1", "Secret", namespace, secret)
             if obj is None or not ownership.owned(obj, "Secret", name, uid):
                 continue
