@@ -136,6 +136,13 @@ class Arch:
     followers: int = 2
     synchronous: bool = False
     durability: str = "required"  # spec.database.replication.dataDurability in sync mode
+    # The whole request path (cache, CDN, ingress at host <name>.archop.test, 2 app pods), not the database
+    # alone: the soak drives app traffic through it.
+    full_stack: bool = False
+
+    @property
+    def host(self) -> str:
+        return f"{self.name}.archop.test"
 
     @property
     def data_durability(self) -> str | None:
@@ -161,10 +168,12 @@ class Arch:
                     "storage": {"size": "256Mi"},
                     "failover": {"leaderTimeoutSeconds": 3},
                 },
-                "cache": {"enabled": False},
-                "cdn": {"enabled": False},
-                "ingress": {"enabled": False},
-                "app": {"replicas": 1},
+                **({"ingress": {"host": self.host}, "app": {"replicas": 2}} if self.full_stack else {
+                    "cache": {"enabled": False},
+                    "cdn": {"enabled": False},
+                    "ingress": {"enabled": False},
+                    "app": {"replicas": 1},
+                }),
             },
         }
 
