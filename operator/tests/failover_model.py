@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 from archop import names
 from archop.failover import decide as d
 from archop.failover import lease, report, runner
-from archop.failover.act import Executor
+from archop.failover.act import Executor, NothingListens
 from archop.health.model import DbObservation, Instance, PodState, Probe, ReplicaRow
 from archop.spec import DatabaseSpec
 
@@ -211,6 +211,12 @@ class Cluster:
     members: dict[str, Member]
     now: float
     cuts: set[frozenset[str]] = field(default_factory=set)  # network links that are down
+    # Pods whose new connections from the operator a NetworkPolicy enforcer rejects (ICMP port-unreachable:
+    # the operator reads "connection refused" from a running postmaster). Established connections live on:
+    # the operator's lease session and every replication connection.
+    rejects: set[str] = field(default_factory=set)
+    # Promotions while another primary still held its leader lease (renewed, or failsafe) and took commits.
+    lease_overlaps: list[str] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)  # the Architecture's status as the API server has it
     annotations: dict[str, str] = field(default_factory=dict)
     seq: int = 0
@@ -254,7 +260,8 @@ class Cluster:
         return frozenset((a, b)) not in self.cuts
 
     def op_reaches(self, m: Member) -> bool:
-        return self.link(OPERATOR, m.name) and m.answering
+        """A new connection from the operator gets an answer."""
+        return self.link(OPERATOR, m.name) and m.answering and m.name not in self.rejects
 
     def rw_endpoint(self, client: str | None = None) -> Member | None:
         """What a new connection to the rw Service reaches: a ready pod labelled leader (the first, when the
@@ -347,17 +354,22 @@ class Cluster:
         for m in self.members.values():
             self._lease_agent(m)
 
-    def _lease_agent(self, m: Member) -> None:
-        """fence.sh's check on a primary. It reaches Postgres over the pod's Unix socket, so a frozen
-        postmaster or one in a smart shutdown gives it no answer, and it does nothing then."""
-        if m.role is not Role.PRIMARY or not m.answering:
-            return
+    def _lease(self, m: Member) -> tuple[bool, bool]:
+        """(renewed, failsafe): what fence.sh finds on primary m now."""
         renewed = m.renewed_at is not None and self.now - m.renewed_at < lease.TTL_SECONDS
         members = [self.members[n] for n in m.lease_members or () if n in self.members]
         # failsafe: every follower it counts streams and replied (vacuous when none is set)
         failsafe = len(members) == len(m.lease_members or ()) and all(
             s.conn_to == m.name and s.caught_up and self.now - s.contact_at < lease.FAILSAFE_REPLY_SECONDS
             for s in members)
+        return renewed, failsafe
+
+    def _lease_agent(self, m: Member) -> None:
+        """fence.sh's check on a primary. It reaches Postgres over the pod's Unix socket, so a frozen
+        postmaster or one in a smart shutdown gives it no answer, and it does nothing then."""
+        if m.role is not Role.PRIMARY or not m.answering:
+            return
+        renewed, failsafe = self._lease(m)
         if m.gated:
             m.gated = not (renewed or failsafe)  # the agent opens the gate, and never stops a gated primary
             return
@@ -429,6 +441,11 @@ class Cluster:
     def heal(self, name: str) -> None:
         self.tick_seq()
         self.cuts = {c for c in self.cuts if name not in c}
+        self.rejects.discard(name)
+
+    def reject(self, name: str) -> None:
+        self.tick_seq()
+        self.rejects.add(name)
 
     def freeze(self, name: str) -> None:
         self.tick_seq()
@@ -563,7 +580,7 @@ class Cluster:
     def _probe(self, m: Member) -> Probe:
         if not self.link(OPERATOR, m.name):
             return Probe(reachable=False, error="TimeoutError: connect")
-        if not m.running:
+        if not m.running or m.name in self.rejects:
             # The pod's network answers but nothing listens (killed, or start.sh waiting after a hard fence).
             return Probe(reachable=False, error="OperationalError: Connection refused", refused=True)
         if m.frozen:
@@ -620,8 +637,8 @@ class Cluster:
                 m = self.members[pod]
                 if address is not None and address != m.ip:
                     raise Unreachable(f"nothing answers at {pod}'s old address {address}")
-                if self.link(OPERATOR, pod) and not m.running:
-                    return  # connection refused: its postmaster is gone, which is what a stop wants
+                if self.link(OPERATOR, pod) and (not m.running or pod in self.rejects):
+                    raise NothingListens(f"connection to {pod} refused")
                 m = self._reach(pod)
                 self._drop_sessions(m)  # fast and immediate shutdowns end the sessions first
                 if clean and m.role is Role.PRIMARY:
@@ -663,16 +680,24 @@ class Cluster:
                 raise AssertionError(f"a rebuild of {pod} was decided without evidence")
 
     def renew(self, pod: str) -> bool:
-        """The operator's lease session runs a statement on `pod` (LeaseSession.renew)."""
+        """The operator's lease session runs a statement on `pod` (LeaseSession.renew). The session is one
+        established connection: an enforcer that rejects new connections lets it live on."""
         self.tick_seq()
         m = self.members[pod]
-        if not self.op_reaches(m):
+        if not (self.link(OPERATOR, m.name) and m.answering):
             return False
         m.renewed_at = self.now
         return True
 
     def _promote(self, m: Member) -> None:
-        """pg_promote: replay what was received, switch to a new timeline (one past the newest it knows)."""
+        """pg_promote: replay what was received, switch to a new timeline (one past the newest it knows).
+        Records a promotion while another primary that takes commits (not gated, not frozen) still holds its
+        lease: the lease's whole point is that this never happens, whether the operator can see that primary
+        or not."""
+        for o in self.members.values():
+            if o is not m and o.role is Role.PRIMARY and not o.gated and not o.frozen and any(self._lease(o)):
+                self.lease_overlaps.append(f"{m.name} promoted while {o.name} held its lease "
+                                           f"(renewed, failsafe = {self._lease(o)})")
         new_tl = max(e.tl for e in m.wal) + 1
         m.wal.append(Wal(m.lsn + PROMOTE_BYTES, new_tl, None))
         m.replayed = len(m.wal)
@@ -734,6 +759,7 @@ class Monitor:
     last_tick: float | None = None
     lease_clock: lease.LeaseClock = field(init=False)  # this process' renewals (monitor.py's self.lease)
     faulted: bool = False  # the last tick ended in a ModelFault
+    vouched: str | None = None  # the pod whose lease this process renews (monitor.py's self.vouched)
     injected: bool = False  # ... and it was an injected one
 
     def __post_init__(self) -> None:
@@ -760,14 +786,17 @@ class Monitor:
             self.notes.append(note)
 
     async def _observe(self, previous: DbObservation, skip: frozenset[str]) -> DbObservation:
-        return self.cluster.observe(self.spec.instances, previous, skip)
+        return await self._with_session(self.cluster.observe(self.spec.instances, previous, skip))
+
+    async def _with_session(self, obs: DbObservation) -> DbObservation:
+        return await runner.with_lease_session(obs, self.vouched, self.lease_clock, self.vouch)
 
     async def _sleep(self, seconds: float) -> None:
         """The runner sleeps through a lease running out: the world's time passes meanwhile."""
         self.cluster.advance(seconds)
 
     async def _observe_all(self) -> DbObservation:
-        return self.cluster.observe(self.spec.instances)
+        return await self._with_session(self.cluster.observe(self.spec.instances))
 
     async def _drop_switchover(self) -> None:
         self.cluster.annotations.pop(d.SWITCHOVER_ANNOTATION, None)
@@ -789,8 +818,10 @@ class Monitor:
     async def vouch(self, pod: str) -> bool:
         """monitor.py's vouch: renew the pod's leader lease through the lease session."""
         if not self.cluster.renew(pod):
+            self.lease_clock.failure(pod)
             return False
         self.lease_clock.renewal(pod, self.cluster.now)
+        self.vouched = pod
         return True
 
     def tick(self) -> None:
@@ -823,7 +854,9 @@ class Monitor:
 
     async def _withdraw_unless(self, pod: str | None) -> None:
         """The real monitor renews the vouched pod between ticks too (DbMonitor.renewals); the model renews
-        only within ticks, so there is no renewal to withdraw."""
+        only within ticks, so only the vouched pod is forgotten."""
+        if self.vouched != pod:
+            self.vouched = None
 
     def _failover_done(self, record: d.FailoverRecord) -> None:
         """The monitor's completion event and metrics."""

@@ -197,11 +197,35 @@ def test_restarted_leader_container_fails_over_at_once():
     assert "not running" in step.message
 
 
-def test_refused_connection_fails_over_at_once():
-    refused = Instance(L, pod(L, names.LEADER, uid="uid-1"),
-                       Probe(reachable=False, error="Connection refused", refused=True))
-    step = _fails_at_once(refused)
+REFUSED = Instance(L, pod(L, names.LEADER, uid="uid-1"),
+                   Probe(reachable=False, error="Connection refused", refused=True))
+
+
+def test_a_killed_postmaster_fails_over_at_once():
+    """Refused, the operator's lease session to it broken, and no follower streaming from it: what a dead
+    postmaster looks like, and no enforcer's rejection does."""
+    o = replace(obs(REFUSED, follower(F1, status=None), follower(F2, recv=1200, status=None)),
+                lease_session_lost=frozenset({L}))
+    step = d.decide(o, STATE, SPEC, NOW, SEEN)
+    assert step.kind == "failover" and step.record is not None, step.message
+    assert (step.record.reason, step.record.to) == (reasons.LEADER_POD_LOST, F2)
     assert "connection refused" in step.message
+
+
+@pytest.mark.parametrize("why, o", [
+    ("its lease session still works",
+     obs(REFUSED, follower(F1, status=None), follower(F2, status=None))),
+    ("a follower still streams from it",
+     replace(obs(REFUSED, follower(F1, status=None), follower(F2, status="streaming")),
+             lease_session_lost=frozenset({L}))),
+    ("a follower does not answer (it may stream from it)",
+     replace(obs(REFUSED, follower(F1, status=None), down(F2, names.FOLLOWER)),
+             lease_session_lost=frozenset({L}))),
+])
+def test_a_refusal_without_corroboration_is_no_proof(why: str, o: DbObservation) -> None:
+    """A NetworkPolicy enforcer that rejects sends a live leader's clients "connection refused" too."""
+    assert not d.refusal_proves_down(o, L, "10.0.0.1"), why
+    assert d.decide(o, STATE, SPEC, NOW, SEEN).kind == "waiting", why
 
 
 def test_pod_lost_timeout_is_honoured():
@@ -827,12 +851,17 @@ def test_only_followers_the_old_leaders_lease_counts_are_promoted_while_it_may_r
     assert plan.actions == promoting(F1)
 
 
-def test_fencing_counts_a_refusal_at_the_old_address_as_stopped():
+def test_fencing_counts_a_proven_refusal_at_the_old_address_as_stopped():
     rec = replace(REC, from_address="10.0.0.1")
     refused = Instance(L, pod(L, names.LEADER), Probe(reachable=False, refused=True, error="refused"))
-    plan = d.phase_plan(rec, obs(refused, follower(F1), follower(F2)), SPEC, STATE, NOW)
+    dead = replace(obs(refused, follower(F1, status=None), follower(F2, status=None)),
+                   lease_session_lost=frozenset({L}))
+    plan = d.phase_plan(rec, dead, SPEC, STATE, NOW)
     assert plan.after is not None and plan.after.stopped
     assert not any(isinstance(a, d.Stop) for a in plan.actions)
+    # The same refusal while a follower still streams from it (an enforcer's): the lease decides.
+    plan = d.phase_plan(rec, replace(dead, instances={**dead.instances, F2: follower(F2)}), SPEC, STATE, NOW)
+    assert plan.after is not None and not plan.after.stopped
     # Refused at another address (a replacement pod) proves nothing about the old process: try to stop it.
     moved = Instance(L, pod(L, names.LEADER, ip="10.0.0.9"), Probe(reachable=False, refused=True))
     plan = d.phase_plan(rec, obs(moved, follower(F1), follower(F2)), SPEC, STATE, NOW)

@@ -57,7 +57,7 @@ pod = st.sampled_from(NAMES)
 # Faults aim at "leader" (status.currentLeader when they happen) as often as at any one pod.
 target = st.sampled_from(("leader", *NAMES))
 faults = st.sampled_from(["heal", "freeze", "thaw", "kill", "restart", "delete", "replace", "lag", "catch up",
-                          "cut off"])
+                          "cut off", "reject"])
 
 
 class FailoverModel(RuleBasedStateMachine):
@@ -199,6 +199,8 @@ class FailoverModel(RuleBasedStateMachine):
                 c.commit(name, True)
             case "cut off":
                 c.cut(name, OPERATOR)
+            case "reject":
+                c.reject(name)
             case "heal":
                 c.heal(name)
             case "freeze":
@@ -234,6 +236,10 @@ class FailoverModel(RuleBasedStateMachine):
     def no_split_brain_the_operator_could_prevent(self) -> None:
         seen = [s for s in self.cluster.split_brains if s.operator_saw_it]
         assert not seen, f"acknowledged after another instance was promoted: {seen}"
+
+    @invariant()
+    def no_promotion_while_another_primary_holds_its_lease(self) -> None:
+        assert not self.cluster.lease_overlaps, self.cluster.lease_overlaps
 
     @invariant()
     def one_leader_label(self) -> None:
@@ -287,3 +293,41 @@ def test_a_crashed_leader_that_restarts_while_the_new_one_is_cut_off_comes_back_
     s.fault_while_the_operator_acts(action=0, fault="commit", name="a-db-0")
     s.a_second_passes(records=(0, 0, 0), replay=False, writes=0)
     s.no_split_brain_the_operator_could_prevent()
+
+
+def _streaming_tier(mode: str = "sync-required") -> FailoverModel:
+    """a-db-0 leads, its lease renewed by this process, both followers streaming from it."""
+    s = FailoverModel()
+    s.start(mode=mode, sync_replicas=1, pod_lost_timeout=0.0, allow_data_loss=False)
+    s.a_second_passes(records=(1, 1, 1), replay=True, writes=1)
+    s.a_second_passes(records=(1, 1, 1), replay=True, writes=0)
+    assert s.cluster.status.get("currentLeader") == "a-db-0" and not s.cluster.status.get("failover")
+    assert all(s.cluster.members[n].conn_to == "a-db-0" for n in NAMES[1:])
+    return s
+
+
+def test_a_refusal_from_a_live_leader_is_not_taken_for_its_death() -> None:
+    """Found when the model learnt that an enforcer may reject the operator's new connections (ICMP
+    port-unreachable reads as "connection refused"): a refusal alone made the leader look dead, the failover
+    skipped the lease wait, and a follower was promoted while the leader still held its lease. Its lease
+    session and its followers' streams live on, so now it is a leader the operator cannot reach: no
+    failover while its followers stream from it."""
+    s = _streaming_tier()
+    s.fault(fault="reject", name="leader")
+    for _ in range(6):
+        s.a_second_passes(records=(1, 1, 1), replay=True, writes=1)
+        s.no_promotion_while_another_primary_holds_its_lease()
+    assert s.cluster.status.get("currentLeader") == "a-db-0"
+    assert not s.cluster.promotions
+
+
+def test_a_killed_leader_is_proven_down_and_the_lease_is_not_waited_for() -> None:
+    """A real death: the refusal comes with the operator's lease session broken and no follower streaming
+    from it, so the failover promotes at once (the fast path a killed postmaster takes on the cluster)."""
+    s = _streaming_tier()
+    killed_at = s.cluster.now
+    s.fault(fault="kill", name="leader")
+    s.operator_tick(dt=0.0)
+    assert s.cluster.status.get("currentLeader") in NAMES[1:], s.monitor.notes[-5:]
+    assert s.cluster.now - killed_at < 1.0  # promoted within the tick: no lease wait slept through
+    s.no_promotion_while_another_primary_holds_its_lease()

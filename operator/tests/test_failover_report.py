@@ -128,6 +128,9 @@ def test_pod_state_container_and_uid():
                                      "finishedAt": "2026-11-29T10:05:30Z"}},
     }
     assert pod_state(pod, {"w1": True}, None).back_off_after_kill == 330.0
+    # Stopped by the operator's fence or the lease agent: start.sh ends with the postmaster, exit 0.
+    pod["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"] = 0
+    assert pod_state(pod, {"w1": True}, None).back_off_after_kill == 330.0
     pod["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"] = 1  # failed at start
     assert pod_state(pod, {"w1": True}, None).back_off_after_kill is None
     pod["status"]["containerStatuses"][0]["state"] = {"waiting": {"reason": "ContainerCreating"}}

@@ -77,18 +77,23 @@ class NotThatInstance(RuntimeError):
     """The address answers, but as another instance: never stop it."""
 
 
+class NothingListens(RuntimeError):
+    """The stop's first connection was refused: the postmaster is gone, or an enforcer rejects the operator
+    (decide.refusal_proves_down tells which, from what the followers say). Not a stop the operator did."""
+
+
 async def stop(target: Target, clean: bool = False, timeout: float = 15.0, name: str | None = None,
                connect_timeout: float = 3.0) -> None:
     """The hard fence: leave the fence marker and shut the postmaster down; returns once it no longer takes
-    connections (or when nothing listens at the address at all). Through COPY TO PROGRAM (superuser), so it
-    needs nothing but SQL access: the operator has no exec into pods. clean: fast shutdown (SIGINT), whose
+    connections; NothingListens when the first connection is refused. Through COPY TO PROGRAM (superuser), so
+    it needs nothing but SQL access: the operator has no exec into pods. clean: fast shutdown (SIGINT), whose
     WAL senders first send connected followers all the WAL; otherwise immediate (SIGQUIT). name: the
     instance (cluster_name = pod name) expected at the address."""
     try:
         cluster = (await _exec(target, "select current_setting('cluster_name')", timeout=connect_timeout))[0]
     except psycopg.OperationalError as exc:
         if "Connection refused" in str(exc):
-            return  # nothing listens where it ran: its postmaster is gone
+            raise NothingListens(f"connection to {target.host} refused") from exc
         raise
     if name is not None and cluster != name:
         raise NotThatInstance(f"{target.host} answers as {cluster!r}, not {name!r}")

@@ -399,10 +399,11 @@ class Verdict:
     message: str
 
 
-def pod_lost(inst: Instance | None, seen: SeenPod | None) -> str | None:
+def pod_lost(inst: Instance | None, seen: SeenPod | None, refusal_proven: bool = True) -> str | None:
     """Why this instance's postmaster is certainly down (the API server, the kubelet or the pod's own network
     stack says so), or None. A readiness failure or a timeout is not enough: a frozen postmaster fails
-    pg_isready and times out while its sessions may live on."""
+    pg_isready and times out while its sessions may live on. A refused connection counts only when
+    `refusal_proven` (refusal_proves_down: a NetworkPolicy enforcer that rejects can forge one)."""
     pod = inst.pod if inst else None
     if inst is None or pod is None:
         return "its pod is gone"
@@ -414,8 +415,8 @@ def pod_lost(inst: Instance | None, seen: SeenPod | None) -> str | None:
         return f"its pod is {pod.phase or 'not running'}"
     if not pod.running:
         return "its postgres container is not running"
-    if inst.probe.refused:
-        return "nothing listens on its Postgres port (connection refused)"
+    if inst.probe.refused and refusal_proven:
+        return "nothing listens on its Postgres port (connection refused, and no follower streams from it)"
     if seen is not None and seen.name == inst.name:
         if seen.uid and pod.uid and pod.uid != seen.uid:
             return "its pod was replaced"
@@ -443,7 +444,8 @@ def leader_verdict(obs: DbObservation, leader: str, timeout: float, now: float,
     waited = now - since
     what = "unreachable" if not probe.reachable else "answering but in recovery"
     reason = reasons.LEADER_NOT_PRIMARY if probe.reachable else reasons.LEADER_UNREACHABLE
-    down = pod_lost(inst, seen)
+    address = inst.pod.ip if inst is not None and inst.pod is not None else None
+    down = pod_lost(inst, seen, refusal_proves_down(obs, leader, address))
     if down is not None:
         limit = timeout if pod_lost_timeout is None else min(timeout, pod_lost_timeout)
         if waited >= limit:
@@ -464,6 +466,34 @@ def leader_verdict(obs: DbObservation, leader: str, timeout: float, now: float,
         return Verdict(False, False, since, reason,
                        f"leader {leader} {what} for {waited:.1f}s, but its followers still stream from it")
     return Verdict(False, True, since, reason, f"leader {leader} {what} for {waited:.1f}s and {witness}")
+
+
+def refusal_proves_down(obs: DbObservation, leader: str, address: str | None) -> bool:
+    """Whether a refused connection to `leader` at `address` proves its postmaster gone.
+
+    A reset from the address is what a dead postmaster's pod sends, but a NetworkPolicy enforcer that rejects
+    (kube-router answers with ICMP port-unreachable, which a client reads as "connection refused" too) sends
+    the same to a live one. A postmaster's death ends every connection to it at once, and an enforcer that
+    refuses new connections lets established ones live on. So the refusal is proof only when
+    - the operator's own lease session to it (one established connection) worked and then broke, and
+    - every other instance answers as a follower and none of them streams from the leader (by its pod's
+      host, the rw Service or the address). An instance that does not answer might be streaming from it.
+    Assumed (docs/failover.md): no enforcer or middlebox cuts established connections and forges refusals
+    at the same time."""
+    if leader not in obs.lease_session_lost:
+        return False
+    hosts = {obs.host(leader), obs.rw_host}
+    for inst in obs.instances.values():
+        # No pod, or the kubelet says its postgres container is not running: it streams from nobody.
+        if inst.name == leader or inst.pod is None or inst.pod.phase != "Running" or not inst.pod.running:
+            continue
+        p = inst.probe
+        if not p.is_follower:
+            return False
+        pinned = address is not None and p.primary_hostaddr == address
+        if p.streaming and (p.primary_host in hosts or pinned):
+            return False
+    return True
 
 
 def _followers_of(obs: DbObservation, leader: str) -> list[Instance]:
@@ -759,9 +789,9 @@ def _steady(obs: DbObservation, state: State, spec: DatabaseSpec, now: float, me
             # The kubelet doubles the back-off with every restart (10 s, 20 s, 40 s ...): an old leader
             # killed twice would rejoin minutes late. A new pod starts at once.
             actions.append(DeletePod(inst.name))
-            notes.append(Note(reasons.RESTART_BACK_OFF_SKIPPED,
-                              f"{inst.name}'s postgres was killed after running {back_off:.0f}s and waits in "
-                              "CrashLoopBackOff; deleting the pod so it restarts now", True))
+            why = (f"{inst.name}'s postgres was stopped or killed after running {back_off:.0f}s and waits in "
+                   "CrashLoopBackOff; deleting the pod so it restarts now")
+            notes.append(Note(reasons.RESTART_BACK_OFF_SKIPPED, why, True))
             continue
         if inst.name == leader_name or not inst.probe.reachable:
             continue
@@ -990,7 +1020,8 @@ def _fencing(record: FailoverRecord, obs: DbObservation) -> PhasePlan:
                   if i.name != record.from_ and i.probe.is_follower and i.probe.primary_host]
         if alive:
             actions += [Stop(record.from_), *detach]
-        elif old is not None and old.probe.refused and ip is not None and ip == record.from_address:
+        elif (old is not None and old.probe.refused and ip is not None and ip == record.from_address
+              and refusal_proves_down(obs, record.from_, ip)):
             after = replace(after, stopped=True)  # nothing listens where it ran: its postmaster is gone
             actions += detach
         elif record.from_address and record.from_address != ip:

@@ -53,11 +53,21 @@ class LeaseClock:
 
     started: float
     renewed: dict[str, float] = field(default_factory=dict)  # leader pod -> last renewal by this process
+    last_try_ok: dict[str, bool] = field(default_factory=dict)  # leader pod -> whether the last try worked
     # (old leader, failover startedAt) -> when that failover's fencing (detaching the followers) finished
     fenced: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def renewal(self, pod: str, at: float) -> None:
         self.renewed[pod] = at
+        self.last_try_ok[pod] = True
+
+    def failure(self, pod: str) -> None:
+        self.last_try_ok[pod] = False
+
+    def session_lost(self, pod: str) -> bool:
+        """This process renewed the pod's lease over its lease session, and its latest try since failed: the
+        one established connection it holds to that postmaster broke (decide.refusal_proves_down)."""
+        return pod in self.renewed and self.last_try_ok.get(pod) is False
 
     def mark_fenced(self, old: str, started_at: str, at: float) -> None:
         self.fenced[(old, started_at)] = at

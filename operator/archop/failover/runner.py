@@ -20,7 +20,7 @@ from typing import Any
 
 from archop.failover import decide as d
 from archop.failover import report
-from archop.failover.act import Executor
+from archop.failover.act import Executor, NothingListens
 from archop.failover.lease import LeaseClock
 from archop.health.model import DbObservation
 from archop.spec import DatabaseSpec
@@ -109,7 +109,8 @@ async def run_failover(record: d.FailoverRecord, state: d.State, obs: DbObservat
                 # first of them stopped replying for good, that is when its detach finished.
                 fx.lease.mark_fenced(current.from_, current.started_at, detached[0] if detached else clock())
             tried = [a for a in plan.actions if isinstance(a, d.Stop) and a.pod == current.from_]
-            if tried and not any(isinstance(a, d.Stop) for a, _ in failed):
+            stop_failed = [(a, e) for a, e in failed if isinstance(a, d.Stop)]
+            if tried and (not stop_failed or all(_refused_and_proven(a, e, obs) for a, e in stop_failed)):
                 plan = replace(plan, after=replace(plan.after, stopped=True))
         for note in plan.notes:
             fx.emit(note)
@@ -128,6 +129,29 @@ async def run_failover(record: d.FailoverRecord, state: d.State, obs: DbObservat
         # Fresh positions for the next phase (the followers are detached now); the old leader keeps its last
         # probe unless this is a planned switchover where it is alive.
         obs = await fx.observe(obs, frozenset() if current.planned else frozenset({current.from_}))
+
+
+async def with_lease_session(obs: DbObservation, vouched: str | None, lease: LeaseClock,
+                             vouch: Callable[[str], Awaitable[bool]]) -> DbObservation:
+    """The observation with what this process' lease session says (DbObservation.lease_session_lost). A
+    vouched leader that refused the probe gets a renewal try first, so that the tick that sees the refusal
+    also knows whether the one established connection to it broke (decide.refusal_proves_down)."""
+    inst = obs.get(vouched)
+    if vouched is not None and inst is not None and inst.probe.refused and not lease.session_lost(vouched):
+        await vouch(vouched)
+    lost = frozenset(n for n in obs.instances if lease.session_lost(n))
+    return replace(obs, lease_session_lost=lost)
+
+
+def _refused_and_proven(stop: d.Action, error: BaseException, obs: DbObservation) -> bool:
+    """A Stop refused at the old leader's address counts as stopped only when the followers bear it out (in
+    the observation the phase was planned from, before they were detached)."""
+    assert isinstance(stop, d.Stop)
+    if not isinstance(error, NothingListens):
+        return False
+    inst = obs.get(stop.pod)
+    address = stop.address or (inst.pod.ip if inst is not None and inst.pod is not None else None)
+    return d.refusal_proves_down(obs, stop.pod, address)
 
 
 def _detach_timer(members: frozenset[str], detached: list[float],

@@ -191,10 +191,11 @@ class DbMonitor:
         for n in sorted(wanted):
             probe = probes[n] if n in probes else keep.instances[n].probe  # type: ignore[union-attr]
             instances[n] = Instance(name=n, pod=pods.get(n), probe=probe)
-        return DbObservation(
+        obs = DbObservation(
             instances=instances, desired=spec.database.instances,
             hosts={n: names.db_pod_host(self.name, n, self.namespace) for n in wanted},
             rw_host=names.service_host(names.db_rw(self.name), self.namespace))
+        return await runner.with_lease_session(obs, self.vouched, self.lease, self.vouch)
 
     # ------------------------------------------------------------------ writing
 
@@ -268,6 +269,7 @@ class DbMonitor:
             if target is None or not election.holds_now():
                 return False
             if not await self.lease_session.renew(pod, target):
+                self.lease.failure(pod)
                 return False
             self.lease.renewal(pod, time.time())
             self.vouched = pod

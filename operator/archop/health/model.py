@@ -159,6 +159,9 @@ class DbObservation:
     # The host each pod is reached at in primary_conninfo (its stable DNS name), and the rw Service's host.
     hosts: dict[str, str] = field(default_factory=dict)
     rw_host: str = ""
+    # Pods whose lease session from this operator process worked and then failed (LeaseClock.session_lost):
+    # an established connection to the postmaster broke, which an enforcer refusing new ones does not do.
+    lease_session_lost: frozenset[str] = frozenset()
 
     def host(self, pod: str) -> str:
         return self.hosts.get(pod, pod)

@@ -30,11 +30,14 @@ def _seconds(start: str | None, end: str | None) -> float | None:
 
 def back_off_after_kill(status: dict[str, Any]) -> float | None:
     """How long the last run lasted, when the container now waits in CrashLoopBackOff after being killed
-    (SIGKILL: exit 137, or OOMKilled); None otherwise. A postgres that fails at start exits with 1."""
+    (SIGKILL: exit 137, or OOMKilled) or stopped (exit 0: the operator's hard fence or the lease agent shut
+    the postmaster down, and start.sh ended with it); None otherwise. A postgres that fails at start exits
+    with 1. Each failover stops an old leader once, so without this a leader that lost twice within ten
+    minutes would wait minutes in the kubelet's doubling back-off before it rejoins."""
     if ((status.get("state") or {}).get("waiting") or {}).get("reason") != "CrashLoopBackOff":
         return None
     last = (status.get("lastState") or {}).get("terminated") or {}
-    if last.get("exitCode") != 137 and last.get("reason") != "OOMKilled":
+    if last.get("exitCode") not in (0, 137) and last.get("reason") != "OOMKilled":
         return None
     ran = _seconds(last.get("startedAt"), last.get("finishedAt"))
     return 0.0 if ran is None else ran

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import psycopg
 from archop.failover import decide as d
 from archop.failover import runner
-from archop.failover.act import Executor, follower_conninfo
+from archop.failover.act import Executor, LeaseSession, follower_conninfo
 from archop.failover.lease import LeaseClock
 from archop.health.model import DbObservation, Instance, PodState
 from archop.health.probe import Target, probe_all
@@ -28,6 +28,19 @@ class Loopback:
     deleted: list[str] = field(default_factory=list)
     status: dict = field(default_factory=dict)
     notes: list[d.Note] = field(default_factory=list)
+    # The operator's lease session, as the monitor keeps it (vouch renews through it).
+    session: LeaseSession = field(default_factory=LeaseSession)
+    lease: LeaseClock = field(default_factory=lambda: LeaseClock(started=time.time()))
+    vouched: str | None = None
+
+    async def vouch(self, name: str) -> bool:
+        target = self.target(name)
+        if target is None or not await self.session.renew(name, target):
+            self.lease.failure(name)
+            return False
+        self.lease.renewal(name, time.time())
+        self.vouched = name
+        return True
 
     def target(self, name: str) -> Target | None:
         inst = self.instances.get(name)
@@ -52,7 +65,8 @@ class Loopback:
             )
             for n in self.instances
         }
-        return DbObservation(insts, desired=len(insts), hosts={n: "127.0.0.1" for n in insts})
+        obs = DbObservation(insts, desired=len(insts), hosts={n: "127.0.0.1" for n in insts})
+        return await runner.with_lease_session(obs, self.vouched, self.lease, self.vouch)
 
     async def failover(self, record: d.FailoverRecord, state: d.State, spec) -> str:
         """Run the phases with the operator's own runner (re-observing between phases); returns the new
@@ -64,7 +78,7 @@ class Loopback:
             self.status.update(patch)
 
         fx = runner.Effects(observe=observe, persist=persist, executor=self.executor(),
-                            emit=self.notes.append, lease=LeaseClock(started=time.time()))
+                            emit=self.notes.append, lease=self.lease)
         result = await runner.run_failover(record, state, await self.observe(), spec, fx)
         assert result.outcome is d.Outcome.DONE, result.message
         return result.record.to
@@ -109,6 +123,26 @@ def streaming_from(leader: PgInstance, name: str) -> bool:
     except psycopg.Error:
         return False
     return bool(rows) and rows[0][0] == "streaming"
+
+
+def receiver_streams(follower: PgInstance) -> bool:
+    """The follower's own view: its WAL receiver is streaming."""
+    try:
+        rows = sql(follower, "select status from pg_stat_wal_receiver")
+    except psycopg.Error:
+        return False
+    return bool(rows) and rows[0][0] == "streaming"
+
+
+async def kill_vouched_leader(lb: Loopback, name: str) -> None:
+    """SIGKILL of a leader whose lease the operator renews (as it does every healthy leader's), then wait
+    until no follower's WAL receiver streams any more: the evidence a killed postmaster leaves
+    (decide.refusal_proves_down), waited for rather than assumed."""
+    assert await lb.vouch(name)
+    lb.instances[name].kill()
+    others = [inst for n, inst in lb.instances.items() if n != name]
+    await wait_for(lambda: not any(receiver_streams(inst) for inst in others),
+                   what=f"no follower streams from the killed {name}")
 
 
 async def three_streaming(pg) -> tuple[PgInstance, PgInstance, PgInstance, Loopback, d.State]:

@@ -12,7 +12,7 @@ from archop.spec import DatabaseSpec, FailoverSpec
 
 from testsupport.postgres import start_by_script
 
-from .loopback import Loopback, sql, streaming_from, three_streaming, try_sql, wait_for
+from .loopback import Loopback, kill_vouched_leader, sql, streaming_from, three_streaming, try_sql, wait_for
 
 pytestmark = pytest.mark.integration
 SPEC = DatabaseSpec(followers=2, failover=FailoverSpec(leader_timeout_seconds=1.0))
@@ -44,7 +44,7 @@ async def test_promote_most_advanced_repoint_and_rewind_old_leader(pg):
     sql(leader, "select pg_terminate_backend(pid) from pg_stat_replication where application_name = 'db-1'")
     await wait_for(lambda: not streaming_from(leader, "db-1"), what="db-1 detached")
     sql(leader, "insert into t values (9999)")
-    leader.kill()
+    await kill_vouched_leader(lb, "db-0")
 
     obs = await lb.observe()
     assert not obs.instances["db-0"].probe.reachable

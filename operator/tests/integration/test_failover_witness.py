@@ -13,7 +13,7 @@ from archop.spec import DatabaseSpec, FailoverSpec
 
 from testsupport.postgres import clone_follower, init_leader
 
-from .loopback import Loopback, streaming_from, wait_for
+from .loopback import Loopback, kill_vouched_leader, streaming_from, wait_for
 
 pytestmark = pytest.mark.integration
 SPEC = DatabaseSpec(followers=1, failover=FailoverSpec(leader_timeout_seconds=3.0))
@@ -71,16 +71,18 @@ async def test_frozen_postmaster_with_live_wal_senders_is_not_failed(pg):
 
 
 async def test_killed_leader_is_refused_and_failed_over_at_once(pg):
-    """SIGKILL of the postmaster closes its listen socket: the next probe is refused, which is certain
-    evidence (podLostTimeoutSeconds, 0), so no leaderTimeoutSeconds wait and no follower witness needed."""
+    """SIGKILL of the postmaster closes its listen socket and every connection to it: the next probe is
+    refused, the operator's lease session breaks, and no follower streams from it any more. Together that is
+    certain evidence (podLostTimeoutSeconds, 0): no leaderTimeoutSeconds wait, no lease wait."""
     leader = pg.add(init_leader(pg.base, "db-0"))
     follower = pg.add(clone_follower(leader, pg.base, "db-1"))
     lb = Loopback({"db-0": leader, "db-1": follower})
     state = d.State(current_leader="db-0")
     await wait_for(lambda: streaming_from(leader, "db-1"), what="streaming")
-    leader.kill()
+    await kill_vouched_leader(lb, "db-0")
     obs = await lb.observe()
     assert obs.instances["db-0"].probe.refused
+    assert obs.lease_session_lost == {"db-0"}
     step = d.decide(obs, state, SPEC, time.time(), d.Memory())
     assert step.kind == "failover" and step.record is not None, step.message
     assert (step.record.reason, step.record.to) == (reasons.LEADER_POD_LOST, "db-1")

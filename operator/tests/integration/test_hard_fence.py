@@ -105,12 +105,14 @@ async def test_a_fenced_old_leader_restarts_only_as_a_follower_of_the_new_one(pg
     assert sql(leader, "select pg_is_in_recovery()") == [(True,)]
 
 
-def test_stop_counts_a_refusal_as_down_and_a_silence_as_failure():
-    """Nothing listening at the address: the postmaster is gone, which is what the stop wanted. An address
+def test_stop_reports_a_refusal_and_fails_on_a_silence():
+    """Nothing listening at the address: the stop says so (NothingListens), and whether that proves the
+    postmaster gone is decide.refusal_proves_down's call (an enforcer can forge the refusal). An address
     that accepts but never answers (a frozen postmaster) proves nothing: the stop fails within its bound, so
     the phase runs again instead of claiming success."""
     started = time.monotonic()
-    asyncio.run(act.stop(act.Target(host="127.0.0.1", port=free_port()), timeout=2))
+    with pytest.raises(act.NothingListens):
+        asyncio.run(act.stop(act.Target(host="127.0.0.1", port=free_port()), timeout=2))
     assert time.monotonic() - started < 3
     with socket.socket() as frozen:
         frozen.bind(("127.0.0.1", 0))

@@ -16,7 +16,7 @@ from archop.spec import DatabaseSpec, FailoverSpec
 
 from testsupport.postgres import free_port, start_by_script
 
-from .loopback import Loopback, sql, streaming_from, three_streaming, try_sql, wait_for
+from .loopback import Loopback, kill_vouched_leader, sql, streaming_from, three_streaming, try_sql, wait_for
 
 pytestmark = pytest.mark.integration
 SPEC = DatabaseSpec(followers=2, failover=FailoverSpec(leader_timeout_seconds=1.0))
@@ -148,7 +148,7 @@ async def test_a_promoted_follower_gets_slots_for_the_others_before_they_are_rep
     sql(leader, "insert into t select generate_series(1, 50)")
     await wait_for(lambda: all(try_sql(f, "select count(*) from t") == [(50,)] for f in (f1, f2)),
                    what="both followers replicate")
-    leader.kill()
+    await kill_vouched_leader(lb, "db-0")
 
     obs = await lb.observe()
     step = d.decide(obs, state, SPEC, time.time(), d.Memory(leader_lost_since=time.time() - 2))
