@@ -269,6 +269,9 @@ def test_tls_secrets_are_created_once_owned_and_the_pods_carry_the_certificate(
     bundle = api.objects[url("ConfigMap", "shop-db-ca")]
     assert bundle["data"]["ca.crt"] == base64.b64decode(created["shop-ca"]["data"]["ca.crt"]).decode()
     assert bundle["metadata"]["ownerReferences"][0]["uid"] == UID
+    ca_stamp = api.objects[url("Deployment", "shop-app")]["spec"]["template"]["metadata"]["annotations"][
+        tls.CA_ANNOTATION]
+    assert ca_stamp == tls.fingerprint(bundle["data"]["ca.crt"])
     assert not [m for _, m, _ in emitted if "PRIVATE KEY" in m or "BEGIN" in m]
     # A second reconcile finds them (this Architecture's) and creates or reissues nothing.
     api.sent.clear()
@@ -277,6 +280,8 @@ def test_tls_secrets_are_created_once_owned_and_the_pods_carry_the_certificate(
     for (kind, workload), stamp in stamps.items():
         assert api.objects[url(kind, workload)]["spec"]["template"]["metadata"]["annotations"][
             tls.CERT_ANNOTATION] == stamp
+    assert api.objects[url("Deployment", "shop-app")]["spec"]["template"]["metadata"]["annotations"][
+        tls.CA_ANNOTATION] == ca_stamp
     assert reasons.SERVER_CERTIFICATE_RENEWED not in [r for r, _, _ in emitted]
 
 

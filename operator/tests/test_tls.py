@@ -138,6 +138,7 @@ def test_plan_creates_every_secret_once(ca: tls.KeyPair) -> None:
         assert sans.get_values_for_type(x509.DNSName) == list(server.dns_names)
         assert first.revision(server.component) == tls.fingerprint(pair.cert_pem)
     assert first.revision(names.DATABASE) != first.revision(names.CACHE)  # two keys, two certificates
+    assert first.ca_revision == tls.fingerprint(base64.b64decode(ca_secret["data"]["ca.crt"]).decode())
     assert first.bundle["kind"] == "ConfigMap" and first.bundle["metadata"]["name"] == "shop-db-ca"
     assert set(first.bundle["data"]) == {"ca.crt"}  # the certificate only, never a key
     again = tls.plan("shop", "demo", _found(ca_secret, db_secret, cache_secret), ISSUER)
@@ -145,7 +146,7 @@ def test_plan_creates_every_secret_once(ca: tls.KeyPair) -> None:
     assert set(again.renewals.values()) == {tls.Renewal.CURRENT}
     assert [again.revision(c) for c in (names.DATABASE, names.CACHE)] == [
         first.revision(c) for c in (names.DATABASE, names.CACHE)]
-    assert again.bundle == first.bundle
+    assert again.bundle == first.bundle and again.ca_revision == first.ca_revision
 
 
 @pytest.mark.parametrize("server", [DB, CACHE], ids=["db", "cache"])
@@ -182,6 +183,7 @@ def test_a_new_ca_reissues_both_server_certificates(ca: tls.KeyPair) -> None:
     _, db_secret, cache_secret = (_existing(m) for m in first.create)
     p = tls.plan("shop", "demo", _found(db_secret, cache_secret), ISSUER)
     assert [m["metadata"]["name"] for m in p.create] == ["shop-ca"]
+    assert p.ca_revision != first.ca_revision and p.bundle != first.bundle  # the app pods restart too
     assert p.renewals == {"shop-db-tls": tls.Renewal.ISSUER, "shop-cache-tls": tls.Renewal.ISSUER}
     new_ca = x509.load_pem_x509_certificate(base64.b64decode(p.create[0]["data"]["ca.crt"]))
     for issued in p.replace:
@@ -268,7 +270,10 @@ def test_the_stamp_names_each_workload_with_its_certificate() -> None:
                for m in manifests if "template" in m.get("spec", {})}
     assert stamped[("StatefulSet", "shop-db")][tls.CERT_ANNOTATION] == p.revision(names.DATABASE)
     assert stamped[("Deployment", "shop-cache")][tls.CERT_ANNOTATION] == p.revision(names.CACHE)
+    # The app trusts the CA (both servers are verified against it): a new CA restarts it.
+    assert stamped[("Deployment", "shop-app")][tls.CA_ANNOTATION] == p.ca_revision
     assert tls.CERT_ANNOTATION not in stamped[("Deployment", "shop-app")]
+    assert tls.CA_ANNOTATION not in stamped[("Deployment", "shop-cache")]
     # No cache Deployment (disabled): nothing to stamp, and nothing fails.
     off = build_all("shop", "demo", ArchitectureSpec.parse({"cache": {"enabled": False}}), Settings(), "conf")
     tls.stamp(off, p)

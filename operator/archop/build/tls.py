@@ -52,6 +52,10 @@ TLS_CERT, TLS_KEY = "tls.crt", "tls.key"
 # changes the template, and the pods restart to load it (the database's in the operator's order: followers,
 # switchover, old leader; the cache's by the Deployment's rolling update).
 CERT_ANNOTATION = "archop.io/server-certificate"
+# The pod template of the app carries the CA's fingerprint: it verifies both servers against the CA bundle,
+# and its Redis client reads the CA file only when it builds a connection's TLS context (redis-py keeps that
+# context for the connection's life, reconnects included), so a new CA restarts the app pods.
+CA_ANNOTATION = "archop.io/ca-certificate"
 
 
 class Renewal(Enum):
@@ -343,6 +347,8 @@ class TlsPlan:
     create: tuple[dict[str, Any], ...] = field(repr=False)  # Secrets with private keys: never in a repr
     issued: tuple[Issued, ...]
     bundle: dict[str, Any]
+    ca_revision: str  # the CA certificate's fingerprint
+    trusting: tuple[tuple[str, str], ...]  # the workloads (kind, name) that mount the bundle
 
     @property
     def replace(self) -> tuple[Issued, ...]:
@@ -377,15 +383,21 @@ def plan(arch: str, namespace: str, found: Mapping[tuple[str, str, str], Mapping
         if reason is Renewal.MISSING:
             create.append(manifest)
         issued.append(Issued(server, reason, manifest, fingerprint(pair.cert_pem)))
-    return TlsPlan(create=tuple(create), issued=tuple(issued), bundle=ca_bundle(arch, namespace, ca))
+    return TlsPlan(create=tuple(create), issued=tuple(issued), bundle=ca_bundle(arch, namespace, ca),
+                   ca_revision=fingerprint(ca.cert_pem), trusting=(("Deployment", names.app(arch)),))
 
 
 def stamp(manifests: list[dict[str, Any]], tls_plan: TlsPlan) -> None:
     """Put each server certificate's fingerprint on the pod template of the workload that presents it
-    (CERT_ANNOTATION). A workload the spec does not build (a disabled cache) has nothing to stamp."""
-    revisions = {i.server.workload: i.revision for i in tls_plan.issued}
+    (CERT_ANNOTATION), and the CA's on those that trust it (CA_ANNOTATION). A workload the spec does not
+    build (a disabled cache) has nothing to stamp."""
+    stamps: dict[tuple[str, str], dict[str, str]] = {}
+    for i in tls_plan.issued:
+        stamps.setdefault(i.server.workload, {})[CERT_ANNOTATION] = i.revision
+    for workload in tls_plan.trusting:
+        stamps.setdefault(workload, {})[CA_ANNOTATION] = tls_plan.ca_revision
     for m in manifests:
-        revision = revisions.get((m["kind"], m["metadata"]["name"]))
-        if revision is not None:
+        annotations = stamps.get((m["kind"], m["metadata"]["name"]))
+        if annotations:
             template = m["spec"]["template"].setdefault("metadata", {})
-            template["annotations"] = {**template.get("annotations", {}), CERT_ANNOTATION: revision}
+            template["annotations"] = {**template.get("annotations", {}), **annotations}
