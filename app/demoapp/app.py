@@ -116,6 +116,6 @@ def describe(settings: Settings) -> dict[str, Any]:
         "db_rw": f"{settings.db_rw_host}:{settings.db_rw_port}",
         "db_ro": f"{settings.db_ro_host}:{settings.db_ro_port}" if settings.db_ro_host else None,
         "db_name": settings.db_name, "db_user": settings.db_user,
-        "cache": f"{settings.redis_host}:{settings.redis_port}" if settings.cache_active else "off",
+        "cache": settings.redis_url if settings.cache_active else "off",
         "cache_ttl_seconds": settings.cache_ttl_seconds, "metrics_port": settings.metrics_port,
     }

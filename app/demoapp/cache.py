@@ -88,15 +88,26 @@ class Breaker:
         return self.failures == 0
 
 
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """The client's TLS settings (rediss://): the server's certificate must chain to the CA file (the system's
+    trust store without one) and name the host dialled. Nothing when TLS is off."""
+    if not settings.redis_tls:
+        return {}
+    return {"ssl": True, "ssl_ca_certs": settings.redis_ca_file, "ssl_cert_reqs": "required",
+            "ssl_check_hostname": True}
+
+
 class Cache:
     def __init__(self, settings: Settings, metrics: Metrics, timeout: float = 0.25) -> None:
         assert settings.redis_host is not None
         self.ttl = settings.cache_ttl_seconds
         self.metrics = metrics
+        # The connect timeout covers the TLS handshake too (one more round trip on a fresh connection; the
+        # pool keeps connections open, so that is paid once per connection, not per call).
         self.client = Redis(
             host=settings.redis_host, port=settings.redis_port, password=settings.redis_password or None,
             socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0),
-            max_connections=64, health_check_interval=0,
+            max_connections=64, health_check_interval=0, **tls_options(settings),
         )
         self.breaker = Breaker()
         self._pending: set[str] = set()  # deletes that did not reach Redis yet

@@ -34,6 +34,10 @@ class Settings:
     redis_host: str | None = None  # None: no cache
     redis_port: int = 6379
     redis_password: str = field(default="", repr=False)
+    # TLS to Redis (rediss://): the operator sets it with the CA file it mounts; the server's certificate is
+    # verified against that CA and must name redis_host. Unset: plain TCP (the local tests' Redis).
+    redis_tls: bool = False
+    redis_ca_file: str | None = None
     cache_enabled: bool = True
     cache_ttl_seconds: int = 30
     # Failover: the whole retry of one request stays under this; the operator promotes within seconds.
@@ -65,6 +69,8 @@ class Settings:
             redis_host=e.get("DEMOAPP_REDIS_HOST") or None,
             redis_port=int(e.get("DEMOAPP_REDIS_PORT", d.redis_port)),
             redis_password=e.get("DEMOAPP_REDIS_PASSWORD", d.redis_password),
+            redis_tls=_bool(e.get("DEMOAPP_REDIS_TLS", "false")),
+            redis_ca_file=e.get("DEMOAPP_REDIS_CA_FILE") or None,
             cache_enabled=_bool(e.get("DEMOAPP_CACHE_ENABLED", "true")),
             cache_ttl_seconds=max(1, int(e.get("DEMOAPP_CACHE_TTL_SECONDS", d.cache_ttl_seconds))),
             retry_budget_seconds=float(e.get("DEMOAPP_RETRY_BUDGET_SECONDS", d.retry_budget_seconds)),
@@ -83,6 +89,11 @@ class Settings:
                 f"connect_timeout={self.db_connect_timeout} target_session_attrs={attrs} "
                 f"application_name=demoapp-{role} keepalives=1 keepalives_idle=5 keepalives_interval=2 "
                 f"keepalives_count=2 tcp_user_timeout=5000{tls}")
+
+    @property
+    def redis_url(self) -> str:
+        """Where the cache is, as a URL without credentials: rediss:// when TLS is on."""
+        return f"{'rediss' if self.redis_tls else 'redis'}://{self.redis_host}:{self.redis_port}"
 
     @property
     def cache_active(self) -> bool:

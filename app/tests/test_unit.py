@@ -9,7 +9,7 @@ import time
 
 import psycopg
 import pytest
-from demoapp.cache import Breaker, decode, encode
+from demoapp.cache import Breaker, decode, encode, tls_options
 from demoapp.config import Settings
 from demoapp.consistency import (
     BadToken,
@@ -163,3 +163,18 @@ def test_conninfo_verifies_the_database_when_told() -> None:
     for role in ("rw", "ro"):
         assert s.conninfo(role).endswith(" sslmode=verify-full sslrootcert=/etc/archop-db-ca/ca.crt")
     assert "sslmode" not in Settings.from_env(ENV).conninfo("rw")  # unset: libpq's defaults (local tests)
+
+
+def test_redis_tls_when_told() -> None:
+    s = Settings.from_env({**ENV, "DEMOAPP_REDIS_TLS": "true",
+                           "DEMOAPP_REDIS_CA_FILE": "/etc/archop-db-ca/ca.crt"})
+    assert (s.redis_tls, s.redis_ca_file) == (True, "/etc/archop-db-ca/ca.crt")
+    assert s.redis_url == "rediss://shop-cache.ns.svc:6380"  # no password in it
+    # Verified against the CA file, and the certificate must name the host dialled.
+    assert tls_options(s) == {"ssl": True, "ssl_ca_certs": "/etc/archop-db-ca/ca.crt",
+                              "ssl_cert_reqs": "required", "ssl_check_hostname": True}
+    plain = Settings.from_env(ENV)  # unset: plain TCP (the local tests' Redis)
+    assert (plain.redis_tls, plain.redis_ca_file, plain.redis_url) == (False, None, "redis://shop-cache.ns.svc:6380")
+    assert tls_options(plain) == {}
+    with pytest.raises(ValueError):
+        Settings.from_env({"DEMOAPP_REDIS_TLS": "maybe"})

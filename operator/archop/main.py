@@ -15,6 +15,7 @@ from typing import Any
 import kopf
 
 from archop import config, hosts, names
+from archop.handlers import certificates as certs
 from archop.handlers import claim
 from archop.handlers import monitor as db_monitor
 from archop.handlers import reconcile as rec
@@ -74,6 +75,23 @@ def reconcile(
     rec.reconcile(
         name=name, namespace=namespace or "", body=body, spec=spec, status_=status,  # type: ignore[arg-type]
         generation=int(meta.get("generation") or 0), logger=logger, old=previous,  # type: ignore[arg-type]
+        ingress_hosts=ingress_hosts,
+    )
+
+
+@kopf.timer(*RESOURCE, id="certificates", interval=certs.CHECK_INTERVAL_SECONDS,
+            initial_delay=certs.INITIAL_DELAY_SECONDS)
+def certificates(
+    *, name: str, namespace: str | None, body: kopf.Body, spec: kopf.Spec, status: kopf.Status,
+    meta: kopf.Meta, logger: kopf.Logger, ingress_hosts: kopf.Index[str, hosts.Claim] | None = None, **_: Any,
+) -> None:
+    """Renews the server certificates when due, between reconciles (archop.handlers.certificates). Returns
+    nothing: kopf would write a timer's result into the status."""
+    if not claim.may_act(body):
+        return
+    certs.check(
+        name=name, namespace=namespace or "", body=body, spec=spec, status_=status,  # type: ignore[arg-type]
+        generation=int(meta.get("generation") or 0), logger=logger,  # type: ignore[arg-type]
         ingress_hosts=ingress_hosts,
     )
 

@@ -96,7 +96,8 @@ def db_secret(arch: str, user: str) -> str:
 
 
 def ca_secret(arch: str) -> str:
-    """The operator-managed CA of the database's TLS (ca.crt, ca.key)."""
+    """The operator-managed CA (ca.crt, ca.key): it signs the database's and the cache's server
+    certificates."""
     return f"{arch}-ca"
 
 
@@ -106,7 +107,8 @@ def db_tls_secret(arch: str) -> str:
 
 
 def db_ca_bundle(arch: str) -> str:
-    """ConfigMap with the CA certificate alone (ca.crt): what clients outside the database pods mount."""
+    """ConfigMap with the CA certificate alone (ca.crt): what clients outside the database pods mount. The
+    same CA signs the cache's certificate, so the app verifies Redis against it too."""
     return f"{arch}-db-ca"
 
 
@@ -130,6 +132,11 @@ def db_pod_host(arch: str, pod: str, namespace: str) -> str:
 
 def cache(arch: str) -> str:
     return f"{arch}-cache"
+
+
+def cache_tls_secret(arch: str) -> str:
+    """The Redis server's certificate and key (tls.crt, tls.key, ca.crt)."""
+    return f"{arch}-cache-tls"
 
 
 def app(arch: str) -> str:

@@ -82,12 +82,16 @@ def test_app_env_is_the_documented_contract() -> None:
         "DEMOAPP_PORT", "DEMOAPP_METRICS_PORT", "DEMOAPP_DB_RW_HOST", "DEMOAPP_DB_RO_HOST", "DEMOAPP_DB_PORT",
         "DEMOAPP_DB_NAME", "DEMOAPP_DB_SSLMODE", "DEMOAPP_DB_SSLROOTCERT",
         "DEMOAPP_DB_USER", "DEMOAPP_DB_PASSWORD", "DEMOAPP_REDIS_HOST", "DEMOAPP_REDIS_PORT",
+        "DEMOAPP_REDIS_TLS", "DEMOAPP_REDIS_CA_FILE",
         "DEMOAPP_REDIS_PASSWORD", "DEMOAPP_CACHE_ENABLED", "DEMOAPP_CACHE_TTL_SECONDS"}
     assert env["DEMOAPP_DB_RW_HOST"]["value"] == "shop-db-rw.demo.svc"
     assert env["DEMOAPP_DB_RO_HOST"]["value"] == "shop-db-ro.demo.svc"
     assert env["DEMOAPP_REDIS_HOST"]["value"] == "shop-cache.demo.svc"
     assert env["DEMOAPP_DB_SSLMODE"]["value"] == "verify-full"
     assert env["DEMOAPP_DB_SSLROOTCERT"]["value"] == f"{app.DB_CA_DIR}/ca.crt"
+    # Redis over TLS, verified against the same CA file (the Architecture's CA signs both servers).
+    assert env["DEMOAPP_REDIS_TLS"]["value"] == "true"
+    assert env["DEMOAPP_REDIS_CA_FILE"]["value"] == env["DEMOAPP_DB_SSLROOTCERT"]["value"]
     def ref_of(var: str) -> dict[str, str]:
         return env[var]["valueFrom"]["secretKeyRef"]
 
@@ -178,6 +182,22 @@ def test_cache_runs_redis_as_configured() -> None:
                                          "items": [{"key": "password", "path": "password"}]}
     assert c["readinessProbe"]["exec"]["command"] == ["sh", "-c", cache.ping_script()]
     assert c["securityContext"]["runAsUser"] == 999
+    # TLS only: plain TCP off, the server certificate from Secret shop-cache-tls, no client certificates.
+    assert args[args.index("--port") + 1] == "0" and args[args.index("--tls-port") + 1] == "6379"
+    assert args[args.index("--tls-auth-clients") + 1] == "no"
+    assert args[args.index("--tls-protocols") + 1] == "TLSv1.3"
+    for flag, file in (("--tls-cert-file", "tls.crt"), ("--tls-key-file", "tls.key"),
+                       ("--tls-ca-cert-file", "ca.crt")):
+        assert args[args.index(flag) + 1] == f"{cache.TLS_DIR}/{file}"
+    assert {"name": "tls", "mountPath": cache.TLS_DIR, "readOnly": True} in c["volumeMounts"]
+    # Root-owned (the kubelet), group fsGroup 999 (the redis user): readable by Redis and nobody else.
+    assert volumes["tls"]["secret"] == {"secretName": "shop-cache-tls", "defaultMode": 0o440, "items": [
+        {"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"},
+        {"key": "ca.crt", "path": "ca.crt"}]}
+    assert dep["spec"]["template"]["spec"]["securityContext"]["fsGroup"] == 999
+    # The probes speak TLS too, verifying the server against the CA; the password stays in the file.
+    assert f"redis-cli --tls --cacert {cache.TLS_DIR}/ca.crt -p 6379" in cache.ping_script()
+    assert c["livenessProbe"]["exec"]["command"] == ["sh", "-c", cache.ping_script()]
     assert dep["spec"]["replicas"] == 1 and svc["spec"]["ports"][0]["port"] == 6379
     _, bare = VARIANTS["bare"]
     assert cache.build_cache("bare", NAMESPACE, bare, "redis:7") == []

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 from archop import names
 from archop.build import database as db
+from archop.build import tls
 from archop.spec import ArchitectureSpec, DatabaseSpec
 
 
@@ -178,9 +179,14 @@ def test_tls_files_and_passfile_hosts():
 
 def test_a_certificate_stamp_changes_only_the_database_pod_template():
     manifests = list(build().values())
-    db.stamp_certificate(manifests, "demo-db", "abc")
+    before = json.dumps(manifests, sort_keys=True)
+    plan = tls.plan("demo", "ns", {})
+    tls.stamp(manifests, plan)
     sts = next(m for m in manifests if m["kind"] == "StatefulSet")
-    assert sts["spec"]["template"]["metadata"]["annotations"] == {db.CERT_ANNOTATION: "abc"}
+    assert sts["spec"]["template"]["metadata"]["annotations"] == {
+        db.CERT_ANNOTATION: plan.revision(names.DATABASE)}
+    del sts["spec"]["template"]["metadata"]["annotations"]
+    assert json.dumps(manifests, sort_keys=True) == before
 
 
 def test_postgres_serves_tls_and_refuses_plain_tcp():

@@ -31,9 +31,14 @@ def test_handlers_are_registered_for_architectures() -> None:
     resource = kopf.Resource(names.GROUP, names.VERSION, names.PLURAL)
     changing = {h.id for h in registry._changing.get_all_handlers()}  # noqa: SLF001 - no public listing
     assert {"reconcile", "delete"} <= {i.split("/")[0] for i in changing}
-    daemons = [h for h in registry._spawning.get_all_handlers()]  # noqa: SLF001
-    assert [h.id for h in daemons] == ["monitor"]
-    assert daemons[0].cancellation_timeout == 5.0
+    spawning = {h.id: h for h in registry._spawning.get_all_handlers()}  # noqa: SLF001
+    assert set(spawning) == {"monitor", "certificates"}
+    daemon, timer = spawning["monitor"], spawning["certificates"]
+    assert daemon.cancellation_timeout == 5.0
+    # The periodic certificate check: every 6 h, first well after the resume reconcile has checked.
+    assert type(timer).__name__ == "TimerHandler"
+    assert (timer.interval, timer.initial_delay) == (6 * 3600.0, 600.0)
+    assert all(h.selector.check(resource) for h in spawning.values())
     assert all(h.selector.check(resource) for h in registry._changing.get_all_handlers())  # noqa: SLF001
     indexes = registry._indexing.get_all_handlers()  # noqa: SLF001
     assert [h.id for h in indexes] == ["ingress_hosts"]

@@ -337,7 +337,7 @@ def _tls() -> set[tuple[str, str]]:
 
 
 def _tls_secrets() -> set[tuple[str, str]]:
-    return {(m["apiVersion"], m["kind"]) for m in tls.plan("shop", "demo", None, None).create}
+    return {(m["apiVersion"], m["kind"]) for m in tls.plan("shop", "demo", {}).create}
 
 
 def _optional() -> set[tuple[str, str]]:

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import requests
 from archop import apply, config, events, hosts, names, permissions, reasons
-from archop.build import database as db
 from archop.build import tls
 from archop.config import Settings
 from archop.handlers import reconcile as rec
@@ -87,6 +86,11 @@ def body(spec: dict[str, Any] | None = None, status: dict[str, Any] | None = Non
 
 @pytest.fixture
 def emitted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, bool]]:
+    return capture_events(monkeypatch)
+
+
+def capture_events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, bool]]:
+    """Events as (reason, message, warning), and the operator's settings a reconcile needs."""
     out: list[tuple[str, str, bool]] = []
     monkeypatch.setattr(events, "emit", lambda _b, reason, message, warning=False:
                         out.append((reason, message, warning)))
@@ -107,7 +111,8 @@ def test_a_fresh_stack_is_created(monkeypatch: pytest.MonkeyPatch, emitted: list
     applied = [u for m, u in api.writes() if m == "PATCH"]
     assert url("Service", "shop-db-rw") in applied and url("Ingress", "shop-ingress") in applied
     assert all("uid" not in b["metadata"] for m, _, b in api.sent if m == "PATCH" and b and "kind" in b)
-    assert sorted(u for m, u in api.writes() if m == "POST") == ["secrets"] * 6  # 4 passwords, CA, server
+    # 4 passwords, the CA, the database's and the cache's server certificates.
+    assert sorted(u for m, u in api.writes() if m == "POST") == ["secrets"] * 7
     assert not [w for w in api.writes() if w[0] == "DELETE"]  # nothing to prune: nothing there
     status = api.status_patches()
     assert status["foreignObjects"] == []
@@ -166,8 +171,8 @@ def test_existing_children_are_applied_by_uid_and_only_ours_are_pruned(monkeypat
     rw = next(b for m, u, b in api.sent if m == "PATCH" and u == url("Service", "shop-db-rw"))
     assert rw["metadata"]["uid"] == "uid-of-shop-db-rw"
     assert url("Secret", "shop-db-app") in api.objects and ("POST", "secrets") in api.writes()
-    # The existing Secret is not created again (3 passwords, the CA and the server certificate are).
-    assert sum(1 for m, u in api.writes() if m == "POST") == 5
+    # The existing Secret is not created again (3 passwords, the CA and the two server certificates are).
+    assert sum(1 for m, u in api.writes() if m == "POST") == 6
     deletes = [(u, b) for m, u, b in api.sent if m == "DELETE"]
     assert deletes == [(url("HorizontalPodAutoscaler", "shop-app"),
                         {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background",
@@ -251,46 +256,85 @@ def test_tls_secrets_are_created_once_owned_and_the_pods_carry_the_certificate(
     api = FakeApi()
     run(api, body(), monkeypatch)
     created = _secret_bodies(api)
-    for secret in ("shop-ca", "shop-db-tls"):
+    for secret in ("shop-ca", "shop-db-tls", "shop-cache-tls"):
         refs = created[secret]["metadata"]["ownerReferences"]
         assert [(r["kind"], r["name"], r["uid"]) for r in refs] == [(names.KIND, "shop", UID)]
-    sts = api.objects[url("StatefulSet", "shop-db")]
-    stamp = sts["spec"]["template"]["metadata"]["annotations"][db.CERT_ANNOTATION]
-    assert stamp == tls.fingerprint(base64.b64decode(created["shop-db-tls"]["data"]["tls.crt"]).decode())
+    stamps = {}
+    for kind, workload, secret in (("StatefulSet", "shop-db", "shop-db-tls"),
+                                   ("Deployment", "shop-cache", "shop-cache-tls")):
+        stamp = api.objects[url(kind, workload)]["spec"]["template"]["metadata"]["annotations"][
+            tls.CERT_ANNOTATION]
+        assert stamp == tls.fingerprint(base64.b64decode(created[secret]["data"]["tls.crt"]).decode())
+        stamps[kind, workload] = stamp
     bundle = api.objects[url("ConfigMap", "shop-db-ca")]
     assert bundle["data"]["ca.crt"] == base64.b64decode(created["shop-ca"]["data"]["ca.crt"]).decode()
     assert bundle["metadata"]["ownerReferences"][0]["uid"] == UID
+    ca_stamp = api.objects[url("Deployment", "shop-app")]["spec"]["template"]["metadata"]["annotations"][
+        tls.CA_ANNOTATION]
+    assert ca_stamp == tls.fingerprint(bundle["data"]["ca.crt"])
     assert not [m for _, m, _ in emitted if "PRIVATE KEY" in m or "BEGIN" in m]
     # A second reconcile finds them (this Architecture's) and creates or reissues nothing.
     api.sent.clear()
     run(api, body(), monkeypatch)
     assert [u for m, u in api.writes() if m == "POST"] == []
-    assert api.objects[url("StatefulSet", "shop-db")]["spec"]["template"]["metadata"]["annotations"][
-        db.CERT_ANNOTATION] == stamp
+    for (kind, workload), stamp in stamps.items():
+        assert api.objects[url(kind, workload)]["spec"]["template"]["metadata"]["annotations"][
+            tls.CERT_ANNOTATION] == stamp
+    assert api.objects[url("Deployment", "shop-app")]["spec"]["template"]["metadata"]["annotations"][
+        tls.CA_ANNOTATION] == ca_stamp
     assert reasons.SERVER_CERTIFICATE_RENEWED not in [r for r, _, _ in emitted]
 
 
-def test_an_expiring_server_certificate_is_reissued_in_place(monkeypatch: pytest.MonkeyPatch,
-                                                            emitted: list) -> None:
+def existing_tls(expiring: str | None = None) -> dict[str, dict[str, Any]]:
+    """The CA and both server Secrets as the API returns them (this Architecture's); the server certificate
+    in Secret `expiring` was issued 350 days ago (15 days left), the other one today."""
     old = tls.Issuer(now=lambda: datetime.now(UTC) - timedelta(days=350))
     ca = old.new_ca("ca")
-    server = old.issue_server(ca, tls.server_names("shop", NS))
-    ca_secret = {**tls.ca_secret("shop", NS, ca), **{"metadata": ours("shop-ca")["metadata"]}}
-    tls_secret = tls.server_secret("shop", NS, server, ca)
-    tls_secret["metadata"] = {**ours("shop-db-tls")["metadata"], "resourceVersion": "42"}
-    api = FakeApi({url("Secret", "shop-ca"): ca_secret, url("Secret", "shop-db-tls"): tls_secret})
+    out = {url("Secret", "shop-ca"): {**tls.ca_secret("shop", NS, ca),
+                                      "metadata": ours("shop-ca")["metadata"]}}
+    for server in tls.servers("shop", NS):
+        issuer = old if server.secret == expiring else tls.Issuer()
+        secret = tls.server_secret("shop", NS, server, issuer.issue_server(ca, server.dns_names), ca)
+        secret["metadata"] = {**ours(server.secret)["metadata"], "resourceVersion": "42"}
+        out[url("Secret", server.secret)] = secret
+    return out
+
+
+def _ca_of(objects: dict[str, dict[str, Any]]) -> tls.KeyPair:
+    data = objects[url("Secret", "shop-ca")]["data"]
+    return tls.KeyPair(base64.b64decode(data["ca.crt"]).decode(), base64.b64decode(data["ca.key"]).decode())
+
+
+@pytest.mark.parametrize(("secret", "kind", "workload", "other"), [
+    ("shop-db-tls", "StatefulSet", "shop-db", "shop-cache-tls"),
+    ("shop-cache-tls", "Deployment", "shop-cache", "shop-db-tls"),
+])
+def test_an_expiring_server_certificate_is_reissued_in_place(
+        monkeypatch: pytest.MonkeyPatch, emitted: list, secret: str, kind: str, workload: str,
+        other: str) -> None:
+    objects = existing_tls(expiring=secret)
+    ca = _ca_of(objects)
+    api = FakeApi(objects)
     run(api, body(), monkeypatch)
-    patch = next(b for m, u, b in api.sent if m == "PATCH" and u == url("Secret", "shop-db-tls") and b)
-    assert patch["metadata"] == {"uid": "uid-of-shop-db-tls", "resourceVersion": "42"}
+    patches = [(u, b) for m, u, b in api.sent if m == "PATCH" and u.startswith("secrets/") and b]
+    assert [u for u, _ in patches] == [url("Secret", secret)]  # the other certificate is current: kept
+    patch = patches[0][1]
+    assert patch["metadata"] == {"uid": f"uid-of-{secret}", "resourceVersion": "42"}
     fresh = tls.KeyPair(base64.b64decode(patch["data"]["tls.crt"]).decode(),
                         base64.b64decode(patch["data"]["tls.key"]).decode())
-    assert tls.renewal(fresh, ca, tls.server_names("shop", NS), datetime.now(UTC)) is tls.Renewal.CURRENT
-    assert (reasons.SERVER_CERTIFICATE_RENEWED, True) in [(r, "expiring" in m) for r, m, _ in emitted]
+    (server,) = [s for s in tls.servers("shop", NS) if s.secret == secret]
+    assert tls.renewal(fresh, ca, server.dns_names, datetime.now(UTC)) is tls.Renewal.CURRENT
+    (renewed,) = [m for r, m, _ in emitted if r == reasons.SERVER_CERTIFICATE_RENEWED]
+    assert f"Secret {secret} (expiring)" in renewed and "BEGIN" not in renewed
     assert ("POST", "secrets") not in [(m, u) for m, u in api.writes() if "shop-ca" in str(u)]
     assert sorted(b["metadata"]["name"] for b in _secret_bodies(api).values()) == [
         "shop-cache", "shop-db-app", "shop-db-replication", "shop-db-superuser"]  # CA kept, not recreated
-    stamp = api.objects[url("StatefulSet", "shop-db")]["spec"]["template"]["metadata"]["annotations"]
-    assert stamp[db.CERT_ANNOTATION] == tls.fingerprint(fresh.cert_pem)
+    stamp = api.objects[url(kind, workload)]["spec"]["template"]["metadata"]["annotations"]
+    assert stamp[tls.CERT_ANNOTATION] == tls.fingerprint(fresh.cert_pem)
+    kept = base64.b64decode(objects[url("Secret", other)]["data"]["tls.crt"]).decode()
+    (other_kind, other_workload) = next(s.workload for s in tls.servers("shop", NS) if s.secret == other)
+    assert api.objects[url(other_kind, other_workload)]["spec"]["template"]["metadata"]["annotations"][
+        tls.CERT_ANNOTATION] == tls.fingerprint(kept)
 
 
 def test_a_foreign_ca_secret_stops_everything(monkeypatch: pytest.MonkeyPatch, emitted: list) -> None:

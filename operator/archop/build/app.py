@@ -13,7 +13,8 @@ APP_UID = 10001  # the demo app image's user archop, uid and gid 10001 (Dockerfi
 NGINX_UID = 101  # the nginx user (uid and gid 101) of the official image; the offline Debian image keeps it
 DB_PORT = 5432
 DB_NAME = "app"
-# The CA certificate (ConfigMap N-db-ca): the app verifies the database servers against it (verify-full).
+# The CA certificate (ConfigMap N-db-ca): the app verifies the database servers (verify-full) and the Redis
+# server (TLS, hostname checked) against it; the same CA signs both certificates (build/tls.py).
 DB_CA_DIR = "/etc/archop-db-ca"
 CDN_HASH_ANNOTATION = "archop.io/cdn-config-hash"
 
@@ -82,6 +83,8 @@ def app_env(arch: str, namespace: str, spec: ArchitectureSpec) -> list[dict[str,
         secret_env("DEMOAPP_DB_PASSWORD", names.db_secret(arch, "app"), "password"),
         {"name": "DEMOAPP_REDIS_HOST", "value": names.service_host(names.cache(arch), namespace)},
         {"name": "DEMOAPP_REDIS_PORT", "value": str(REDIS_PORT)},
+        {"name": "DEMOAPP_REDIS_TLS", "value": "true"},
+        {"name": "DEMOAPP_REDIS_CA_FILE", "value": f"{DB_CA_DIR}/ca.crt"},
         secret_env("DEMOAPP_REDIS_PASSWORD", names.cache(arch), "password"),
         {"name": "DEMOAPP_CACHE_ENABLED", "value": "true" if spec.cache.enabled else "false"},
         {"name": "DEMOAPP_CACHE_TTL_SECONDS", "value": str(spec.cache.ttl_seconds)},

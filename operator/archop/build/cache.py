@@ -1,19 +1,30 @@
-"""The Redis cache tier: one Deployment (no persistence) and its Service N-cache on 6379."""
+"""The Redis cache tier: one Deployment (no persistence) and its Service N-cache on 6379, TLS only.
+
+Redis listens with TLS alone (`port 0`): the server certificate is Secret N-cache-tls (build/tls.py, signed by
+the Architecture's CA, named for the Service), mounted as files; clients verify it against the CA and
+authenticate with the password (requirepass) over the encrypted channel, not with a client certificate.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from archop import names
-from archop.build import container_security, meta, pod_security
+from archop.build import container_security, meta, pod_security, tls
 from archop.spec import ArchitectureSpec
 
-PORT = 6379
+PORT = 6379  # the TLS port; Redis's plain TCP port is off
 UID = 999  # the redis user (uid and gid 999) of the official image; the offline Debian-built image keeps it
 AUTH_DIR = "/etc/archop-redis"  # the N-cache Secret's password, as a read-only file
 PASSWORD_FILE = f"{AUTH_DIR}/password"
 # Owner root, group fsGroup: readable by the redis user only (the kubelet adds the group read bit anyway).
 SECRET_FILE_MODE = 0o440
+# The N-cache-tls Secret (tls.crt, tls.key, ca.crt), read-only, files root:<fsGroup> 0440 like the password.
+TLS_DIR = "/etc/archop-redis-tls"
+CA_FILE = f"{TLS_DIR}/{tls.CA_CERT}"
+TLS_FILE_MODE = 0o440
+# As the database (ssl_min_version): every client of the cache (the demo app, redis-cli) speaks TLS 1.3.
+TLS_PROTOCOLS = "TLSv1.3"
 
 
 def _read_password(password_file: str) -> str:
@@ -38,11 +49,28 @@ def start_script(password_file: str = PASSWORD_FILE) -> str:
     return _read_password(password_file) + 'exec redis-server - "$@" <<EOF\n' + "requirepass '$pw'\nEOF\n"
 
 
-def ping_script(password_file: str = PASSWORD_FILE, port: int = PORT) -> str:
-    """sh -c text for the probes: AUTH, then PING, on redis-cli's stdin. The replies are compared: redis-cli
-    exits 0 even when the server answers with an error such as NOAUTH."""
+def ping_script(password_file: str = PASSWORD_FILE, port: int = PORT, ca_file: str = CA_FILE) -> str:
+    """sh -c text for the probes: AUTH, then PING, on redis-cli's stdin, over TLS with the server's
+    certificate verified against the CA (the only way in: Redis has no plain port). redis-cli checks the
+    chain, not the name: the probe dials 127.0.0.1 inside the pod. The replies are compared: redis-cli exits
+    0 even when the server answers with an error such as NOAUTH, or prints nothing when TLS fails."""
+    cli = f"redis-cli --tls --cacert {ca_file} -p {port}"
     return _read_password(password_file) + (
-        f"""[ "$(printf "AUTH '%s'\\nPING\\n" "$pw" | redis-cli -p {port})" = "$(printf 'OK\\nPONG')" ]\n""")
+        f"""[ "$(printf "AUTH '%s'\\nPING\\n" "$pw" | {cli})" = "$(printf 'OK\\nPONG')" ]\n""")
+
+
+def tls_args(tls_dir: str = TLS_DIR, port: int = PORT) -> list[str]:
+    """redis-server's TLS settings: TLS on `port` only (plain TCP off), the server certificate and key from
+    the mounted Secret, no client certificates asked for (clients authenticate with the password)."""
+    return [
+        "--port", "0",
+        "--tls-port", str(port),
+        "--tls-cert-file", f"{tls_dir}/{tls.TLS_CERT}",
+        "--tls-key-file", f"{tls_dir}/{tls.TLS_KEY}",
+        "--tls-ca-cert-file", f"{tls_dir}/{tls.CA_CERT}",
+        "--tls-auth-clients", "no",
+        "--tls-protocols", TLS_PROTOCOLS,
+    ]
 
 
 def build_cache(arch: str, namespace: str, spec: ArchitectureSpec, image: str) -> list[dict]:
@@ -63,7 +91,7 @@ def deployment(arch: str, namespace: str, spec: ArchitectureSpec, image: str) ->
         # requirepass from the mounted file, on stdin (start_script); "redis-server" is $0, the args are "$@".
         "command": ["sh", "-c", start_script(), "redis-server"],
         "args": [
-            "--port", str(PORT),
+            *tls_args(),
             "--maxmemory", cache.max_memory,
             "--maxmemory-policy", cache.eviction_policy,
             # A cache: no RDB snapshots, no AOF. A restart starts cold, which cache-aside tolerates.
@@ -77,7 +105,8 @@ def deployment(arch: str, namespace: str, spec: ArchitectureSpec, image: str) ->
         "securityContext": container_security(UID),
         # Read-only root filesystem: /data (Redis's working directory) and /tmp are the writable paths.
         "volumeMounts": [{"name": "data", "mountPath": "/data"}, {"name": "tmp", "mountPath": "/tmp"},
-                         {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True}],
+                         {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True},
+                         {"name": "tls", "mountPath": TLS_DIR, "readOnly": True}],
     }
     return {
         "apiVersion": "apps/v1",
@@ -100,6 +129,10 @@ def deployment(arch: str, namespace: str, spec: ArchitectureSpec, image: str) ->
                         {"name": "tmp", "emptyDir": {}},
                         {"name": "auth", "secret": {"secretName": secret, "defaultMode": SECRET_FILE_MODE,
                                                     "items": [{"key": "password", "path": "password"}]}},
+                        {"name": "tls", "secret": {
+                            "secretName": names.cache_tls_secret(arch), "defaultMode": TLS_FILE_MODE,
+                            "items": [{"key": k, "path": k}
+                                      for k in (tls.TLS_CERT, tls.TLS_KEY, tls.CA_CERT)]}},
                     ],
                 },
             },

@@ -37,9 +37,9 @@ SECRET_FILE_MODE = 0o440
 # by root without group write or any access for others: the kubelet makes Secret files root's, group fsGroup.
 TLS_DIR = "/etc/archop-tls"
 TLS_FILE_MODE = 0o440
-# The pod template carries the server certificate's fingerprint: a reissued one changes the template, and the
-# operator's ordered restart (followers, switchover, old leader) loads it.
-CERT_ANNOTATION = "archop.io/server-certificate"
+# The pod template carries the server certificate's fingerprint (tls.stamp): a reissued one changes the
+# template, and the operator's ordered restart (followers, switchover, old leader) loads it.
+CERT_ANNOTATION = tls.CERT_ANNOTATION
 SCRIPT_FILES = ("start.sh", "fence.sh", "stop.sql", "postgresql.conf", "pg_hba.conf")
 BOOTSTRAP_LEADER_KEY = "bootstrap-leader"
 # Put Debian's server binaries on PATH for probes too (the official image has them there already).
@@ -170,14 +170,6 @@ def _tls_volume(name: str) -> dict:
         "secretName": names.db_tls_secret(name), "defaultMode": TLS_FILE_MODE,
         "items": [{"key": k, "path": k} for k in (tls.TLS_CERT, tls.TLS_KEY, tls.CA_CERT)],
     }}
-
-
-def stamp_certificate(manifests: list[dict[str, Any]], statefulset: str, revision: str) -> None:
-    """Put the server certificate's fingerprint on the database pod template (CERT_ANNOTATION)."""
-    for m in manifests:
-        if m["kind"] == "StatefulSet" and m["metadata"]["name"] == statefulset:
-            template = m["spec"]["template"]["metadata"]
-            template["annotations"] = {**template.get("annotations", {}), CERT_ANNOTATION: revision}
 
 
 def _mounts(postgres: bool) -> list[dict]:

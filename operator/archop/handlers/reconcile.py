@@ -31,7 +31,7 @@ from typing import Any
 import kopf
 
 from archop import apply, config, events, hosts, metrics, names, ownership, reasons, status
-from archop.build import absent_optional_children, build_all, cdn, database, ref, secrets, tls
+from archop.build import absent_optional_children, build_all, cdn, secrets, tls
 from archop.spec import ArchitectureSpec
 
 COMPONENT = "architecture"  # the metrics label of this handler
@@ -282,12 +282,13 @@ def _reconcile(
             raise kopf.TemporaryError(f"Secret {secret['metadata']['name']} appeared after the ownership "
                                       "check; checking again", delay=1)
         created.append(secret["metadata"]["name"])
-    certificates = _tls(client, body, name, namespace, found_tls)
+    certificates = _tls(client, body, name, namespace, found_tls,
+                        workloads={(m["kind"], m["metadata"]["name"]) for m in manifests})
     created += [s["metadata"]["name"] for s in certificates.create]
     if created:
         events.emit(body, reasons.SECRETS_CREATED, f"Created Secrets {', '.join(created)}")
     manifests.append(certificates.bundle)
-    database.stamp_certificate(manifests, names.db(name), certificates.revision)
+    tls.stamp(manifests, certificates)
 
     for child in apply.apply_all(client, manifests, owner=body, existing={**found, **found_tls}):
         events.emit(body, reasons.FOREIGN_OBJECT,
@@ -321,29 +322,39 @@ def _reconcile(
                       f"{ownership.RETRY_SECONDS}s")
 
 
+# What each tier's pods do once its server certificate is reissued (tls.stamp changes their pod template).
+_RESTART = {names.DATABASE: "the database pods restart one by one to load it",
+            names.CACHE: "the cache pod is replaced to load it"}
+
+
 def _tls(client: Any, body: dict[str, Any], name: str, namespace: str,
-         found: Mapping[tuple[str, str, str], dict[str, Any] | None]) -> tls.TlsPlan:
-    """The CA and server certificate Secrets (build/tls.py): created when absent, the server's reissued when
-    tls.renewal says so. `found` holds them as read for the ownership check (so they are this
-    Architecture's). Messages name Secrets and reasons, never their contents."""
-    ca_ref, server_ref, _ = (ref(stub) for stub in tls.stubs(name, namespace))
+         found: Mapping[tuple[str, str, str], dict[str, Any] | None],
+         workloads: set[tuple[str, str]]) -> tls.TlsPlan:
+    """The CA and server certificate Secrets (build/tls.py): created when absent, a server certificate
+    reissued when tls.due says so. `found` holds them as read for the ownership check (so they are this
+    Architecture's); `workloads` are the (kind, name) this reconcile applies. Messages name Secrets and
+    reasons, never their contents. The periodic check (handlers/certificates.py) renews through here too."""
     try:
-        plan = tls.plan(name, namespace, found.get(ca_ref), found.get(server_ref))
+        plan = tls.plan(name, namespace, found)
     except tls.TlsError as exc:
         raise kopf.TemporaryError(str(exc), delay=ownership.RETRY_SECONDS) from None
     for secret in plan.create:
         if not apply.create_if_absent(client, secret, owner=body):
             raise kopf.TemporaryError(f"Secret {secret['metadata']['name']} appeared after the ownership "
                                       "check; checking again", delay=1)
-    if plan.replace is not None:
-        meta = (found.get(server_ref) or {}).get("metadata") or {}
-        if not apply.replace_secret_data(client, plan.replace, uid=str(meta.get("uid") or ""),
+    for issued in plan.replace:
+        secret_name = issued.server.secret
+        meta = (found.get(("v1", "Secret", secret_name)) or {}).get("metadata") or {}
+        if not apply.replace_secret_data(client, issued.secret, uid=str(meta.get("uid") or ""),
                                          resource_version=str(meta.get("resourceVersion") or "")):
-            raise kopf.TemporaryError(f"Secret {server_ref[2]} changed after it was read; checking again",
+            raise kopf.TemporaryError(f"Secret {secret_name} changed after it was read; checking again",
                                       delay=1)
+        component = issued.server.component
+        then = (_RESTART.get(component, "its pods restart to load it") if issued.server.workload in workloads
+                else f"no {component} pod runs now")
         events.emit(body, reasons.SERVER_CERTIFICATE_RENEWED,
-                    f"Reissued the database server certificate in Secret {server_ref[2]} "
-                    f"({plan.renewal.value}); the database pods restart one by one to load it")
+                    f"Reissued the {component} server certificate in Secret {secret_name} "
+                    f"({issued.renewal.value}); {then}")
     return plan
 
 
