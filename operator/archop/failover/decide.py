@@ -789,8 +789,8 @@ def _steady(obs: DbObservation, state: State, spec: DatabaseSpec, now: float, me
             # The kubelet doubles the back-off with every restart (10 s, 20 s, 40 s ...): an old leader
             # killed twice would rejoin minutes late. A new pod starts at once.
             actions.append(DeletePod(inst.name))
-            skipped = (f"{inst.name}'s postgres was stopped or killed after running {back_off:.0f}s and waits "
-                       "in CrashLoopBackOff; deleting the pod so it restarts now")
+            skipped = (f"{inst.name}'s postgres was stopped or killed after running {back_off:.0f}s and "
+                       "waits in CrashLoopBackOff; deleting the pod so it restarts now")
             notes.append(Note(reasons.RESTART_BACK_OFF_SKIPPED, skipped, True))
             continue
         if inst.name == leader_name or not inst.probe.reachable:
