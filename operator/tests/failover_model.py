@@ -679,12 +679,13 @@ class Cluster:
                 # The model reports no slots and no WAL horizon, so no follower ever looks unable to catch up.
                 raise AssertionError(f"a rebuild of {pod} was decided without evidence")
 
-    def renew(self, pod: str) -> bool:
-        """The operator's lease session runs a statement on `pod` (LeaseSession.renew). The session is one
-        established connection: an enforcer that rejects new connections lets it live on."""
+    def renew(self, pod: str, established: bool) -> bool:
+        """The operator's lease session runs a statement on `pod` (LeaseSession.renew), over its established
+        connection or a new one. An enforcer that rejects new connections lets an established one live on."""
         self.tick_seq()
         m = self.members[pod]
-        if not (self.link(OPERATOR, m.name) and m.answering):
+        reaches = self.link(OPERATOR, m.name) and m.answering
+        if not (reaches if established else self.op_reaches(m)):
             return False
         m.renewed_at = self.now
         return True
@@ -760,6 +761,7 @@ class Monitor:
     lease_clock: lease.LeaseClock = field(init=False)  # this process' renewals (monitor.py's self.lease)
     faulted: bool = False  # the last tick ended in a ModelFault
     vouched: str | None = None  # the pod whose lease this process renews (monitor.py's self.vouched)
+    session_to: str | None = None  # the pod its lease session holds an established connection to
     injected: bool = False  # ... and it was an injected one
 
     def __post_init__(self) -> None:
@@ -789,7 +791,7 @@ class Monitor:
         return await self._with_session(self.cluster.observe(self.spec.instances, previous, skip))
 
     async def _with_session(self, obs: DbObservation) -> DbObservation:
-        return await runner.with_lease_session(obs, self.vouched, self.lease_clock, self.vouch)
+        return await runner.with_lease_session(obs, self.session_to, self.lease_clock, self.vouch)
 
     async def _sleep(self, seconds: float) -> None:
         """The runner sleeps through a lease running out: the world's time passes meanwhile."""
@@ -812,16 +814,23 @@ class Monitor:
         self.memory = memory
 
     async def _failover_begins(self, record: d.FailoverRecord, new: bool) -> None:
-        """Arms an injected status write failure that waits for a failover tick (fail_in_failover)."""
+        """Arms an injected status write failure that waits for a failover tick (fail_in_failover); a new
+        failover ends the lease session, as monitor.py's does."""
         self.in_failover = True
+        if new:
+            self.session_to = None
 
     async def vouch(self, pod: str) -> bool:
-        """monitor.py's vouch: renew the pod's leader lease through the lease session."""
-        if not self.cluster.renew(pod):
-            self.lease_clock.failure(pod)
+        """monitor.py's vouch: renew the pod's leader lease through the lease session, over its established
+        connection when it has one to this pod (act.LeaseSession, act.Renewal)."""
+        established = self.session_to == pod
+        if not self.cluster.renew(pod, established):
+            if established:
+                self.lease_clock.failure(pod)  # Renewal.BROKEN
+            self.session_to = None
             return False
         self.lease_clock.renewal(pod, self.cluster.now)
-        self.vouched = pod
+        self.vouched = self.session_to = pod
         return True
 
     def tick(self) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -278,6 +279,12 @@ def follower_conninfo(host: str, port: int, user: str, application_name: str, pa
     return " ".join(parts)
 
 
+class Renewal(enum.Enum):
+    RENEWED = "renewed"
+    BROKEN = "broken"  # the established session failed: the connection to that postmaster broke
+    FAILED = "failed"  # no session could be opened (refused, unreachable): no established connection broke
+
+
 class LeaseSession:
     """The operator's side of the leader lease (failover/lease.py): one session to the leader that runs a
     statement every monitor tick; the agent in the leader's pod reads, on the leader's own clock, how long
@@ -287,20 +294,28 @@ class LeaseSession:
         self._conn: psycopg.AsyncConnection | None = None
         self._key: tuple[str, str, Verify | None] | None = None
 
-    async def renew(self, pod: str, target: Target) -> bool:
+    def established(self) -> str | None:
+        """The pod this session holds an open connection to, if any."""
+        if self._conn is None or self._conn.closed or self._key is None:
+            return None
+        return self._key[0]
+
+    async def renew(self, pod: str, target: Target) -> Renewal:
         key = (pod, target.host, target.verify)
         if key != self._key:
             await self.close()
             self._key = key
+        established = self._conn is not None and not self._conn.closed
         try:
-            if self._conn is None or self._conn.closed:
+            if not established:
                 self._conn = await connect(replace(target, application_name=lease.SESSION), 1.0, 1000)
+            assert self._conn is not None
             await bounded(self._conn, self._conn.execute("select 1"), 1.5)
-            return True
+            return Renewal.RENEWED
         except (OSError, psycopg.Error, TimeoutError) as exc:
             log.info("leader lease renewal on %s failed: %s", pod, type(exc).__name__)
             await self.close()
-            return False
+            return Renewal.BROKEN if established else Renewal.FAILED
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None

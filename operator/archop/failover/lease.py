@@ -62,11 +62,12 @@ class LeaseClock:
         self.last_try_ok[pod] = True
 
     def failure(self, pod: str) -> None:
+        """The established lease session to the pod failed (act.Renewal.BROKEN), not a new connection."""
         self.last_try_ok[pod] = False
 
     def session_lost(self, pod: str) -> bool:
-        """This process renewed the pod's lease over its lease session, and its latest try since failed: the
-        one established connection it holds to that postmaster broke (decide.refusal_proves_down)."""
+        """This process renewed the pod's lease over its lease session, and since then that established
+        connection broke (decide.refusal_proves_down); a later renewal over a new connection clears it."""
         return pod in self.renewed and self.last_try_ok.get(pod) is False
 
     def mark_fenced(self, old: str, started_at: str, at: float) -> None:

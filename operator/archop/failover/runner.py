@@ -131,14 +131,17 @@ async def run_failover(record: d.FailoverRecord, state: d.State, obs: DbObservat
         obs = await fx.observe(obs, frozenset() if current.planned else frozenset({current.from_}))
 
 
-async def with_lease_session(obs: DbObservation, vouched: str | None, lease: LeaseClock,
-                             vouch: Callable[[str], Awaitable[bool]]) -> DbObservation:
-    """The observation with what this process' lease session says (DbObservation.lease_session_lost). A
-    vouched leader that refused the probe gets a renewal try first, so that the tick that sees the refusal
-    also knows whether the one established connection to it broke (decide.refusal_proves_down)."""
-    inst = obs.get(vouched)
-    if vouched is not None and inst is not None and inst.probe.refused and not lease.session_lost(vouched):
-        await vouch(vouched)
+async def with_lease_session(obs: DbObservation, session_to: str | None, lease: LeaseClock,
+                             renew: Callable[[str], Awaitable[bool]]) -> DbObservation:
+    """The observation with what this process' lease session says (DbObservation.lease_session_lost).
+    `session_to` is the pod the session holds an established connection to: when that pod refused the probe,
+    the session is tried once more (a renewal over that very connection), so that the tick that sees the
+    refusal also knows whether the connection broke (decide.refusal_proves_down). No new connection is
+    opened for this: only an established one breaking is evidence."""
+    inst = obs.get(session_to)
+    refused = inst is not None and inst.probe.refused
+    if session_to is not None and refused and not lease.session_lost(session_to):
+        await renew(session_to)
     lost = frozenset(n for n in obs.instances if lease.session_lost(n))
     return replace(obs, lease_session_lost=lost)
 

@@ -26,7 +26,7 @@ from archop.build import tls
 from archop.build.database import PGDATA, PORT, TLS_DIR
 from archop.failover import decide as d
 from archop.failover import report, runner
-from archop.failover.act import Executor, LeaseSession, NotLeading, follower_conninfo, kube_effects
+from archop.failover.act import Executor, LeaseSession, NotLeading, Renewal, follower_conninfo, kube_effects
 from archop.failover.lease import LeaseClock
 from archop.health.model import DbObservation, Instance, PodState
 from archop.health.pods import observe_pods
@@ -195,7 +195,7 @@ class DbMonitor:
             instances=instances, desired=spec.database.instances,
             hosts={n: names.db_pod_host(self.name, n, self.namespace) for n in wanted},
             rw_host=names.service_host(names.db_rw(self.name), self.namespace))
-        return await runner.with_lease_session(obs, self.vouched, self.lease, self.vouch)
+        return await runner.with_lease_session(obs, self.lease_session.established(), self.lease, self.vouch)
 
     # ------------------------------------------------------------------ writing
 
@@ -268,8 +268,10 @@ class DbMonitor:
             target = self._target(pod)
             if target is None or not election.holds_now():
                 return False
-            if not await self.lease_session.renew(pod, target):
-                self.lease.failure(pod)
+            renewal = await self.lease_session.renew(pod, target)
+            if renewal is not Renewal.RENEWED:
+                if renewal is Renewal.BROKEN:
+                    self.lease.failure(pod)
                 return False
             self.lease.renewal(pod, time.time())
             self.vouched = pod

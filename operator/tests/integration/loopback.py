@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import psycopg
 from archop.failover import decide as d
 from archop.failover import runner
-from archop.failover.act import Executor, LeaseSession, follower_conninfo
+from archop.failover.act import Executor, LeaseSession, Renewal, follower_conninfo
 from archop.failover.lease import LeaseClock
 from archop.health.model import DbObservation, Instance, PodState
 from archop.health.probe import Target, probe_all
@@ -34,9 +34,12 @@ class Loopback:
     vouched: str | None = None
 
     async def vouch(self, name: str) -> bool:
+        """monitor.py's vouch."""
         target = self.target(name)
-        if target is None or not await self.session.renew(name, target):
-            self.lease.failure(name)
+        renewal = await self.session.renew(name, target) if target is not None else Renewal.FAILED
+        if renewal is not Renewal.RENEWED:
+            if renewal is Renewal.BROKEN:
+                self.lease.failure(name)
             return False
         self.lease.renewal(name, time.time())
         self.vouched = name
@@ -66,7 +69,7 @@ class Loopback:
             for n in self.instances
         }
         obs = DbObservation(insts, desired=len(insts), hosts={n: "127.0.0.1" for n in insts})
-        return await runner.with_lease_session(obs, self.vouched, self.lease, self.vouch)
+        return await runner.with_lease_session(obs, self.session.established(), self.lease, self.vouch)
 
     async def failover(self, record: d.FailoverRecord, state: d.State, spec) -> str:
         """Run the phases with the operator's own runner (re-observing between phases); returns the new
