@@ -822,14 +822,13 @@ class Monitor:
 
     async def vouch(self, pod: str) -> bool:
         """monitor.py's vouch: renew the pod's leader lease through the lease session, over its established
-        connection when it has one to this pod (act.LeaseSession, act.Renewal)."""
+        connection when it has one to this pod (act.LeaseSession, lease.Renewal)."""
         established = self.session_to == pod
-        if not self.cluster.renew(pod, established):
-            if established:
-                self.lease_clock.failure(pod)  # Renewal.BROKEN
+        renewal = (lease.Renewal.RENEWED if self.cluster.renew(pod, established)
+                   else lease.Renewal.BROKEN if established else lease.Renewal.FAILED)
+        if not self.lease_clock.record(pod, renewal, self.cluster.now):
             self.session_to = None
             return False
-        self.lease_clock.renewal(pod, self.cluster.now)
         self.vouched = self.session_to = pod
         return True
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -279,12 +278,6 @@ def follower_conninfo(host: str, port: int, user: str, application_name: str, pa
     return " ".join(parts)
 
 
-class Renewal(enum.Enum):
-    RENEWED = "renewed"
-    BROKEN = "broken"  # the established session failed: the connection to that postmaster broke
-    FAILED = "failed"  # no session could be opened (refused, unreachable): no established connection broke
-
-
 class LeaseSession:
     """The operator's side of the leader lease (failover/lease.py): one session to the leader that runs a
     statement every monitor tick; the agent in the leader's pod reads, on the leader's own clock, how long
@@ -300,7 +293,7 @@ class LeaseSession:
             return None
         return self._key[0]
 
-    async def renew(self, pod: str, target: Target) -> Renewal:
+    async def renew(self, pod: str, target: Target) -> lease.Renewal:
         key = (pod, target.host, target.verify)
         if key != self._key:
             await self.close()
@@ -311,11 +304,11 @@ class LeaseSession:
                 self._conn = await connect(replace(target, application_name=lease.SESSION), 1.0, 1000)
             assert self._conn is not None
             await bounded(self._conn, self._conn.execute("select 1"), 1.5)
-            return Renewal.RENEWED
+            return lease.Renewal.RENEWED
         except (OSError, psycopg.Error, TimeoutError) as exc:
             log.info("leader lease renewal on %s failed: %s", pod, type(exc).__name__)
             await self.close()
-            return Renewal.BROKEN if established else Renewal.FAILED
+            return lease.Renewal.BROKEN if established else lease.Renewal.FAILED
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None

@@ -19,6 +19,7 @@ Pure: constants and the operator-side arithmetic.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 
 SESSION = "archop-lease"
@@ -35,6 +36,14 @@ AGENT_INTERVAL_SECONDS = 0.5  # how often the agent checks
 # The agent's check and an immediate shutdown take well under this, and it also covers the clock-rate
 # difference between the operator's and the leader's clocks over a few seconds.
 MARGIN_SECONDS = 1.0
+
+
+class Renewal(enum.Enum):
+    """How one try of the operator's lease session went (act.LeaseSession.renew)."""
+
+    RENEWED = "renewed"
+    BROKEN = "broken"  # the established session failed: the connection to that postmaster broke
+    FAILED = "failed"  # no session could be opened (refused, unreachable): no established connection broke
 
 
 def expires_at(renewed_at: float, detached_at: float) -> float:
@@ -62,8 +71,16 @@ class LeaseClock:
         self.last_try_ok[pod] = True
 
     def failure(self, pod: str) -> None:
-        """The established lease session to the pod failed (act.Renewal.BROKEN), not a new connection."""
+        """The established lease session to the pod failed (Renewal.BROKEN), not a new connection."""
         self.last_try_ok[pod] = False
+
+    def record(self, pod: str, renewal: Renewal, at: float) -> bool:
+        """Note how a try of the lease session went; True when it renewed."""
+        if renewal is Renewal.RENEWED:
+            self.renewal(pod, at)
+        elif renewal is Renewal.BROKEN:
+            self.failure(pod)
+        return renewal is Renewal.RENEWED
 
     def session_lost(self, pod: str) -> bool:
         """This process renewed the pod's lease over its lease session, and since then that established

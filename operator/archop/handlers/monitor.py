@@ -26,7 +26,7 @@ from archop.build import tls
 from archop.build.database import PGDATA, PORT, TLS_DIR
 from archop.failover import decide as d
 from archop.failover import report, runner
-from archop.failover.act import Executor, LeaseSession, NotLeading, Renewal, follower_conninfo, kube_effects
+from archop.failover.act import Executor, LeaseSession, NotLeading, follower_conninfo, kube_effects
 from archop.failover.lease import LeaseClock
 from archop.health.model import DbObservation, Instance, PodState
 from archop.health.pods import observe_pods
@@ -268,12 +268,8 @@ class DbMonitor:
             target = self._target(pod)
             if target is None or not election.holds_now():
                 return False
-            renewal = await self.lease_session.renew(pod, target)
-            if renewal is not Renewal.RENEWED:
-                if renewal is Renewal.BROKEN:
-                    self.lease.failure(pod)
+            if not self.lease.record(pod, await self.lease_session.renew(pod, target), time.time()):
                 return False
-            self.lease.renewal(pod, time.time())
             self.vouched = pod
             return True
 

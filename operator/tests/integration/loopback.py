@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import psycopg
 from archop.failover import decide as d
 from archop.failover import runner
-from archop.failover.act import Executor, LeaseSession, Renewal, follower_conninfo
-from archop.failover.lease import LeaseClock
+from archop.failover.act import Executor, LeaseSession, follower_conninfo
+from archop.failover.lease import LeaseClock, Renewal
 from archop.health.model import DbObservation, Instance, PodState
 from archop.health.probe import Target, probe_all
 
@@ -37,11 +37,8 @@ class Loopback:
         """monitor.py's vouch."""
         target = self.target(name)
         renewal = await self.session.renew(name, target) if target is not None else Renewal.FAILED
-        if renewal is not Renewal.RENEWED:
-            if renewal is Renewal.BROKEN:
-                self.lease.failure(name)
+        if not self.lease.record(name, renewal, time.time()):
             return False
-        self.lease.renewal(name, time.time())
         self.vouched = name
         return True
 

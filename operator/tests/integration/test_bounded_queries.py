@@ -11,7 +11,7 @@ import time
 
 import psycopg
 import pytest
-from archop.failover import act
+from archop.failover import act, lease
 from archop.health.probe import Target, bounded, connect, probe
 
 from testsupport.postgres import init_leader
@@ -25,7 +25,7 @@ async def test_a_query_to_a_frozen_server_ends_within_its_bound_and_closes_the_c
     conn = await connect(target, 1.0, None)
     await conn.execute("select 1")
     session = act.LeaseSession()
-    assert await session.renew("db-0", target) is act.Renewal.RENEWED
+    assert await session.renew("db-0", target) is lease.Renewal.RENEWED
     leader.freeze_all()
     try:
         started = time.monotonic()
@@ -36,7 +36,7 @@ async def test_a_query_to_a_frozen_server_ends_within_its_bound_and_closes_the_c
         started = time.monotonic()
         # The established session timed out: it counts as broken (a frozen postmaster; the refusal that
         # would make that proof of death never comes from a frozen one).
-        assert await session.renew("db-0", target) is act.Renewal.BROKEN
+        assert await session.renew("db-0", target) is lease.Renewal.BROKEN
         assert time.monotonic() - started < 3.0
         started = time.monotonic()
         assert not (await probe(target, 1.0)).reachable

@@ -66,7 +66,7 @@ async def test_the_operators_renewals_keep_the_lease_and_their_end_stops_the_lea
     agent(pg, leader)
     until = time.monotonic() + lease.TTL_SECONDS + 2
     while time.monotonic() < until:
-        assert await session.renew("db-0", target) is act.Renewal.RENEWED
+        assert await session.renew("db-0", target) is lease.Renewal.RENEWED
         assert up(leader)
         await asyncio.sleep(1.0)  # the monitor's tick
     await session.close()
@@ -120,7 +120,7 @@ async def test_a_primary_restarted_on_its_own_takes_no_client_until_the_operator
     assert await gated(inst)
     session = act.LeaseSession()
     try:
-        assert await session.renew(inst.name, target) is act.Renewal.RENEWED
+        assert await session.renew(inst.name, target) is lease.Renewal.RENEWED
         # The bound is the machine's, not the design's: the agent looks every half second.
         await wait_for(lambda: app_connects(inst), timeout=20, interval=0.1, what="the gate opens")
     finally:
@@ -149,7 +149,7 @@ async def renewed_then_left(pg, leader, target) -> Path:
     log = pg.base / f"{leader.name}-lease.log"
     until = time.monotonic() + 3
     while time.monotonic() < until:
-        assert await session.renew(leader.name, target) is act.Renewal.RENEWED
+        assert await session.renew(leader.name, target) is lease.Renewal.RENEWED
         await asyncio.sleep(0.5)
     assert "LeaseHeld: renewed" in log.read_text(), log.read_text()
     await session.close()
