@@ -248,6 +248,12 @@ def test_secrets_are_fresh_random_and_complete() -> None:
     passwords = [s["stringData"]["password"] for s in first + second]
     assert len(set(passwords)) == 8 and all(len(p) == 48 for p in passwords)
     assert [s["stringData"].get("username") for s in first] == ["postgres", "replicator", "app", None]
+    # The contract Secrets carry every key of docs/connecting.md; the others only username and password.
+    keys = [set(s["stringData"]) for s in first]
+    assert keys[0] == keys[1] == {"username", "password"}
+    assert keys[2] == {"username", "password", "host", "port", "dbname", "user", "uri", "jdbc-uri", "ro-host",
+                       "ro-uri", "pgpass"}
+    assert keys[3] == {"password", "host", "port", "url"}
 
 
 @pytest.mark.parametrize(
