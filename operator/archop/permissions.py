@@ -139,8 +139,8 @@ NEEDS: tuple[Need, ...] = (
          "the ownership check (which also reads the deployed volume size); server-side apply; the update "
          "revision is read"),
     Need(APPLICATION, _W, "apps", "deployments", ("get", "create", "patch", "delete"),
-         "the ownership check; server-side apply; readiness is read; the cache Deployment is pruned when "
-         "disabled"),
+         "the ownership check; server-side apply; readiness is read; the cache and app Deployments are "
+         "pruned when their tier is disabled"),
     Need(APPLICATION, _W, "policy", "poddisruptionbudgets", ("get", "create", "patch", "delete"),
          "the ownership check; server-side apply; pruning"),
     Need(APPLICATION, _W, "autoscaling", "horizontalpodautoscalers", ("get", "create", "patch", "delete"),

@@ -423,3 +423,18 @@ def test_a_secret_written_since_it_was_read_is_read_again(monkeypatch: pytest.Mo
         run(api, body(), monkeypatch)
     assert set(api.objects[secret]["data"]) == {"username", "password"}  # the late patch changed nothing
 
+
+def test_no_app_tier_prunes_the_app_the_cdn_and_the_ingress(monkeypatch: pytest.MonkeyPatch,
+                                                            emitted: list) -> None:
+    children = [("Deployment", "shop-app"), ("Service", "shop-app"), ("NetworkPolicy", "shop-app"),
+                ("PodDisruptionBudget", "shop-app"), ("ConfigMap", "shop-cdn"), ("Ingress", "shop-ingress")]
+    api = FakeApi({url(kind, name): ours(name) for kind, name in children})
+    run(api, body({"app": {"enabled": False}}), monkeypatch)
+    deletes = {u: b["preconditions"]["uid"] for m, u, b in api.sent if m == "DELETE" and b}
+    assert deletes == {url(kind, name): f"uid-of-{name}" for kind, name in children}
+    applied = [u for m, u, b in api.sent if m == "PATCH" and b and "kind" in b]
+    assert not [u for u in applied if u in deletes]
+    assert url("StatefulSet", "shop-db") in applied and url("Deployment", "shop-cache") in applied
+    status = api.status_patches()
+    assert status["endpoints"]["app"] == "" and status["appReady"] == "0/0"
+    assert status["ingressHost"] is None  # no Ingress, so no claim on a host

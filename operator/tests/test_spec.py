@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from archop.spec import ArchitectureSpec, Resources, app_enabled
+from archop.spec import ArchitectureSpec, EnvFrom, EnvVar, KeyRef, RefKind, Resources, app_enabled
 from crdschema import ROOT
 
 
@@ -57,6 +57,17 @@ def test_resources_default_only_when_requests_absent() -> None:
     spec = ArchitectureSpec.parse({"cache": {"resources": {"limits": {"memory": "1Gi"}}}})
     assert spec.cache.resources.requests == {"cpu": "50m", "memory": "64Mi"}
     assert spec.cache.resources.limits == {"memory": "1Gi"}
+
+
+def test_own_app_example_parses_every_app_field() -> None:
+    raw = yaml.safe_load((ROOT / "examples" / "own-app.yaml").read_text())["spec"]
+    app = ArchitectureSpec.parse(raw).app
+    assert app.enabled and app.image == "registry.example.com/team/shop-api:1.4.2"
+    assert (app.command, app.args, app.port) == (("/app/shop-api",), ("serve", "--listen", ":9000"), 9000)
+    assert (app.readiness_path, app.liveness_path) == ("/ready", "/live")
+    assert app.env == (EnvVar("LOG_LEVEL", value="info"),
+                       EnvVar("PAYMENT_API_KEY", ref=KeyRef(RefKind.SECRET, "shop-api-keys", "payments")))
+    assert app.env_from == (EnvFrom(RefKind.CONFIG_MAP, "shop-api-config"),)
 
 
 def test_the_demo_app_is_the_default() -> None:

@@ -134,7 +134,7 @@ def reconcile_status(
     if "followers" not in current:
         patch["followers"] = status.ratio(0, spec.database.followers)
     if "appReady" not in current:
-        patch["appReady"] = status.ratio(0, spec.app.replicas)
+        patch["appReady"] = status.ratio(0, spec.app.replicas if spec.app.enabled else 0)
     return patch
 
 
