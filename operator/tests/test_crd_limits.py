@@ -117,6 +117,11 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     # your own app: command, args, env, envFrom, probe paths
     ("app-command-33-words", {"app": {"command": ["x"] * 33}}, "app.command"),
     ("app-command-word-1025", {"app": {"command": ["x" * 1025]}}, "app.command"),
+    # Found by e2e/tests/test_spec_fuzz.py on the real API server: accepted, the Deployment built from it
+    # could not be applied ("yaml: control characters are not allowed").
+    ("app-command-control-character", {"app": {"command": ["\x7f"]}}, "app.command"),
+    ("app-args-control-character", {"app": {"args": ["a\x01b"]}}, "app.args"),
+    ("app-env-value-control-character", {"app": {"env": [{"name": "X", "value": "\x1b[0m"}]}}, "app.env"),
     ("app-args-129", {"app": {"args": ["x"] * 129}}, "app.args"),
     ("app-arg-4097", {"app": {"args": ["x" * 4097]}}, "app.args"),
     ("app-args-expand-the-database-url", {"app": {"args": ["--db=$(DATABASE_URL)"]}}, "app.args"),
@@ -214,6 +219,7 @@ ACCEPTED: list[tuple[str, dict[str, Any]]] = [
     ("image-offline", {"cache": {"image": "archop-offline/redis:7"}}),
     ("app-command-32-words", {"app": {"command": ["x"] * 32}}),
     ("app-command-word-1024", {"app": {"command": ["x" * 1024]}}),
+    ("app-args-tab-and-newline", {"app": {"args": ["a\tb\nc"]}}),
     ("app-args-128-of-4096", {"app": {"args": ["x" * 4096] * 128}}),
     ("app-args-expand-other-variables", {"app": {"args": ["--log=$(LOG_LEVEL)", "--ca=$(ARCHOP_CA_FILE)"]}}),
     ("app-env-128-of-4096", {"app": {"env": [{"name": f"V{i}", "value": "x" * 4096} for i in range(128)]}}),
