@@ -49,6 +49,8 @@ def rules(schema: dict[str, Any], path: str) -> list[str]:
            for r in schema.get("x-kubernetes-validations") or []]
     for name, prop in (schema.get("properties") or {}).items():
         out += rules(prop, f"{path}.{name}")
+    if "items" in schema:  # rules on each item of a list (spec.app.env[])
+        out += rules(schema["items"], f"{path}[]")
     return out
 
 

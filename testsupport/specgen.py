@@ -2,8 +2,9 @@
 offline fuzz test (operator/tests/test_spec_fuzz.py) and the one against the real API server
 (e2e/tests/test_spec_fuzz.py).
 
-Every property is optional; integers, numbers and strings stay within the schema's bounds and patterns
-where it has them, and quantities come as integers or strings, so that both sides of every rule are drawn.
+Every property is optional unless the schema requires it; integers, numbers and strings stay within the
+schema's bounds and patterns where it has them, lists hold a few items (unique by their keys where the schema
+says so), and quantities come as integers or strings, so that both sides of every rule are drawn.
 """
 
 from __future__ import annotations
@@ -48,9 +49,17 @@ def strategy_for(node: dict[str, Any], path: str = "spec") -> st.SearchStrategy[
         return st.one_of(_integer(node), _string(node))
     kind = node.get("type")
     if kind == "object":
+        required = set(node.get("required") or [])
         props = {k: strategy_for(v, f"{path}.{k}") for k, v in (node.get("properties") or {}).items()
                  if f"{path}.{k}" not in SKIPPED}
-        return st.fixed_dictionaries({}, optional=props)
+        return st.fixed_dictionaries({k: v for k, v in props.items() if k in required},
+                                     optional={k: v for k, v in props.items() if k not in required})
+    if kind == "array":
+        # A few items (the limits are for the API server's cost estimate, not what the builders care about);
+        # a list-map's items are unique by its keys, as the API server insists.
+        keys = node.get("x-kubernetes-list-map-keys") or []
+        return st.lists(strategy_for(node["items"], f"{path}[]"), max_size=min(3, node.get("maxItems", 3)),
+                        unique_by=(lambda item: tuple(item.get(k) for k in keys)) if keys else None)
     if kind == "integer":
         return _integer(node)
     if kind == "number":

@@ -105,7 +105,8 @@ class Cache:
         # The connect timeout covers the TLS handshake too (one more round trip on a fresh connection; the
         # pool keeps connections open, so that is paid once per connection, not per call).
         self.client = Redis(
-            host=settings.redis_host, port=settings.redis_port, password=settings.redis_password or None,
+            host=settings.redis_host, port=settings.redis_port, db=settings.redis_db,
+            username=settings.redis_username, password=settings.redis_password or None,
             socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0),
             max_connections=64, health_check_interval=0, **tls_options(settings),
         )

@@ -25,12 +25,21 @@ from demoapp.jsonlog import JsonFormatter
 from demoapp.repo import Position, position, request_hash
 from psycopg_pool import PoolTimeout
 
+# The connection contract as the operator gives it (docs/connecting.md), here with plain TCP, plus the knobs.
 ENV = {
-    "DEMOAPP_PORT": "9090", "DEMOAPP_DB_RW_HOST": "shop-db-rw.ns.svc",
-    "DEMOAPP_DB_RO_HOST": "shop-db-ro.ns.svc", "DEMOAPP_DB_PORT": "5433", "DEMOAPP_DB_NAME": "app",
-    "DEMOAPP_DB_USER": "app", "DEMOAPP_DB_PASSWORD": "pg-pw-123", "DEMOAPP_REDIS_HOST": "shop-cache.ns.svc",
-    "DEMOAPP_REDIS_PORT": "6380", "DEMOAPP_REDIS_PASSWORD": "redis-pw-456", "DEMOAPP_CACHE_ENABLED": "false",
+    "DEMOAPP_PORT": "9090",
+    "DATABASE_URL": "postgresql://app:pg-pw-123@shop-db-rw.ns.svc:5433/app",
+    "DATABASE_RO_URL": "postgresql://app:pg-pw-123@shop-db-ro.ns.svc:5433/app",
+    "REDIS_URL": "redis://:redis-pw-456@shop-cache.ns.svc:6380/0", "DEMOAPP_CACHE_ENABLED": "false",
     "DEMOAPP_CACHE_TTL_SECONDS": "45", "DEMOAPP_RYW_WAIT_MS": "20",
+}
+# The same with what the operator puts in the URLs: TLS, verified against the mounted CA.
+CA = "/etc/archop-db-ca/ca.crt"
+TLS_ENV = {
+    **ENV,
+    "DATABASE_URL": f"{ENV['DATABASE_URL']}?sslmode=verify-full&sslrootcert={CA}",
+    "DATABASE_RO_URL": f"{ENV['DATABASE_RO_URL']}?sslmode=verify-full&sslrootcert={CA}",
+    "REDIS_URL": "rediss://:redis-pw-456@shop-cache.ns.svc:6380/0", "ARCHOP_CA_FILE": CA,
 }
 
 
@@ -39,26 +48,57 @@ def test_env_contract() -> None:
     assert (s.port, s.db_rw_host, s.db_ro_host, s.db_rw_port, s.db_ro_port) == (
         9090, "shop-db-rw.ns.svc", "shop-db-ro.ns.svc", 5433, 5433)
     assert (s.db_name, s.db_user, s.db_password) == ("app", "app", "pg-pw-123")
-    assert (s.redis_host, s.redis_port, s.redis_password) == ("shop-cache.ns.svc", 6380, "redis-pw-456")
+    assert (s.redis_host, s.redis_port, s.redis_password, s.redis_db) == ("shop-cache.ns.svc", 6380,
+                                                                          "redis-pw-456", 0)
     assert (s.cache_enabled, s.cache_active, s.cache_ttl_seconds, s.ryw_wait_ms) == (False, False, 45, 20)
     d = Settings.from_env({})
     assert (d.port, d.db_rw_port, d.db_name, d.redis_port, d.cache_enabled, d.cache_ttl_seconds) == (
         8080, 5432, "app", 6379, True, 30)
     assert d.ryw_wait_ms == 50
     assert Settings.from_env({"DEMOAPP_RYW_WAIT_MS": "-5"}).ryw_wait_ms == 0  # 0: never wait for a follower
-    assert d.db_ro_host is None and not d.cache_active  # no Redis host: no cache
+    assert d.db_ro_host is None and not d.cache_active  # no REDIS_URL: no cache
+    on = Settings.from_env({k: v for k, v in ENV.items() if k != "DEMOAPP_CACHE_ENABLED"})
+    assert on.cache_active  # REDIS_URL alone turns the cache on
     with pytest.raises(ValueError):
         Settings.from_env({"DEMOAPP_CACHE_ENABLED": "perhaps"})
 
 
+def test_the_urls_are_decoded_as_the_contract_encodes_them() -> None:
+    """Any character in a password survives the URLs (the contract percent-encodes them); a user name and a
+    database number in REDIS_URL are used too."""
+    pw = "p@ss:w/rd?#%&=+ 'x\\"
+    enc = "p%40ss%3Aw%2Frd%3F%23%25%26%3D%2B%20%27x%5C"
+    s = Settings.from_env({"DATABASE_URL": f"postgresql://app:{enc}@rw.ns.svc:5432/app",
+                           "REDIS_URL": f"rediss://cacheuser:{enc}@cache.ns.svc/3"})
+    assert (s.db_password, s.redis_password, s.redis_username, s.redis_port, s.redis_db) == (
+        pw, pw, "cacheuser", 6379, 3)
+    assert s.db_ro_host is None and "host=rw.ns.svc" in s.conninfo("ro")  # no DATABASE_RO_URL: reads go to rw
+    assert pw not in repr(s) and enc not in repr(s)
+
+
+@pytest.mark.parametrize(("env", "fragment"), [
+    ({"DATABASE_URL": "mysql://app:pw@db/app"}, "DATABASE_URL is not a PostgreSQL"),
+    ({"DATABASE_URL": "postgresql:///app"}, "DATABASE_URL names no host"),
+    ({"DATABASE_RO_URL": "postgresql://app:pw@ro/app"}, "DATABASE_RO_URL is set without DATABASE_URL"),
+    ({"DATABASE_URL": "postgresql://app:pw@rw/app", "DATABASE_RO_URL": "postgresql://app:other@ro/app"},
+     "DATABASE_RO_URL must have the password of DATABASE_URL"),
+    ({"REDIS_URL": "http://cache:6379"}, "REDIS_URL is not a redis://"),
+    ({"REDIS_URL": "redis://cache:port/0"}, "REDIS_URL has a port"),
+])
+def test_bad_urls_are_refused_without_quoting_them(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment) as err:
+        Settings.from_env(env)
+    assert "pw" not in str(err.value) and "other" not in str(err.value)
+
+
 def test_secrets_stay_out_of_strings() -> None:
-    s = Settings.from_env(ENV)
-    for text in (repr(s), s.conninfo("rw"), s.conninfo("ro")):
-        assert "pg-pw-123" not in text and "redis-pw-456" not in text
-    assert "host=shop-db-rw.ns.svc port=5433" in s.conninfo("rw")
-    assert "target_session_attrs=read-write" in s.conninfo("rw")  # never a follower or a fenced leader
-    assert "host=shop-db-ro.ns.svc" in s.conninfo("ro")
-    assert "host=shop-db-rw.ns.svc" in Settings.from_env({**ENV, "DEMOAPP_DB_RO_HOST": ""}).conninfo("ro")
+    for s in (Settings.from_env(ENV), Settings.from_env(TLS_ENV)):
+        for text in (repr(s), s.conninfo("rw"), s.conninfo("ro"), s.redis_url):
+            assert "pg-pw-123" not in text and "redis-pw-456" not in text
+        assert "host=shop-db-rw.ns.svc port=5433" in s.conninfo("rw")
+        assert "target_session_attrs=read-write" in s.conninfo("rw")  # never a follower or a fenced leader
+        assert "host=shop-db-ro.ns.svc" in s.conninfo("ro")
+    assert "host=shop-db-rw.ns.svc" in Settings.from_env({**ENV, "DATABASE_RO_URL": ""}).conninfo("ro")
 
 
 def test_breaker_backs_off_and_allows_one_trial() -> None:
@@ -158,23 +198,21 @@ def test_position_rows() -> None:
 
 
 def test_conninfo_verifies_the_database_when_told() -> None:
-    s = Settings.from_env({**ENV, "DEMOAPP_DB_SSLMODE": "verify-full",
-                           "DEMOAPP_DB_SSLROOTCERT": "/etc/archop-db-ca/ca.crt"})
+    s = Settings.from_env(TLS_ENV)
     for role in ("rw", "ro"):
-        assert s.conninfo(role).endswith(" sslmode=verify-full sslrootcert=/etc/archop-db-ca/ca.crt")
-    assert "sslmode" not in Settings.from_env(ENV).conninfo("rw")  # unset: libpq's defaults (local tests)
+        assert s.conninfo(role).endswith(f" sslmode=verify-full sslrootcert={CA}")
+    assert "sslmode" not in Settings.from_env(ENV).conninfo("rw")  # not in the URL: libpq's defaults
 
 
 def test_redis_tls_when_told() -> None:
-    s = Settings.from_env({**ENV, "DEMOAPP_REDIS_TLS": "true",
-                           "DEMOAPP_REDIS_CA_FILE": "/etc/archop-db-ca/ca.crt"})
-    assert (s.redis_tls, s.redis_ca_file) == (True, "/etc/archop-db-ca/ca.crt")
+    s = Settings.from_env(TLS_ENV)
+    assert (s.redis_tls, s.redis_ca_file) == (True, CA)
     assert s.redis_url == "rediss://shop-cache.ns.svc:6380"  # no password in it
     # Verified against the CA file, and the certificate must name the host dialled.
-    assert tls_options(s) == {"ssl": True, "ssl_ca_certs": "/etc/archop-db-ca/ca.crt",
+    assert tls_options(s) == {"ssl": True, "ssl_ca_certs": CA,
                               "ssl_cert_reqs": "required", "ssl_check_hostname": True}
-    plain = Settings.from_env(ENV)  # unset: plain TCP (the local tests' Redis)
+    plain = Settings.from_env({**ENV, "ARCHOP_CA_FILE": CA})  # redis://: plain TCP (the local tests' Redis)
     assert (plain.redis_tls, plain.redis_ca_file, plain.redis_url) == (False, None, "redis://shop-cache.ns.svc:6380")
     assert tls_options(plain) == {}
-    with pytest.raises(ValueError):
-        Settings.from_env({"DEMOAPP_REDIS_TLS": "maybe"})
+    system = Settings.from_env({**TLS_ENV, "ARCHOP_CA_FILE": ""})  # no CA file: the system's CAs
+    assert system.redis_tls and system.redis_ca_file is None

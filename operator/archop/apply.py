@@ -177,10 +177,19 @@ def replace_secret_data(client: pykube.HTTPClient, manifest: dict[str, Any], uid
     was read: the patch carries its uid and resourceVersion, and the API server refuses it (409) when the
     Secret was replaced or written since. False then; the caller reads it again."""
     meta = manifest["metadata"]
-    return merge_patch(client, "v1", "Secret", meta["namespace"], meta["name"],
-                       {"metadata": {"uid": uid, "resourceVersion": resource_version},
-                        "data": manifest["data"]},
-                       "renewing", f"Secret {meta['namespace']}/{meta['name']}", ok_codes=(409, 422))
+    return patch_secret_data(client, meta["namespace"], meta["name"], manifest["data"], uid, resource_version,
+                             "renewing")
+
+
+def patch_secret_data(client: pykube.HTTPClient, namespace: str, name: str, data: dict[str, str], uid: str,
+                      resource_version: str, action: str = "patching") -> bool:
+    """Merge `data` (base64 values) into an existing Secret's data: the keys it names are written, every
+    other key stays as it is. Only the object that was read: the patch carries its uid and resourceVersion,
+    and the API server refuses it (409) when the Secret was replaced or written since. False then; the
+    caller reads it again. Errors never quote the body (the values are secret)."""
+    return merge_patch(client, "v1", "Secret", namespace, name,
+                       {"metadata": {"uid": uid, "resourceVersion": resource_version}, "data": data},
+                       action, f"Secret {namespace}/{name}", ok_codes=(409, 422))
 
 
 def delete(client: pykube.HTTPClient, manifest: dict[str, Any], uid: str | None = None) -> bool:

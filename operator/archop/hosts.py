@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from archop.spec import IngressSpec
+from archop.spec import IngressSpec, app_enabled
 
 GRANTED, TAKEN, PENDING = "Granted", "Taken", "Pending"  # status.ingressHost.state
 
@@ -89,7 +89,9 @@ def index_entry(body: Mapping[str, Any]) -> dict[str, Claim]:
     meta = body.get("metadata") or {}
     if meta.get("deletionTimestamp"):
         return {}
-    ingress = IngressSpec.parse((body.get("spec") or {}).get("ingress"))
+    spec = body.get("spec") or {}
+    # Without an app (spec.app.enabled false) there is no Ingress, so no claim on a host either.
+    ingress = IngressSpec.parse(spec.get("ingress"), app_enabled=app_enabled(spec))
     if not ingress.enabled:
         return {}
     host = host_key(ingress.host)

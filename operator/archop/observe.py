@@ -57,7 +57,8 @@ def observe_workloads(
     """One look at the cache Deployment, the app Deployment and the Ingress (disabled tiers are skipped)."""
     cache = (apply.get(client, "apps/v1", "Deployment", namespace, names.cache(name))
              if spec.cache.enabled else None)
-    app = apply.get(client, "apps/v1", "Deployment", namespace, names.app(name))
+    app = (apply.get(client, "apps/v1", "Deployment", namespace, names.app(name))
+           if spec.app.enabled else None)
     ingress = (apply.get(client, "networking.k8s.io/v1", "Ingress", namespace, names.ingress(name))
                if spec.ingress.enabled else None)
     cache_ready, _ = deployment_counts(cache)

@@ -125,7 +125,8 @@ NEEDS: tuple[Need, ...] = (
          "(rolling update, a stuck or crash-looping follower)"),
     Need(APPLICATION, _W, "", "secrets", ("get", "create", "patch"),
          "the generated credentials: read by name (the ownership check, the monitor), created once, "
-         "released (owner references dropped) when the volumes are kept; never listed or watched"),
+         "their connection keys written from their own passwords (N-db-app, N-cache), server certificates "
+         "reissued, released (owner references dropped) when the volumes are kept; never listed or watched"),
     Need(APPLICATION, _W, "", "persistentvolumeclaims", ("list", "patch", "delete"),
          "the database volumes: grown on a bigger storage size, deleted with reclaimPolicy Delete"),
     # Every child is read by name before anything is applied or pruned: is it this Architecture's
@@ -138,8 +139,8 @@ NEEDS: tuple[Need, ...] = (
          "the ownership check (which also reads the deployed volume size); server-side apply; the update "
          "revision is read"),
     Need(APPLICATION, _W, "apps", "deployments", ("get", "create", "patch", "delete"),
-         "the ownership check; server-side apply; readiness is read; the cache Deployment is pruned when "
-         "disabled"),
+         "the ownership check; server-side apply; readiness is read; the cache and app Deployments are "
+         "pruned when their tier is disabled"),
     Need(APPLICATION, _W, "policy", "poddisruptionbudgets", ("get", "create", "patch", "delete"),
          "the ownership check; server-side apply; pruning"),
     Need(APPLICATION, _W, "autoscaling", "horizontalpodautoscalers", ("get", "create", "patch", "delete"),

@@ -33,6 +33,8 @@ ALL_CHILDREN_OWNED = "AllChildrenOwned"  # ChildrenOwned is True
 CHILDREN_APPLIED = "ChildrenApplied"
 RECONCILE_FAILED = "ReconcileFailed"
 SECRETS_CREATED = "SecretsCreated"
+# The connection keys of N-db-app or N-cache were written from the Secret's own password (unchanged).
+SECRETS_UPDATED = "SecretsUpdated"
 SERVER_CERTIFICATE_RENEWED = "ServerCertificateRenewed"
 FOLLOWERS_SCALED = "FollowersScaled"
 UNSAFE_CHANGE_REFUSED = "UnsafeChangeRefused"

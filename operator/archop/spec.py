@@ -176,24 +176,157 @@ class AutoscalingSpec:
         )
 
 
+class RefKind(StrEnum):
+    """What an app variable's value, or a whole set of variables, comes from (spec.app.env, spec.app.envFrom):
+    a Secret or a ConfigMap of the Architecture's namespace. fieldRef and resourceFieldRef are not
+    supported."""
+
+    SECRET = "Secret"
+    CONFIG_MAP = "ConfigMap"
+
+    @property
+    def key_ref(self) -> str:
+        """The field of an env entry's valueFrom (secretKeyRef, configMapKeyRef)."""
+        return "secretKeyRef" if self is RefKind.SECRET else "configMapKeyRef"
+
+    @property
+    def source_ref(self) -> str:
+        """The field of an envFrom entry (secretRef, configMapRef)."""
+        return "secretRef" if self is RefKind.SECRET else "configMapRef"
+
+
+def _one_ref(raw: dict[str, Any], fields: dict[str, RefKind], where: str) -> tuple[RefKind, dict[str, Any]]:
+    """The one reference of `raw` among `fields` (the CRD refuses none or two; so does this)."""
+    found = [(f, kind, raw[f]) for f, kind in fields.items() if raw.get(f) is not None]
+    unknown = sorted(set(raw) - set(fields))
+    if unknown or len(found) != 1:
+        raise ValueError(f"{where} must have exactly one of {' and '.join(fields)}"
+                         + (f", not {', '.join(unknown)}" if unknown else ""))
+    ((f, kind, ref),) = found
+    if not isinstance(ref, dict) or not ref.get("name"):
+        raise ValueError(f"{where}.{f} needs a name")
+    return kind, ref
+
+
+@dataclass(frozen=True)
+class KeyRef:
+    """One key of a Secret or ConfigMap (an env entry's valueFrom)."""
+
+    kind: RefKind
+    name: str
+    key: str
+    optional: bool = False
+
+    def manifest(self) -> dict[str, Any]:
+        ref: dict[str, Any] = {"name": self.name, "key": self.key}
+        if self.optional:
+            ref["optional"] = True
+        return {self.kind.key_ref: ref}
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    """One entry of spec.app.env: a literal value (possibly empty) or a key of a Secret or ConfigMap."""
+
+    name: str
+    value: str | None = None
+    ref: KeyRef | None = None
+
+    @classmethod
+    def parse(cls, raw: Any, where: str) -> EnvVar:
+        if not isinstance(raw, dict) or not raw.get("name"):
+            raise ValueError(f"{where} needs a name")
+        unknown = sorted(set(raw) - {"name", "value", "valueFrom"})
+        if unknown:
+            raise ValueError(f"{where} may have name, value and valueFrom only, not {', '.join(unknown)}")
+        if raw.get("value") is not None and raw.get("valueFrom") is not None:
+            raise ValueError(f"{where}.value and {where}.valueFrom may not both be set")
+        if raw.get("valueFrom") is None:
+            return cls(name=str(raw["name"]), value=None if raw.get("value") is None else str(raw["value"]))
+        kind, ref = _one_ref(raw["valueFrom"], {"secretKeyRef": RefKind.SECRET,
+                                                "configMapKeyRef": RefKind.CONFIG_MAP}, f"{where}.valueFrom")
+        if not ref.get("key"):
+            raise ValueError(f"{where}.valueFrom.{kind.key_ref} needs a key")
+        return cls(name=str(raw["name"]), ref=KeyRef(kind, str(ref["name"]), str(ref["key"]),
+                                                     bool(ref.get("optional", False))))
+
+    def manifest(self) -> dict[str, Any]:
+        """The container's env entry."""
+        if self.ref is not None:
+            return {"name": self.name, "valueFrom": self.ref.manifest()}
+        return {"name": self.name, "value": self.value or ""}
+
+
+@dataclass(frozen=True)
+class EnvFrom:
+    """One entry of spec.app.envFrom: every key of a Secret or ConfigMap as a variable."""
+
+    kind: RefKind
+    name: str
+    optional: bool = False
+
+    @classmethod
+    def parse(cls, raw: Any, where: str) -> EnvFrom:
+        if not isinstance(raw, dict):
+            raise ValueError(f"{where} must be an object")
+        kind, ref = _one_ref(raw, {"secretRef": RefKind.SECRET, "configMapRef": RefKind.CONFIG_MAP}, where)
+        return cls(kind, str(ref["name"]), bool(ref.get("optional", False)))
+
+    def manifest(self) -> dict[str, Any]:
+        ref: dict[str, Any] = {"name": self.name}
+        if self.optional:
+            ref["optional"] = True
+        return {self.kind.source_ref: ref}
+
+
+def _words(raw: Any, where: str) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ValueError(f"{where} must be a list of strings")
+    return tuple(str(w) for w in raw)
+
+
 @dataclass(frozen=True)
 class AppSpec:
-    image: str | None = None
+    enabled: bool = True  # False: no app tier at all (no Deployment, Service, PDB, HPA, CDN, Ingress)
+    image: str | None = None  # None: the operator-wide default (config.py), the demo app
     replicas: int = 2
     port: int = 8080
+    command: tuple[str, ...] = ()  # empty: the image's ENTRYPOINT
+    args: tuple[str, ...] = ()  # empty: the image's CMD
+    env: tuple[EnvVar, ...] = ()  # the user's variables, after the operator's (names never clash: the CRD)
+    env_from: tuple[EnvFrom, ...] = ()
+    readiness_path: str = "/readyz"  # the demo app's: 200 once the schema exists and the leader answers
+    liveness_path: str = "/healthz"  # the demo app's: 200 while the process serves
     autoscaling: AutoscalingSpec = field(default_factory=AutoscalingSpec)
     resources: Resources = field(default_factory=lambda: Resources(requests={"cpu": "50m", "memory": "64Mi"}))
 
     @classmethod
     def parse(cls, raw: dict[str, Any] | None) -> AppSpec:
         raw, d = raw or {}, cls()
+        env, env_from = raw.get("env") or [], raw.get("envFrom") or []
+        if not isinstance(env, list) or not isinstance(env_from, list):
+            raise ValueError("app.env and app.envFrom must be lists")
         return cls(
+            enabled=bool(raw.get("enabled", d.enabled)),
             image=raw.get("image") or None,
             replicas=int(raw.get("replicas", d.replicas)),
             port=int(raw.get("port", d.port)),
+            command=_words(raw.get("command"), "app.command"),
+            args=_words(raw.get("args"), "app.args"),
+            env=tuple(EnvVar.parse(e, f"app.env[{i}]") for i, e in enumerate(env)),
+            env_from=tuple(EnvFrom.parse(e, f"app.envFrom[{i}]") for i, e in enumerate(env_from)),
+            readiness_path=str(raw.get("readinessPath") or d.readiness_path),
+            liveness_path=str(raw.get("livenessPath") or d.liveness_path),
             autoscaling=AutoscalingSpec.parse(raw.get("autoscaling")),
             resources=Resources.parse(raw.get("resources"), d.resources.requests),
         )
+
+
+def app_enabled(raw_spec: dict[str, Any] | None) -> bool:
+    """spec.app.enabled of a raw spec (default true): the CDN and the Ingress follow it."""
+    return bool(((raw_spec or {}).get("app") or {}).get("enabled", True))
 
 
 @dataclass(frozen=True)
@@ -205,10 +338,12 @@ class CdnSpec:
     port: int = 8081
 
     @classmethod
-    def parse(cls, raw: dict[str, Any] | None) -> CdnSpec:
+    def parse(cls, raw: dict[str, Any] | None, app_enabled: bool = True) -> CdnSpec:
+        """`app_enabled` is spec.app.enabled: without an app the sidecar has nothing to sit next to, so the
+        CDN is off; the CRD refuses cdn.enabled true then, and an explicit true admitted anyway is ignored."""
         raw, d = raw or {}, cls()
         return cls(
-            enabled=bool(raw.get("enabled", d.enabled)),
+            enabled=app_enabled and bool(raw.get("enabled", d.enabled)),
             image=raw.get("image") or None,
             cache_size=str(raw.get("cacheSize") or d.cache_size),
             ttl_seconds=int(raw.get("ttlSeconds", d.ttl_seconds)),
@@ -225,10 +360,11 @@ class IngressSpec:
     tls_secret_name: str | None = None
 
     @classmethod
-    def parse(cls, raw: dict[str, Any] | None) -> IngressSpec:
+    def parse(cls, raw: dict[str, Any] | None, app_enabled: bool = True) -> IngressSpec:
+        """`app_enabled` is spec.app.enabled: without an app there is nothing to route to (as for the CDN)."""
         raw, d = raw or {}, cls()
         return cls(
-            enabled=bool(raw.get("enabled", d.enabled)),
+            enabled=app_enabled and bool(raw.get("enabled", d.enabled)),
             host=str(raw.get("host", d.host) or ""),
             path=str(raw.get("path") or d.path),
             class_name=raw.get("className") or None,
@@ -248,10 +384,11 @@ class ArchitectureSpec:
     def parse(cls, raw: dict[str, Any] | None) -> ArchitectureSpec:
         """The typed spec from the CR's `.spec` (camelCase keys); absent fields take the defaults."""
         raw = dict(raw or {})
+        app = AppSpec.parse(raw.get("app"))
         return cls(
             database=DatabaseSpec.parse(raw.get("database")),
             cache=CacheSpec.parse(raw.get("cache")),
-            app=AppSpec.parse(raw.get("app")),
-            cdn=CdnSpec.parse(raw.get("cdn")),
-            ingress=IngressSpec.parse(raw.get("ingress")),
+            app=app,
+            cdn=CdnSpec.parse(raw.get("cdn"), app_enabled=app.enabled),
+            ingress=IngressSpec.parse(raw.get("ingress"), app_enabled=app.enabled),
         )

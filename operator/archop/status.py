@@ -108,7 +108,10 @@ def workload_conditions(
                             generation, now)
 
     ready, desired = obs.app_ready_replicas, obs.app_desired_replicas
-    if not obs.app_exists:
+    if not spec.app.enabled:
+        out = set_condition(out, reasons.APP_READY, True, reasons.TIER_DISABLED,
+                            "The app tier is disabled in spec.app.enabled", generation, now)
+    elif not obs.app_exists:
         out = set_condition(out, reasons.APP_READY, False, reasons.TIER_PROGRESSING,
                             "The app Deployment does not exist yet", generation, now)
     elif desired > 0 and ready >= desired:
@@ -126,8 +129,9 @@ def workload_conditions(
                             f"{ratio(ready, desired)} app pods ready", generation, now)
 
     if not spec.ingress.enabled:
+        where = "spec.ingress.enabled" if spec.app.enabled else "spec.app.enabled (no app tier)"
         out = set_condition(out, reasons.INGRESS_READY, True, reasons.TIER_DISABLED,
-                            "The Ingress is disabled in spec.ingress.enabled", generation, now)
+                            f"The Ingress is disabled in {where}", generation, now)
     elif obs.ingress_exists:
         where = (f"published at {obs.ingress_address}" if obs.ingress_address
                  else "created; the controller has published no address")
@@ -211,7 +215,7 @@ def endpoints(name: str, namespace: str, spec: ArchitectureSpec) -> dict[str, st
         "readWrite": at(names.db_rw(name), DB_PORT),
         "readOnly": at(names.db_ro(name), DB_PORT),
         "cache": at(names.cache(name), REDIS_PORT) if spec.cache.enabled else "",
-        "app": at(names.app(name), APP_SERVICE_PORT),
+        "app": at(names.app(name), APP_SERVICE_PORT) if spec.app.enabled else "",
     }
 
 

@@ -72,9 +72,33 @@ def validate(obj: dict[str, Any]) -> None:
 
 
 def openapi_errors(obj: dict[str, Any]) -> list[str]:
-    """Every OpenAPI error of a (defaulted) Architecture, each as `dotted.path: message`."""
+    """Every OpenAPI error of a (defaulted) Architecture, each as `dotted.path: message`, and the duplicates
+    in its list-maps (x-kubernetes-list-type: map, which JSON Schema cannot say)."""
     validator = jsonschema.Draft202012Validator(json_schema())
-    return [".".join(str(p) for p in e.absolute_path) + ": " + e.message for e in validator.iter_errors(obj)]
+    errors = [".".join(str(p) for p in e.absolute_path) + ": " + e.message
+              for e in validator.iter_errors(obj)]
+    return errors + list_map_duplicates(obj, openapi_schema())
+
+
+def list_map_duplicates(obj: Any, node: dict[str, Any], path: str = "") -> list[str]:
+    """`path[i]: Duplicate value` for every item of a list-map whose keys an earlier item has, as the API
+    server says it."""
+    out: list[str] = []
+    if isinstance(obj, dict):
+        for key, child in (node.get("properties") or {}).items():
+            if key in obj:
+                out += list_map_duplicates(obj[key], child, f"{path}.{key}" if path else key)
+    elif isinstance(obj, list) and "items" in node:
+        keys = node.get("x-kubernetes-list-map-keys") if node.get("x-kubernetes-list-type") == "map" else None
+        seen = set()
+        for i, item in enumerate(obj):
+            if keys and isinstance(item, dict):
+                ident = tuple(item.get(k) for k in keys)
+                if ident in seen:
+                    out.append(f"{path}[{i}]: Duplicate value: {dict(zip(keys, ident, strict=True))}")
+                seen.add(ident)
+            out += list_map_duplicates(item, node["items"], f"{path}[{i}]")
+    return out
 
 
 def cel_rules() -> list[tuple[str, dict[str, str]]]:
@@ -129,7 +153,7 @@ def _cel_functions() -> dict[str, Any]:
 
 
 def _value_at(obj: Any, path: str) -> tuple[bool, Any]:
-    """The value at a dotted schema path (no arrays: the rules live on objects and scalars)."""
+    """The value at a dotted schema path that goes through no list items (for those: _item_values)."""
     if not path:
         return True, obj
     for key in path.split("."):
@@ -196,20 +220,48 @@ def cel_errors(new: dict[str, Any], old: dict[str, Any] | None = None) -> list[s
 
     errors: list[str] = []
     for path, rule in _rules():
+        node = _schema_at(path)
+        if "[]" in path:  # a rule on list items runs on each item (none of these is a transition rule)
+            assert "oldSelf" not in rule["rule"], path
+            for value in _item_values(new, path):
+                if not _holds(rule["rule"], {"self": celpy.json_to_cel(_escape(_as_cel_json(value, node)))}):
+                    errors.append(rule["message"])
+            continue
         present, value = _value_at(new, path)
         if not present:
             continue
-        node = _schema_at(path)
         activation: dict[str, Any] = {"self": celpy.json_to_cel(_escape(_as_cel_json(value, node)))}
         if "oldSelf" in rule["rule"]:
             old_present, old_value = _value_at(old, path) if old is not None else (False, None)
             if not old_present:
                 continue  # transition rules run on updates only, when the old object had the field
             activation["oldSelf"] = celpy.json_to_cel(_escape(_as_cel_json(old_value, node)))
-        result = _program(rule["rule"]).evaluate(activation)
-        if isinstance(result, Exception) or not bool(result):
+        if not _holds(rule["rule"], activation):
             errors.append(rule["message"])
     return errors
+
+
+def _holds(rule: str, activation: dict[str, Any]) -> bool:
+    """Whether a rule evaluates to true. An evaluation error (a field the OpenAPI part refuses as missing,
+    say) is a refusal too, as on the API server."""
+    import celpy
+
+    try:
+        result = _program(rule).evaluate(activation)
+    except celpy.CELEvalError:
+        return False
+    return not isinstance(result, Exception) and bool(result)
+
+
+def _item_values(obj: Any, path: str) -> list[Any]:
+    """Every value at a schema path that goes through list items (`spec.app.env[].valueFrom`)."""
+    values = [obj]
+    for segment in path.split("."):
+        key, is_list = (segment[:-2], True) if segment.endswith("[]") else (segment, False)
+        values = [v[key] for v in values if isinstance(v, dict) and key in v]
+        if is_list:
+            values = [item for v in values if isinstance(v, list) for item in v]
+    return values
 
 
 def defaults_breaking_rules() -> list[str]:

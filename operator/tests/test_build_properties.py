@@ -17,6 +17,7 @@ from archop.build import (
     content_hash,
     ingress,
     ref,
+    tls,
 )
 from archop.build.secrets import build_secrets
 from archop.spec import ArchitectureSpec
@@ -76,30 +77,99 @@ def test_my_pods_declare_resources_and_probes(variant: str) -> None:
 
 
 def test_app_env_is_the_documented_contract() -> None:
+    """The connection contract (docs/connecting.md) by secretKeyRef, the CA's path, the demo app's knobs."""
     name, spec = VARIANTS["minimal"]
-    env = {e["name"]: e for e in app.app_env(name, NAMESPACE, spec)}
-    assert set(env) == {
-        "DEMOAPP_PORT", "DEMOAPP_METRICS_PORT", "DEMOAPP_DB_RW_HOST", "DEMOAPP_DB_RO_HOST", "DEMOAPP_DB_PORT",
-        "DEMOAPP_DB_NAME", "DEMOAPP_DB_SSLMODE", "DEMOAPP_DB_SSLROOTCERT",
-        "DEMOAPP_DB_USER", "DEMOAPP_DB_PASSWORD", "DEMOAPP_REDIS_HOST", "DEMOAPP_REDIS_PORT",
-        "DEMOAPP_REDIS_TLS", "DEMOAPP_REDIS_CA_FILE",
-        "DEMOAPP_REDIS_PASSWORD", "DEMOAPP_CACHE_ENABLED", "DEMOAPP_CACHE_TTL_SECONDS"}
-    assert env["DEMOAPP_DB_RW_HOST"]["value"] == "shop-db-rw.demo.svc"
-    assert env["DEMOAPP_DB_RO_HOST"]["value"] == "shop-db-ro.demo.svc"
-    assert env["DEMOAPP_REDIS_HOST"]["value"] == "shop-cache.demo.svc"
-    assert env["DEMOAPP_DB_SSLMODE"]["value"] == "verify-full"
-    assert env["DEMOAPP_DB_SSLROOTCERT"]["value"] == f"{app.DB_CA_DIR}/ca.crt"
-    # Redis over TLS, verified against the same CA file (the Architecture's CA signs both servers).
-    assert env["DEMOAPP_REDIS_TLS"]["value"] == "true"
-    assert env["DEMOAPP_REDIS_CA_FILE"]["value"] == env["DEMOAPP_DB_SSLROOTCERT"]["value"]
+    env = {e["name"]: e for e in app.app_env(name, spec)}
+    assert set(env) == set(app.RESERVED_ENV) == {
+        "DATABASE_URL", "DATABASE_RO_URL", "REDIS_URL", "ARCHOP_CA_FILE",
+        "DEMOAPP_PORT", "DEMOAPP_METRICS_PORT", "DEMOAPP_CACHE_TTL_SECONDS"}
+
     def ref_of(var: str) -> dict[str, str]:
+        assert "value" not in env[var]  # the URLs hold passwords: never a literal value
         return env[var]["valueFrom"]["secretKeyRef"]
 
-    assert ref_of("DEMOAPP_DB_PASSWORD") == {"name": "shop-db-app", "key": "password"}
-    assert ref_of("DEMOAPP_REDIS_PASSWORD") == {"name": "shop-cache", "key": "password"}
+    assert ref_of("DATABASE_URL") == {"name": "shop-db-app", "key": "uri"}
+    assert ref_of("DATABASE_RO_URL") == {"name": "shop-db-app", "key": "ro-uri"}
+    assert ref_of("REDIS_URL") == {"name": "shop-cache", "key": "url"}
+    # The URIs name the CA file where the pod mounts ConfigMap shop-db-ca; REDIS_URL's client is told apart.
+    assert env["ARCHOP_CA_FILE"]["value"] == f"{app.DB_CA_DIR}/ca.crt" == tls.CLIENT_CA_FILE
+    (dep, *_) = app.build_app(name, NAMESPACE, spec, "a", "n", "h")
+    pod = dep["spec"]["template"]["spec"]
+    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "db-ca"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "db-ca"]
+    assert (mount["mountPath"], volume["configMap"]["name"]) == (app.DB_CA_DIR, "shop-db-ca")
+    secret = {s["metadata"]["name"]: s["stringData"] for s in build_secrets(name, NAMESPACE)}
+    assert f"sslrootcert={tls.CLIENT_CA_FILE}" in secret["shop-db-app"]["uri"]
+    assert env["DEMOAPP_PORT"]["value"] == "8080" and env["DEMOAPP_CACHE_TTL_SECONDS"]["value"] == "30"
+    # No cache, no REDIS_URL: the app knows there is none.
     off = dataclasses.replace(spec, cache=dataclasses.replace(spec.cache, enabled=False))
-    env_off = {e["name"]: e for e in app.app_env(name, NAMESPACE, off)}
-    assert env_off["DEMOAPP_CACHE_ENABLED"]["value"] == "false"
+    assert "REDIS_URL" not in {e["name"] for e in app.app_env(name, off)}
+
+
+OWN_APP = {
+    "image": "registry.local:5000/team/api:1.4.2",
+    "command": ["/app/api"], "args": ["serve", "--listen", ":9000"], "port": 9000,
+    "readinessPath": "/ready?deep=1", "livenessPath": "/live",
+    "env": [{"name": "LOG_LEVEL", "value": "debug"}, {"name": "EMPTY"},
+            {"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "api-keys", "key": "primary"}}},
+            {"name": "FEATURES", "valueFrom": {"configMapKeyRef": {"name": "flags", "key": "list",
+                                                                   "optional": True}}}],
+    "envFrom": [{"configMapRef": {"name": "api-config"}},
+                {"secretRef": {"name": "api-extra", "optional": True}}],
+}
+
+
+def test_your_own_app_gets_its_command_env_probes_and_the_contract() -> None:
+    spec = ArchitectureSpec.parse({"app": OWN_APP})
+    (dep, *_) = app.build_app("shop", NAMESPACE, spec, "registry.local:5000/team/api:1.4.2", "n", "h")
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert (c["image"], c["command"], c["args"]) == (
+        OWN_APP["image"], ["/app/api"], ["serve", "--listen", ":9000"])
+    env = [e["name"] for e in c["env"]]
+    # The contract first, then the user's, in their order, as they wrote them.
+    assert env[:len(app.app_env("shop", ArchitectureSpec()))] == [e["name"] for e in app.app_env(
+        "shop", ArchitectureSpec())]
+    assert c["env"][-4:] == [
+        {"name": "LOG_LEVEL", "value": "debug"}, {"name": "EMPTY", "value": ""},
+        {"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "api-keys", "key": "primary"}}},
+        {"name": "FEATURES",
+         "valueFrom": {"configMapKeyRef": {"name": "flags", "key": "list", "optional": True}}}]
+    assert len(env) == len(set(env))
+    assert c["envFrom"] == [{"configMapRef": {"name": "api-config"}},
+                            {"secretRef": {"name": "api-extra", "optional": True}}]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/ready?deep=1", "port": 9000}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/live", "port": 9000}
+    # The demo app keeps its paths and the image's entrypoint.
+    (demo, *_) = app.build_app("shop", NAMESPACE, ArchitectureSpec(), "a", "n", "h")
+    d = demo["spec"]["template"]["spec"]["containers"][0]
+    assert "command" not in d and "args" not in d and "envFrom" not in d
+    assert (d["readinessProbe"]["httpGet"]["path"], d["livenessProbe"]["httpGet"]["path"]) == (
+        "/readyz", "/healthz")
+
+
+def test_no_app_tier_builds_no_app_cdn_or_ingress_and_prunes_them() -> None:
+    spec = ArchitectureSpec.parse({"app": {"enabled": False}})
+    assert not spec.cdn.enabled and not spec.ingress.enabled  # they follow the app
+    built = build_all("shop", NAMESPACE, spec, SETTINGS, STUB_CDN_CONF)
+    assert not [ref(m) for m in built
+                if m["metadata"]["labels"][names.L_COMPONENT] in (names.APP, names.INGRESS)]
+    assert ("networking.k8s.io/v1", "NetworkPolicy", "shop-app") not in {ref(m) for m in built}
+    assert {("apps/v1", "StatefulSet", "shop-db"), ("apps/v1", "Deployment", "shop-cache")} <= {
+        ref(m) for m in built}
+    absent = {ref(m) for m in absent_optional_children("shop", NAMESPACE, built)}
+    assert {("apps/v1", "Deployment", "shop-app"), ("v1", "Service", "shop-app"),
+            ("policy/v1", "PodDisruptionBudget", "shop-app"),
+            ("autoscaling/v2", "HorizontalPodAutoscaler", "shop-app"),
+            ("networking.k8s.io/v1", "NetworkPolicy", "shop-app"), ("v1", "ConfigMap", "shop-cdn"),
+            ("networking.k8s.io/v1", "Ingress", "shop-ingress")} == absent - {
+        ("apps/v1", "Deployment", "shop-cache"), ("v1", "Service", "shop-cache"),
+        ("networking.k8s.io/v1", "NetworkPolicy", "shop-cache")}
+    # The Secrets of the contract are made all the same: an app of your own uses them.
+    assert {s["metadata"]["name"] for s in build_secrets("shop", NAMESPACE)} >= {"shop-db-app", "shop-cache"}
+    # An explicit true that slipped past the CRD is ignored, not built.
+    sneaky = ArchitectureSpec.parse({"app": {"enabled": False}, "cdn": {"enabled": True},
+                                     "ingress": {"enabled": True}})
+    assert not sneaky.cdn.enabled and not sneaky.ingress.enabled
 
 
 def _by_kind(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -225,7 +295,7 @@ def test_disabled_tiers_are_pruned_and_enabled_ones_are_not() -> None:
         ("networking.k8s.io/v1", "NetworkPolicy", "bare-cache"), ("v1", "ConfigMap", "bare-cdn"),
         ("policy/v1", "PodDisruptionBudget", "bare-app"),
         ("autoscaling/v2", "HorizontalPodAutoscaler", "bare-app"),
-        ("networking.k8s.io/v1", "Ingress", "bare-ingress")}
+        ("networking.k8s.io/v1", "Ingress", "bare-ingress")}  # the app runs: its Deployment and Service stay
     name, prod = VARIANTS["production"]
     assert absent_optional_children(name, NAMESPACE, build_all(name, NAMESPACE, prod, SETTINGS, "x")) == []
 
@@ -248,6 +318,12 @@ def test_secrets_are_fresh_random_and_complete() -> None:
     passwords = [s["stringData"]["password"] for s in first + second]
     assert len(set(passwords)) == 8 and all(len(p) == 48 for p in passwords)
     assert [s["stringData"].get("username") for s in first] == ["postgres", "replicator", "app", None]
+    # The contract Secrets carry every key of docs/connecting.md; the others only username and password.
+    keys = [set(s["stringData"]) for s in first]
+    assert keys[0] == keys[1] == {"username", "password"}
+    assert keys[2] == {"username", "password", "host", "port", "dbname", "user", "uri", "jdbc-uri", "ro-host",
+                       "ro-uri", "pgpass"}
+    assert keys[3] == {"password", "host", "port", "url"}
 
 
 @pytest.mark.parametrize(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import jsonschema
 import pytest
 import yaml
 from archop import names
+from archop.build import app
 from archop.spec import ArchitectureSpec
 from crdschema import CRD_PATH, EXAMPLES, apply_defaults, cel_rules, load_crd, openapi_schema, validate, walk
 
@@ -22,6 +24,12 @@ NO_DEFAULT_ON_PURPOSE = {
     "spec.database.replication.dataDurability",  # only allowed in sync mode, where absent means required
     "spec.ingress.className",
     "spec.ingress.tlsSecretName",
+    "spec.app.command",  # absent: the image's ENTRYPOINT
+    "spec.app.args",  # absent: the image's CMD
+    "spec.app.env",  # absent: the operator's variables only
+    "spec.app.envFrom",
+    "spec.cdn.enabled",  # absent: follows spec.app.enabled, which a default could not (CEL tells them apart)
+    "spec.ingress.enabled",  # likewise
 }
 
 
@@ -53,6 +61,8 @@ def test_every_optional_spec_field_has_a_default() -> None:
             continue
         if ".resources." in path and (path.endswith(".limits") or path.count(".") > 3):
             continue  # limits and single quantities are optional maps entries, not defaulted
+        if "[]" in path:
+            continue  # inside a list's items (spec.app.env[]): an absent field means what it means in a Pod
         if "default" not in node:
             missing.append(path)
     assert missing == []
@@ -137,3 +147,16 @@ def test_unsafe_changes_use_transition_rules() -> None:
 def test_crd_file_is_a_single_document() -> None:
     docs = [d for d in yaml.safe_load_all(CRD_PATH.read_text()) if d]
     assert len(docs) == 1
+
+
+def test_the_env_names_the_crd_reserves_are_those_the_builder_sets() -> None:
+    """spec.app.env may not take a name of the contract or of the demo app's knobs (two entries of one name
+    would break the apply), nor expand the URLs into argv: the CRD's lists and build/app.py's agree."""
+    app_schema = openapi_schema()["properties"]["spec"]["properties"]["app"]["properties"]
+    (reserved, _) = app_schema["env"]["x-kubernetes-validations"]
+    assert set(re.findall(r"'([A-Z_]+)'", reserved["rule"])) == set(app.RESERVED_ENV)
+    secret_urls = {e["name"] for e in app.contract_env("shop", ArchitectureSpec()) if "valueFrom" in e}
+    for field in ("command", "args"):
+        (rule,) = app_schema[field]["x-kubernetes-validations"]
+        found = re.search(r"\(([A-Z_|]+)\)", rule["rule"])
+        assert found is not None and set(found.group(1).split("|")) == secret_urls

@@ -114,6 +114,58 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     ("image-empty-tag", {"cache": {"image": "redis:"}}, "cache.image"),
     ("image-trailing-slash", {"app": {"image": "example.com/app/"}}, "app.image"),
     ("image-bad-digest", {"cdn": {"image": "nginx@sha256:abc"}}, "cdn.image"),
+    # your own app: command, args, env, envFrom, probe paths
+    ("app-command-33-words", {"app": {"command": ["x"] * 33}}, "app.command"),
+    ("app-command-word-1025", {"app": {"command": ["x" * 1025]}}, "app.command"),
+    # Found by e2e/tests/test_spec_fuzz.py on the real API server: accepted, the Deployment built from it
+    # could not be applied ("yaml: control characters are not allowed").
+    ("app-command-control-character", {"app": {"command": ["\x7f"]}}, "app.command"),
+    ("app-args-control-character", {"app": {"args": ["a\x01b"]}}, "app.args"),
+    ("app-env-value-control-character", {"app": {"env": [{"name": "X", "value": "\x1b[0m"}]}}, "app.env"),
+    ("app-args-129", {"app": {"args": ["x"] * 129}}, "app.args"),
+    ("app-arg-4097", {"app": {"args": ["x" * 4097]}}, "app.args"),
+    ("app-args-expand-the-database-url", {"app": {"args": ["--db=$(DATABASE_URL)"]}}, "app.args"),
+    ("app-command-expands-the-redis-url", {"app": {"command": ["sh", "-c", "x $(REDIS_URL)"]}},
+     "app.command"),
+    ("app-env-129", {"app": {"env": [{"name": f"V{i}"} for i in range(129)]}}, "app.env"),
+    ("app-env-value-4097", {"app": {"env": [{"name": "V", "value": "x" * 4097}]}}, "app.env"),
+    ("app-env-name-257", {"app": {"env": [{"name": "V" * 257}]}}, "app.env"),
+    ("app-env-name-with-equals", {"app": {"env": [{"name": "A=B"}]}}, "app.env"),
+    ("app-env-name-leading-digit", {"app": {"env": [{"name": "1X"}]}}, "app.env"),
+    ("app-env-no-name", {"app": {"env": [{"value": "x"}]}}, "app.env"),
+    ("app-env-duplicate-name", {"app": {"env": [{"name": "V", "value": "1"}, {"name": "V", "value": "2"}]}},
+     "app.env"),
+    ("app-env-reserved-name", {"app": {"env": [{"name": "DATABASE_URL", "value": "postgresql://x"}]}},
+     "app.env"),
+    ("app-env-value-and-value-from",
+     {"app": {"env": [{"name": "V", "value": "x",
+                       "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}},
+     "app.env"),
+    ("app-env-both-refs", {"app": {"env": [{"name": "V", "valueFrom": {
+        "secretKeyRef": {"name": "s", "key": "k"}, "configMapKeyRef": {"name": "c", "key": "k"}}}]}},
+     "app.env"),
+    ("app-env-field-ref", {"app": {"env": [{"name": "POD", "valueFrom": {
+        "fieldRef": {"fieldPath": "metadata.name"}}}]}}, "app.env"),
+    ("app-env-secret-without-key",
+     {"app": {"env": [{"name": "V", "valueFrom": {"secretKeyRef": {"name": "s"}}}]}}, "app.env"),
+    ("app-env-secret-name-uppercase", {"app": {"env": [{"name": "V", "valueFrom": {
+        "secretKeyRef": {"name": "Keys", "key": "k"}}}]}}, "app.env"),
+    ("app-env-superuser-password", {"app": {"env": [{"name": "PW", "valueFrom": {
+        "secretKeyRef": {"name": "shop-db-superuser", "key": "password"}}}]}}, "app.env"),
+    ("app-env-ca-key", {"app": {"env": [{"name": "K", "valueFrom": {
+        "secretKeyRef": {"name": "shop-ca", "key": "ca.key"}}}]}}, "app.env"),
+    ("app-env-from-neither", {"app": {"envFrom": [{}]}}, "app.envFrom"),
+    ("app-env-from-both", {"app": {"envFrom": [{"secretRef": {"name": "s"}, "configMapRef": {"name": "c"}}]}},
+     "app.envFrom"),
+    ("app-env-from-17", {"app": {"envFrom": [{"configMapRef": {"name": f"c{i}"}} for i in range(17)]}},
+     "app.envFrom"),
+    ("app-env-from-the-ca", {"app": {"envFrom": [{"secretRef": {"name": "shop-ca"}}]}}, "app.envFrom"),
+    ("app-readiness-path-relative", {"app": {"readinessPath": "ready"}}, "app.readinessPath"),
+    ("app-readiness-path-space", {"app": {"readinessPath": "/a b"}}, "app.readinessPath"),
+    ("app-liveness-path-1025", {"app": {"livenessPath": "/" + "x" * 1024}}, "app.livenessPath"),
+    # no app tier: nothing to route to, no pod for the sidecar
+    ("no-app-with-ingress", {"app": {"enabled": False}, "ingress": {"enabled": True}}, "ingress.enabled"),
+    ("no-app-with-cdn", {"app": {"enabled": False}, "cdn": {"enabled": True}}, "cdn.enabled"),
 ]
 
 # (id, spec): the boundaries and shapes that still work
@@ -165,6 +217,28 @@ ACCEPTED: list[tuple[str, dict[str, Any]]] = [
     ("image-host-port-path-tag", {"app": {"image": "registry.local:5000/team/demo-app:v1.2.3"}}),
     ("image-digest", {"cdn": {"image": "docker.io/library/nginx:1.27@sha256:" + "a" * 64}}),
     ("image-offline", {"cache": {"image": "archop-offline/redis:7"}}),
+    ("app-command-32-words", {"app": {"command": ["x"] * 32}}),
+    ("app-command-word-1024", {"app": {"command": ["x" * 1024]}}),
+    ("app-args-tab-and-newline", {"app": {"args": ["a\tb\nc"]}}),
+    ("app-args-128-of-4096", {"app": {"args": ["x" * 4096] * 128}}),
+    ("app-args-expand-other-variables", {"app": {"args": ["--log=$(LOG_LEVEL)", "--ca=$(ARCHOP_CA_FILE)"]}}),
+    ("app-env-128-of-4096", {"app": {"env": [{"name": f"V{i}", "value": "x" * 4096} for i in range(128)]}}),
+    ("app-env-name-256", {"app": {"env": [{"name": "V" * 256}]}}),
+    ("app-env-shapes", {"app": {"env": [
+        {"name": "EMPTY"}, {"name": "log.level", "value": ""},
+        {"name": "S",
+         "valueFrom": {"secretKeyRef": {"name": "api-keys", "key": "primary", "optional": True}}},
+        {"name": "C", "valueFrom": {"configMapKeyRef": {"name": "flags.v2", "key": "list_1"}}},
+        {"name": "CA", "valueFrom": {"secretKeyRef": {"name": "shop-ca", "key": "ca.crt"}}},
+        {"name": "APP_PW", "valueFrom": {"secretKeyRef": {"name": "shop-db-app", "key": "password"}}}]}}),
+    ("app-env-from-16", {"app": {"envFrom": [{"configMapRef": {"name": f"c{i}"}} for i in range(15)]
+                                 + [{"secretRef": {"name": "shop-db-app", "optional": True}}]}}),
+    ("app-paths-1024-and-query",
+     {"app": {"readinessPath": "/" + "a" * 1023, "livenessPath": "/live?deep=1"}}),
+    ("no-app", {"app": {"enabled": False}}),
+    ("no-app-tiers-off-explicitly", {"app": {"enabled": False}, "cdn": {"enabled": False},
+                                     "ingress": {"enabled": False}}),
+    ("no-app-same-port-as-the-cdn", {"app": {"enabled": False, "port": 8081}}),
 ]
 
 # (id, old spec, new spec, field): unsafe changes of a stored Architecture
@@ -175,6 +249,10 @@ UPDATES_REFUSED: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
      {"database": {"image": "registry.local:5000/pg:15.6"}}, "database.image"),
     ("storage-shrink", {"database": {"storage": {"size": "2Gi"}}}, {"database": {"storage": {"size": "1Gi"}}},
      "database.storage.size"),
+    # Stored before ingress.enabled lost its default (the API server wrote true into it): turning the app off
+    # needs ingress.enabled removed or false, and the refusal says so.
+    ("no-app-over-a-stored-default", {"ingress": {"enabled": True}},
+     {"app": {"enabled": False}, "ingress": {"enabled": True}}, "ingress.enabled"),
 ]
 UPDATES_ACCEPTED: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("postgres-minor-update", {"database": {"image": "postgres:15"}},
@@ -186,6 +264,8 @@ UPDATES_ACCEPTED: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
      {"database": {"replication": {"mode": "async"}}}),
     ("async-to-sync", {}, {"database": {"replication": {"mode": "sync"}}}),
     ("storage-grow", {"database": {"storage": {"size": "1Gi"}}}, {"database": {"storage": {"size": "64Ti"}}}),
+    ("app-turned-off", {}, {"app": {"enabled": False}}),
+    ("app-turned-back-on", {"app": {"enabled": False}}, {"app": {"enabled": True}}),
 ]
 
 

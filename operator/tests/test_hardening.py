@@ -29,9 +29,11 @@ from pss import restricted_violations
 # The images' users (uid = gid). Postgres and Redis: the official images' 999, which the offline images built
 # from Debian packages keep (e2e/cluster/build-images.sh); nginx: 101, likewise; the app: 10001 (Dockerfile).
 IMAGE_UIDS = {"postgres": 999, "fence": 999, "redis": 999, "cdn": 101, "app": 10001}
-# The demo app reads its two passwords from its environment (DEMOAPP_*, app/demoapp/config.py): the only
-# password env the operator builds, by secretKeyRef.
-APP_PASSWORD_ENV = {("app", "DEMOAPP_DB_PASSWORD"), ("app", "DEMOAPP_REDIS_PASSWORD")}
+# The app reads its two passwords from its environment, inside the connection contract's URLs (DATABASE_URL,
+# DATABASE_RO_URL, REDIS_URL; docs/connecting.md): the only password env the operator builds, by secretKeyRef.
+APP_PASSWORD_ENV = {("app", "DATABASE_URL"), ("app", "DATABASE_RO_URL"), ("app", "REDIS_URL")}
+# The keys of the generated Secrets that hold a password, alone or in a connection string (build/secrets.py).
+PASSWORD_KEYS = {"password", "uri", "ro-uri", "jdbc-uri", "pgpass", "url"}
 
 
 def variants() -> dict[str, tuple[str, ArchitectureSpec]]:
@@ -227,14 +229,20 @@ def _commands(c: dict[str, Any]) -> list[str]:
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_no_password_in_any_container_env(variant: str) -> None:
+    """The operator's own variables, that is: spec.app.env and spec.app.envFrom are the user's choice, passed
+    through as written (test_build_properties.py), and stay out of this check."""
+    _, spec = VARIANTS[variant]
+    users = {e.name for e in spec.app.env}
     for where, _, pod in pod_templates(built(variant)):
         for c in containers(pod):
-            assert not c.get("envFrom"), (where, c["name"])  # a whole Secret would include its password key
+            # A whole Secret would include its password key: only the user's own envFrom, on the app.
+            assert c.get("envFrom", []) == ([e.manifest() for e in spec.app.env_from] if c["name"] == "app"
+                                            else []), (where, c["name"])
             for e in c.get("env") or []:
                 ref = (e.get("valueFrom") or {}).get("secretKeyRef") or {}
-                if (c["name"], e["name"]) in APP_PASSWORD_ENV:
+                if (c["name"], e["name"]) in APP_PASSWORD_ENV or (c["name"] == "app" and e["name"] in users):
                     continue
-                assert ref.get("key") != "password", (where, c["name"], e["name"])
+                assert ref.get("key") not in PASSWORD_KEYS, (where, c["name"], e["name"])
                 assert not re.search("PASSWORD|PASSWD|AUTH", e["name"]), (where, c["name"], e["name"])
 
 
@@ -268,10 +276,12 @@ def test_password_files_are_read_only_and_private(variant: str) -> None:
 
 
 def test_no_built_manifest_holds_a_password_value() -> None:
-    """The Secrets are the only manifests with the password values in them."""
+    """The Secrets are the only manifests with the password values in them (connection strings included)."""
     for variant, (name, spec) in VARIANTS.items():
         secrets = build_secrets(name, NAMESPACE, password=counting_passwords())
         values = {s["stringData"]["password"] for s in secrets}
+        assert all(v in s["stringData"][k] for s in secrets for k in PASSWORD_KEYS & set(s["stringData"])
+                   for v in [s["stringData"]["password"]])
         text = json.dumps(build_all(name, NAMESPACE, spec, SETTINGS, STUB_CDN_CONF))
         assert not [v for v in values if v in text], variant
 

@@ -130,6 +130,9 @@ def test_the_recorded_state_counts_only_for_the_host_it_was_decided_for() -> Non
 def test_deleted_and_ingressless_architectures_claim_nothing() -> None:
     assert index_entry(body(deleting=True)) == {}
     assert index_entry(body(enabled=False)) == {}
+    no_app = body()
+    no_app["spec"]["app"] = {"enabled": False}  # no app tier: no Ingress, whatever ingress says
+    assert index_entry(no_app) == {}
 
 
 def test_the_catch_all_is_a_host_of_its_own_and_the_default_host_applies() -> None:

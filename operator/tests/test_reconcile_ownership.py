@@ -4,15 +4,18 @@ and an ingress host another Architecture holds costs only the Ingress."""
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
+import kopf
 import pytest
 import requests
 from archop import apply, config, events, hosts, names, permissions, reasons
-from archop.build import tls
+from archop.build import secrets, tls
 from archop.config import Settings
 from archop.handlers import reconcile as rec
 
@@ -23,9 +26,12 @@ NS = "demo"
 class FakeApi:
     """Objects by URL ("services/shop-db-rw"); server-side apply creates (201) or updates (200) them."""
 
-    def __init__(self, objects: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(self, objects: dict[str, dict[str, Any]] | None = None,
+                 written_after_read: frozenset[str] = frozenset()) -> None:
         self.objects = dict(objects or {})
         self.sent: list[tuple[str, str, dict[str, Any] | None]] = []
+        # URLs someone else writes right after each GET (a new resourceVersion): a conditional patch is late.
+        self.written_after_read = set(written_after_read)
 
     def request(self, method: str, **kwargs: Any) -> requests.Response:
         url = kwargs["url"]
@@ -34,10 +40,22 @@ class FakeApi:
         code, answer = 200, {}
         if method == "GET":
             found = self.objects.get(url)
-            code, answer = (200, found) if found is not None else (404, {"message": "not found"})
+            code, answer = ((200, copy.deepcopy(found)) if found is not None
+                            else (404, {"message": "not found"}))
+            if found is not None and url in self.written_after_read:
+                meta = found.setdefault("metadata", {})
+                meta["resourceVersion"] = str(int(meta.get("resourceVersion") or 0) + 1)
         elif method == "PATCH" and "application/apply-patch+yaml" in str(kwargs.get("headers")):
             code = 200 if url in self.objects else 201
             self.objects[url] = body or {}
+        elif method == "PATCH" and url in self.objects and "data" in (body or {}):
+            # A merge patch of a Secret's data, conditional on the resourceVersion it carries.
+            current = self.objects[url]
+            wanted = ((body or {}).get("metadata") or {}).get("resourceVersion")
+            if wanted and wanted != (current.get("metadata") or {}).get("resourceVersion"):
+                code = 409
+            else:
+                current.setdefault("data", {}).update((body or {})["data"])
         elif method == "POST":
             name = (body or {})["metadata"]["name"]
             key = f"{url}/{name}"
@@ -343,3 +361,80 @@ def test_a_foreign_ca_secret_stops_everything(monkeypatch: pytest.MonkeyPatch, e
         run(api, body(), monkeypatch)
     assert api.writes() == []
     assert api.status_patches()["foreignObjects"] == ["Secret shop-ca"]
+
+
+def _data_of(api: FakeApi, secret: str) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in api.objects[url("Secret", secret)]["data"].items()}
+
+
+def _with_data(name: str, data: dict[str, str], rv: str = "7") -> dict[str, Any]:
+    obj = ours(name)
+    obj["metadata"]["resourceVersion"] = rv
+    obj["data"] = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+    return obj
+
+
+def test_old_contract_secrets_get_their_connection_keys_and_keep_their_passwords(
+        monkeypatch: pytest.MonkeyPatch, emitted: list, caplog: pytest.LogCaptureFixture) -> None:
+    """An Architecture from before the contract: N-db-app and N-cache hold only their passwords. The reconcile
+    writes the derived keys into them (a conditional merge patch: uid and resourceVersion as read), creates
+    nothing new, and no password reaches an event or the log."""
+    db_pw, cache_pw = "0ld-db-pw/with:odd@chars", "0ld-cache-pw"
+    api = FakeApi({
+        url("Secret", "shop-db-app"): _with_data("shop-db-app", {"username": "app", "password": db_pw}),
+        url("Secret", "shop-cache"): _with_data("shop-cache", {"password": cache_pw}, rv="8")})
+    caplog.set_level(logging.DEBUG)
+    run(api, body(), monkeypatch)
+    patches = {u: b for m, u, b in api.sent if m == "PATCH" and u in (url("Secret", "shop-db-app"),
+                                                                       url("Secret", "shop-cache"))}
+    assert patches[url("Secret", "shop-db-app")]["metadata"] == {"uid": "uid-of-shop-db-app",
+                                                                   "resourceVersion": "7"}
+    assert patches[url("Secret", "shop-cache")]["metadata"] == {"uid": "uid-of-shop-cache",
+                                                                  "resourceVersion": "8"}
+    db = _data_of(api, "shop-db-app")
+    assert db == {"username": "app", "password": db_pw, **secrets.database_keys("shop", NS, "app", db_pw)}
+    cache = _data_of(api, "shop-cache")
+    assert cache == {"password": cache_pw, **secrets.cache_keys("shop", NS, cache_pw)}
+    for patch in patches.values():
+        assert not {"username", "password"} & set(patch["data"])  # never rewritten
+    assert not [b for m, u, b in api.sent if m == "POST" and b and b["metadata"]["name"] in ("shop-db-app",
+                                                                                              "shop-cache")]
+    (updated,) = [m for r, m, _ in emitted if r == reasons.SECRETS_UPDATED]
+    assert "Secret shop-db-app (dbname, host, jdbc-uri, pgpass, port, ro-host, ro-uri, uri, user)" in updated
+    assert "Secret shop-cache (host, port, url)" in updated
+    told = " ".join([m for _, m, _ in emitted] + [r.getMessage() for r in caplog.records]
+                    + [json.dumps(api.status_patches())])
+    for value in (db_pw, cache_pw, quote(db_pw, safe="")):
+        assert value not in told
+    # Once written, a second reconcile finds them complete and writes nothing.
+    api.sent.clear()
+    emitted.clear()
+    run(api, body(), monkeypatch)
+    assert not [u for m, u, b in api.sent if m == "PATCH" and u.startswith("secrets/")]
+    assert reasons.SECRETS_UPDATED not in [r for r, _, _ in emitted]
+
+
+def test_a_secret_written_since_it_was_read_is_read_again(monkeypatch: pytest.MonkeyPatch,
+                                                          emitted: list) -> None:
+    secret = url("Secret", "shop-db-app")
+    api = FakeApi({secret: _with_data("shop-db-app", {"username": "app", "password": "pw"})},
+                  written_after_read=frozenset({secret}))
+    with pytest.raises(kopf.TemporaryError, match="Secret shop-db-app changed after it was read"):
+        run(api, body(), monkeypatch)
+    assert set(api.objects[secret]["data"]) == {"username", "password"}  # the late patch changed nothing
+
+
+def test_no_app_tier_prunes_the_app_the_cdn_and_the_ingress(monkeypatch: pytest.MonkeyPatch,
+                                                            emitted: list) -> None:
+    children = [("Deployment", "shop-app"), ("Service", "shop-app"), ("NetworkPolicy", "shop-app"),
+                ("PodDisruptionBudget", "shop-app"), ("ConfigMap", "shop-cdn"), ("Ingress", "shop-ingress")]
+    api = FakeApi({url(kind, name): ours(name) for kind, name in children})
+    run(api, body({"app": {"enabled": False}}), monkeypatch)
+    deletes = {u: b["preconditions"]["uid"] for m, u, b in api.sent if m == "DELETE" and b}
+    assert deletes == {url(kind, name): f"uid-of-{name}" for kind, name in children}
+    applied = [u for m, u, b in api.sent if m == "PATCH" and b and "kind" in b]
+    assert not [u for u in applied if u in deletes]
+    assert url("StatefulSet", "shop-db") in applied and url("Deployment", "shop-cache") in applied
+    status = api.status_patches()
+    assert status["endpoints"]["app"] == "" and status["appReady"] == "0/0"
+    assert status["ingressHost"] is None  # no Ingress, so no claim on a host

@@ -74,6 +74,25 @@ def test_disabled_tiers_count_as_ready() -> None:
         assert (by_type[t]["status"], by_type[t]["reason"]) == ("True", reasons.TIER_DISABLED)
 
 
+def test_no_app_tier_counts_as_ready_and_is_not_looked_for() -> None:
+    """spec.app.enabled false: AppReady True (TierDisabled), whatever the observation says; the Ingress is off
+    because of it, and says so; the app's endpoint is empty."""
+    spec = ArchitectureSpec.parse({"app": {"enabled": False}})
+    nothing = WorkloadObservation(cache_exists=True, cache_ready=True)
+    by_type = {c["type"]: c for c in workload_conditions(nothing, spec, [], 1, T0)}
+    assert (by_type[reasons.APP_READY]["status"], by_type[reasons.APP_READY]["reason"]) == (
+        "True", reasons.TIER_DISABLED)
+    assert "spec.app.enabled" in by_type[reasons.APP_READY]["message"]
+    assert (by_type[reasons.INGRESS_READY]["status"], by_type[reasons.INGRESS_READY]["reason"]) == (
+        "True", reasons.TIER_DISABLED)
+    assert "spec.app.enabled" in by_type[reasons.INGRESS_READY]["message"]
+    conds = set_condition(list(by_type.values()), reasons.DATABASE_READY, True, reasons.TIER_READY, "ok", 1,
+                          T0)
+    assert get_condition(summarise(conds, 1, T0), reasons.READY)["status"] == "True"  # type: ignore[index]
+    assert endpoints("shop", "demo", spec)["app"] == ""
+    assert workload_fields(nothing) == {"appReadyReplicas": 0, "appReady": "0/0"}
+
+
 def test_summary_names_the_tiers_not_ready() -> None:
     conds = workload_conditions(dataclasses.replace(HEALTHY, cache_ready=False), SPEC, [], 4, T0)
     ready = get_condition(summarise(conds, 4, T0), reasons.READY)

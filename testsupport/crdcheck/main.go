@@ -1,6 +1,7 @@
 // crdcheck validates the Architecture CRD and objects against it with the API server's own code
 // (k8s.io/apiextensions-apiserver): CRD validation (structural schema, CEL compilation, estimated cost),
-// then pruning, defaulting, OpenAPI and CEL validation of objects, as a create or an update.
+// then pruning, defaulting, OpenAPI, list-type (unique keys of list-maps) and CEL validation of objects, as a
+// create or an update.
 //
 //	crdcheck CRD.yaml crd            -> JSON list of the CRD's validation errors
 //	crdcheck CRD.yaml objects < in   -> in: JSON list of {"obj": {...}, "old": {...} or null};
@@ -21,6 +22,7 @@ import (
 	structuralschema "k8s.io/apiextensions-apiserver/pkg/apiserver/schema"
 	"k8s.io/apiextensions-apiserver/pkg/apiserver/schema/cel"
 	structuraldefaulting "k8s.io/apiextensions-apiserver/pkg/apiserver/schema/defaulting"
+	structurallisttype "k8s.io/apiextensions-apiserver/pkg/apiserver/schema/listtype"
 	structuralpruning "k8s.io/apiextensions-apiserver/pkg/apiserver/schema/pruning"
 	apiservervalidation "k8s.io/apiextensions-apiserver/pkg/apiserver/validation"
 	utiljson "k8s.io/apimachinery/pkg/util/json"
@@ -107,8 +109,14 @@ func main() {
 		var errs field.ErrorList
 		if old == nil {
 			errs = apiservervalidation.ValidateCustomResource(nil, it.Obj, validator)
+			errs = append(errs, structurallisttype.ValidateListSetsAndMaps(nil, structural, it.Obj)...)
 		} else {
 			errs = apiservervalidation.ValidateCustomResourceUpdate(nil, it.Obj, old, validator)
+			// As the custom resource strategy: list-maps are checked on update only if the old object's were
+			// valid (an object stored before the rule keeps its duplicates).
+			if len(structurallisttype.ValidateListSetsAndMaps(nil, structural, it.Old)) == 0 {
+				errs = append(errs, structurallisttype.ValidateListSetsAndMaps(nil, structural, it.Obj)...)
+			}
 		}
 		celErrs, _ := celValidator.Validate(ctx, nil, structural, it.Obj, old, celconfig.RuntimeCELCostBudget)
 		errs = append(errs, celErrs...)

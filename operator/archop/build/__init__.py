@@ -88,7 +88,8 @@ def build_all(
 
 
 def optional_children(arch: str, namespace: str) -> list[dict[str, Any]]:
-    """Children that exist only for some specs (a disabled tier, no autoscaler, a single app pod).
+    """Children that exist only for some specs (a disabled tier, no autoscaler, a single app pod). The app
+    tier is one of them as a whole (spec.app.enabled false): its Deployment, Service and NetworkPolicy too.
 
     The reconciler deletes those of them that the current spec does not build. Only these are ever pruned:
     Secrets, PVCs and the database tier are never deleted by a spec change.
@@ -102,6 +103,9 @@ def optional_children(arch: str, namespace: str) -> list[dict[str, Any]]:
         stub("v1", "Service", names.cache(arch)),
         stub("networking.k8s.io/v1", "NetworkPolicy", names.cache(arch)),
         stub("v1", "ConfigMap", names.cdn(arch)),
+        stub("apps/v1", "Deployment", names.app(arch)),
+        stub("v1", "Service", names.app(arch)),
+        stub("networking.k8s.io/v1", "NetworkPolicy", names.app(arch)),
         stub("policy/v1", "PodDisruptionBudget", names.app(arch)),
         stub("autoscaling/v2", "HorizontalPodAutoscaler", names.app(arch)),
         stub("networking.k8s.io/v1", "Ingress", names.ingress(arch)),

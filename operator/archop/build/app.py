@@ -1,22 +1,46 @@
-"""The app tier: Deployment N-app (demo app + CDN sidecar), Service, PodDisruptionBudget, autoscaler."""
+"""The app tier: Deployment N-app (the app + the CDN sidecar), Service, PodDisruptionBudget, autoscaler.
+
+The app is the demo app unless spec.app.image names another; either way its container gets the connection
+contract (docs/connecting.md): DATABASE_URL, DATABASE_RO_URL and REDIS_URL by secretKeyRef from the Secrets
+N-db-app and N-cache (build/secrets.py), and the CA those URLs trust, mounted where they say. Nothing is built
+when spec.app.enabled is false (the reconciler prunes what was there).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from archop import names
-from archop.build import APP_SERVICE_PORT, cdn, container_security, meta, pod_security, secret_env
-from archop.build.cache import PORT as REDIS_PORT
+from archop.build import (
+    APP_SERVICE_PORT,
+    cdn,
+    container_security,
+    meta,
+    pod_security,
+    secret_env,
+    secrets,
+    tls,
+)
 from archop.spec import ArchitectureSpec
 
-APP_UID = 10001  # the demo app image's user archop, uid and gid 10001 (Dockerfile, stage runtime)
+# The pod's user: the demo app image's user archop, uid and gid 10001 (Dockerfile, stage runtime). Another
+# image runs as this uid too (docs/connecting.md, "Your own app").
+APP_UID = 10001
 NGINX_UID = 101  # the nginx user (uid and gid 101) of the official image; the offline Debian image keeps it
-DB_PORT = 5432
-DB_NAME = "app"
 # The CA certificate (ConfigMap N-db-ca): the app verifies the database servers (verify-full) and the Redis
 # server (TLS, hostname checked) against it; the same CA signs both certificates (build/tls.py).
-DB_CA_DIR = "/etc/archop-db-ca"
+DB_CA_DIR = tls.CLIENT_CA_DIR
 CDN_HASH_ANNOTATION = "archop.io/cdn-config-hash"
+
+# The connection contract in the app container's environment (docs/connecting.md). The URLs carry passwords,
+# so they come by secretKeyRef only; REDIS_URL only while the cache runs.
+DATABASE_URL, DATABASE_RO_URL, REDIS_URL = "DATABASE_URL", "DATABASE_RO_URL", "REDIS_URL"
+CA_FILE_ENV = "ARCHOP_CA_FILE"  # the CA file's path: what a Redis client needs besides REDIS_URL
+CONTRACT_ENV = (DATABASE_URL, DATABASE_RO_URL, REDIS_URL, CA_FILE_ENV)
+# The demo app's knobs the operator derives from the spec (app/README.md); other apps may ignore them.
+DEMO_ENV = ("DEMOAPP_PORT", "DEMOAPP_METRICS_PORT", "DEMOAPP_CACHE_TTL_SECONDS")
+# Names spec.app.env may not use (the CRD refuses them: two entries of one name break the apply).
+RESERVED_ENV = CONTRACT_ENV + DEMO_ENV
 
 
 def build_app(
@@ -27,7 +51,10 @@ def build_app(
     cdn_image: str,
     cdn_conf_hash: str,
 ) -> list[dict]:
-    """Deployment and Service always; the PDB only when more than one pod runs; the HPA only when enabled."""
+    """Nothing when the app tier is disabled; else the Deployment and the Service; the PDB only when more
+    than one pod runs; the HPA only when enabled."""
+    if not spec.app.enabled:
+        return []
     out = [
         deployment(arch, namespace, spec, app_image, cdn_image, cdn_conf_hash),
         service(arch, namespace, spec),
@@ -68,44 +95,53 @@ def target_port(spec: ArchitectureSpec) -> int:
     return spec.cdn.port if spec.cdn.enabled else spec.app.port
 
 
-def app_env(arch: str, namespace: str, spec: ArchitectureSpec) -> list[dict[str, Any]]:
-    """The demo app's whole configuration (DEMOAPP_*); passwords only by secretKeyRef."""
+def contract_env(arch: str, spec: ArchitectureSpec) -> list[dict[str, Any]]:
+    """The connection contract (docs/connecting.md): the URLs by secretKeyRef, never as values (they hold the
+    passwords), and where the CA they trust is mounted."""
+    out = [secret_env(DATABASE_URL, names.db_secret(arch, "app"), secrets.URI),
+           secret_env(DATABASE_RO_URL, names.db_secret(arch, "app"), secrets.RO_URI)]
+    if spec.cache.enabled:
+        out.append(secret_env(REDIS_URL, names.cache(arch), secrets.URL))
+    out.append({"name": CA_FILE_ENV, "value": tls.CLIENT_CA_FILE})
+    return out
+
+
+def app_env(arch: str, spec: ArchitectureSpec) -> list[dict[str, Any]]:
+    """The app container's environment: the contract, the demo app's knobs (DEMOAPP_*), then spec.app.env
+    (whose names the CRD keeps apart from these)."""
     return [
+        *contract_env(arch, spec),
         {"name": "DEMOAPP_PORT", "value": str(spec.app.port)},
         {"name": "DEMOAPP_METRICS_PORT", "value": str(metrics_port(spec))},
-        {"name": "DEMOAPP_DB_RW_HOST", "value": names.service_host(names.db_rw(arch), namespace)},
-        {"name": "DEMOAPP_DB_RO_HOST", "value": names.service_host(names.db_ro(arch), namespace)},
-        {"name": "DEMOAPP_DB_PORT", "value": str(DB_PORT)},
-        {"name": "DEMOAPP_DB_NAME", "value": DB_NAME},
-        {"name": "DEMOAPP_DB_SSLMODE", "value": "verify-full"},
-        {"name": "DEMOAPP_DB_SSLROOTCERT", "value": f"{DB_CA_DIR}/ca.crt"},
-        secret_env("DEMOAPP_DB_USER", names.db_secret(arch, "app"), "username"),
-        secret_env("DEMOAPP_DB_PASSWORD", names.db_secret(arch, "app"), "password"),
-        {"name": "DEMOAPP_REDIS_HOST", "value": names.service_host(names.cache(arch), namespace)},
-        {"name": "DEMOAPP_REDIS_PORT", "value": str(REDIS_PORT)},
-        {"name": "DEMOAPP_REDIS_TLS", "value": "true"},
-        {"name": "DEMOAPP_REDIS_CA_FILE", "value": f"{DB_CA_DIR}/ca.crt"},
-        secret_env("DEMOAPP_REDIS_PASSWORD", names.cache(arch), "password"),
-        {"name": "DEMOAPP_CACHE_ENABLED", "value": "true" if spec.cache.enabled else "false"},
         {"name": "DEMOAPP_CACHE_TTL_SECONDS", "value": str(spec.cache.ttl_seconds)},
+        *(e.manifest() for e in spec.app.env),
     ]
 
 
-def _app_container(arch: str, namespace: str, spec: ArchitectureSpec, image: str) -> dict[str, Any]:
+def _app_container(arch: str, spec: ArchitectureSpec, image: str) -> dict[str, Any]:
     port = spec.app.port
+    container: dict[str, Any] = {"name": "app", "image": image}
+    if spec.app.command:
+        container["command"] = list(spec.app.command)
+    if spec.app.args:
+        container["args"] = list(spec.app.args)
+    container["env"] = app_env(arch, spec)
+    if spec.app.env_from:
+        # The operator's variables and spec.app.env are `env`, which wins over envFrom's of the same name.
+        container["envFrom"] = [e.manifest() for e in spec.app.env_from]
     return {
-        "name": "app",
-        "image": image,
-        "env": app_env(arch, namespace, spec),
+        **container,
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"},
                   {"name": "metrics", "containerPort": metrics_port(spec), "protocol": "TCP"}],
-        # /readyz checks the app's own dependencies; /healthz only that the process serves.
-        # /readyz fails while the database leader is away; 4 x 3 s rides out a failover (measured well under
-        # 12 s) instead of emptying the Service, so the CDN and the retries carry the requests meanwhile.
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": port}, "periodSeconds": 3,
+        # readinessPath checks the app's own dependencies (the demo app's /readyz: the leader answers);
+        # livenessPath only that the process serves (/healthz). /readyz fails while the database leader is
+        # away; 4 x 3 s rides out a failover (measured well under 12 s) instead of emptying the Service, so
+        # the CDN and the retries carry the requests meanwhile.
+        "readinessProbe": {"httpGet": {"path": spec.app.readiness_path, "port": port}, "periodSeconds": 3,
                            "timeoutSeconds": 2, "failureThreshold": 4},
-        "livenessProbe": {"httpGet": {"path": "/healthz", "port": port}, "initialDelaySeconds": 5,
-                          "periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3},
+        "livenessProbe": {"httpGet": {"path": spec.app.liveness_path, "port": port},
+                          "initialDelaySeconds": 5, "periodSeconds": 10, "timeoutSeconds": 2,
+                          "failureThreshold": 3},
         "resources": spec.app.resources.as_dict(),
         "securityContext": container_security(APP_UID),
         "volumeMounts": [{"name": "app-tmp", "mountPath": "/tmp"},
@@ -140,7 +176,7 @@ def deployment(
     arch: str, namespace: str, spec: ArchitectureSpec, app_image: str, cdn_image: str, cdn_conf_hash: str
 ) -> dict[str, Any]:
     sel = names.selector(arch, names.APP)
-    containers = [_app_container(arch, namespace, spec, app_image)]
+    containers = [_app_container(arch, spec, app_image)]
     volumes: list[dict[str, Any]] = [{"name": "app-tmp", "emptyDir": {}},
                                      {"name": "db-ca", "configMap": {"name": names.db_ca_bundle(arch)}}]
     annotations: dict[str, str] = {}

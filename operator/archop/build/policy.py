@@ -130,9 +130,12 @@ def app_policy(arch: str, namespace: str, spec: ArchitectureSpec, settings: Sett
 
 
 def build_policies(arch: str, namespace: str, spec: ArchitectureSpec, settings: Settings) -> list[dict]:
-    """db, cache (only when the cache is on; the reconciler prunes it otherwise), app."""
+    """db, cache (only when the cache is on), app (only when the app tier is on); the reconciler prunes a
+    policy the spec no longer builds. The db and cache policies admit the app tier's pods either way: with
+    no app tier none run (docs/connecting.md says how an app of your own gets in)."""
     out = [database_policy(arch, namespace, settings)]
     if spec.cache.enabled:
         out.append(cache_policy(arch, namespace, settings))
-    out.append(app_policy(arch, namespace, spec, settings))
+    if spec.app.enabled:
+        out.append(app_policy(arch, namespace, spec, settings))
     return out

@@ -48,6 +48,11 @@ CLUSTER_DOMAIN = "cluster.local"
 
 CA_CERT, CA_KEY = "ca.crt", "ca.key"
 TLS_CERT, TLS_KEY = "tls.crt", "tls.key"
+# Where the app pods mount the CA bundle (ConfigMap N-db-ca): the connection strings of the contract name
+# this file (sslrootcert=, build/secrets.py), and the app's container gets its path as ARCHOP_CA_FILE
+# (build/app.py).
+CLIENT_CA_DIR = "/etc/archop-db-ca"
+CLIENT_CA_FILE = f"{CLIENT_CA_DIR}/{CA_CERT}"
 # The pod template of each workload carries its server certificate's fingerprint: a reissued certificate
 # changes the template, and the pods restart to load it (the database's in the operator's order: followers,
 # switchover, old leader; the cache's by the Deployment's rolling update).

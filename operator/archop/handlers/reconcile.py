@@ -1,6 +1,7 @@
 """Reconcile one Architecture: parse the spec, build every child, check that every existing child is this
-Architecture's, create Secrets once, apply, prune, then tell the story in events, status and metrics. Also
-the delete handler (volumes per reclaimPolicy).
+Architecture's, create Secrets once (and keep the connection keys of N-db-app and N-cache in line with their
+unchanging passwords), apply, prune, then tell the story in events, status and metrics. Also the delete
+handler (volumes per reclaimPolicy).
 
 Ownership (archop.ownership, the confused-deputy rule): before anything is written, every child is read by
 name. If any existing one is not this Architecture's (a user's own Service `shop-db-rw`, a Secret
@@ -133,7 +134,7 @@ def reconcile_status(
     if "followers" not in current:
         patch["followers"] = status.ratio(0, spec.database.followers)
     if "appReady" not in current:
-        patch["appReady"] = status.ratio(0, spec.app.replicas)
+        patch["appReady"] = status.ratio(0, spec.app.replicas if spec.app.enabled else 0)
     return patch
 
 
@@ -273,9 +274,11 @@ def _reconcile(
         if quantity_bytes(size) < quantity_bytes(spec.database.storage_size):
             _grow_volumes(client, body, name, namespace, spec.database.storage_size)
 
-    created = []
+    created, completed = [], []
     for secret in generated:
-        if found_secrets[("v1", "Secret", secret["metadata"]["name"])] is not None:
+        existing = found_secrets[("v1", "Secret", secret["metadata"]["name"])]
+        if existing is not None:
+            completed += _complete_secret(client, name, namespace, existing, logger)
             continue
         if not apply.create_if_absent(client, secret, owner=body):
             # 409: someone created it since it was read. Never use a Secret not checked: read it again.
@@ -287,6 +290,9 @@ def _reconcile(
     created += [s["metadata"]["name"] for s in certificates.create]
     if created:
         events.emit(body, reasons.SECRETS_CREATED, f"Created Secrets {', '.join(created)}")
+    if completed:
+        events.emit(body, reasons.SECRETS_UPDATED,
+                    f"Wrote connection keys from the unchanged passwords: {'; '.join(completed)}")
     manifests.append(certificates.bundle)
     tls.stamp(manifests, certificates)
 
@@ -320,6 +326,27 @@ def _reconcile(
     if host is not None and not host.granted:
         raise Blocked(f"applied without the Ingress: {hosts.refusal(host.record())}; looking again in "
                       f"{ownership.RETRY_SECONDS}s")
+
+
+def _complete_secret(client: Any, name: str, namespace: str, existing: dict[str, Any],
+                     logger: logging.Logger | logging.LoggerAdapter) -> list[str]:
+    """Write the connection keys (build/secrets.py, the contract) that an existing Secret lacks or holds
+    differently, derived from its own password, which stays as it is. `existing` was read for the ownership
+    check (so it is this Architecture's); the patch carries its uid and resourceVersion. What was written, as
+    "Secret (keys)" for the event: key names only, never values."""
+    meta = existing.get("metadata") or {}
+    secret_name = str(meta.get("name") or "")
+    if secrets.lacks_password(name, existing):
+        logger.warning("Secret %s has no password: its connection keys are not written", secret_name)
+        return []
+    data = secrets.completion(name, namespace, existing)
+    if not data:
+        return []
+    if not apply.patch_secret_data(client, namespace, secret_name, data, uid=str(meta.get("uid") or ""),
+                                   resource_version=str(meta.get("resourceVersion") or ""),
+                                   action="writing connection keys to"):
+        raise kopf.TemporaryError(f"Secret {secret_name} changed after it was read; checking again", delay=1)
+    return [f"Secret {secret_name} ({', '.join(sorted(data))})"]
 
 
 # What each tier's pods do once its server certificate is reissued (tls.stamp changes their pod template).

@@ -27,11 +27,12 @@ from typing import Any
 import pytest
 from archop import names
 from archop.build import app, cache, tls
+from archop.build.secrets import build_secrets
 from archop.spec import ArchitectureSpec
 from demoapp.cache import tls_options
 from demoapp.config import Settings
 from redis.asyncio import ConnectionPool, Redis
-from redis.asyncio.connection import SSLConnection
+from redis.asyncio.connection import SSLConnection, parse_url
 from redis.exceptions import AuthenticationError, ConnectionError, ResponseError
 
 from testsupport.nginx import wait_port
@@ -141,25 +142,39 @@ def server(scratch: Path, certs: Certs) -> Iterator[tuple[subprocess.Popen, int,
 
 
 class ResolvedSSLConnection(SSLConnection):
-    """redis-py's TLS connection, dialling 127.0.0.1 while it verifies the certificate for `host` (curl's
-    --resolve): the Service's name resolves only inside a cluster, and the name checked is the point."""
+    """redis-py's TLS connection, dialling 127.0.0.1 (at `address_port` when given) while it verifies the
+    certificate for `host` (curl's --resolve): the Service's name resolves only inside a cluster, and the name
+    checked is the point."""
 
-    def __init__(self, *, address: str = "127.0.0.1", **kwargs: Any) -> None:
-        self.address = address
+    def __init__(self, *, address: str = "127.0.0.1", address_port: int | None = None, **kwargs: Any) -> None:
+        self.address, self.address_port = address, address_port
         super().__init__(**kwargs)
 
     def _connection_arguments(self) -> Mapping:
-        return {**super()._connection_arguments(), "host": self.address, "server_hostname": self.host}
+        args = {**super()._connection_arguments(), "host": self.address, "server_hostname": self.host}
+        if self.address_port is not None:
+            args["port"] = self.address_port
+        return args
+
+
+def contract_secret(password: str) -> dict[str, str]:
+    """Secret N-cache as a new Architecture gets it (build_secrets), with this password."""
+    (cache_secret,) = [s for s in build_secrets(ARCH, NS, password=lambda: password)
+                       if s["metadata"]["name"] == names.cache(ARCH)]
+    return dict(cache_secret["stringData"])
 
 
 def app_settings(port: int, password: str, ca_file: Path) -> Settings:
-    """The demo app's settings from the env the operator renders (app_env), with this test's port, password
-    and CA file in place of the cluster's (the CA file stands for the mounted ConfigMap N-db-ca)."""
-    env = {e["name"]: e["value"] for e in app.app_env(ARCH, NS, ArchitectureSpec()) if "value" in e}
-    assert (env["DEMOAPP_REDIS_HOST"], env["DEMOAPP_REDIS_TLS"]) == (SERVICE, "true")
-    env.update(DEMOAPP_REDIS_PORT=str(port), DEMOAPP_REDIS_PASSWORD=password,
-               DEMOAPP_REDIS_CA_FILE=str(ca_file))
-    return Settings.from_env(env)
+    """The demo app's settings from the env the operator renders: REDIS_URL by secretKeyRef from Secret
+    N-cache (its `url`, built with this test's password) and ARCHOP_CA_FILE (this test's CA file stands for
+    the mounted ConfigMap N-db-ca). Only the port differs from the cluster's: this Redis listens elsewhere."""
+    env = {e["name"]: e for e in app.app_env(ARCH, ArchitectureSpec())}
+    assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": names.cache(ARCH), "key": "url"}
+    assert env["ARCHOP_CA_FILE"]["value"] == tls.CLIENT_CA_FILE
+    settings = Settings.from_env({"REDIS_URL": contract_secret(password)["url"],
+                                  "ARCHOP_CA_FILE": str(ca_file)})
+    assert (settings.redis_host, settings.redis_port, settings.redis_tls) == (SERVICE, cache.PORT, True)
+    return dataclasses.replace(settings, redis_port=port)
 
 
 def ask(settings: Settings, *command: str, host: str | None = None, **options: Any) -> Any:
@@ -249,6 +264,36 @@ def test_redis_speaks_only_tls_and_clients_verify_it(server: tuple[subprocess.Po
     # Every name the certificate carries (the Service's short, namespaced and fully qualified forms) works.
     for name in tls.cache_server_names(ARCH, NS):
         assert ask(settings, "PING", host=name) is True
+
+
+def test_a_client_with_only_the_url_connects(server: tuple[subprocess.Popen, int, Path],
+                                             certs: Certs) -> None:
+    """Secret N-cache's `url` as any app would use it (read by redis-py's own URL parser, from_url's), plus
+    the CA file: TLS verified for the Service's name, then AUTH with the password from the URL, every
+    character of it intact. Only the address is this machine's (the Service's name resolves in a cluster)."""
+    _, port, _ = server
+    secret = contract_secret(NASTY)
+    assert secret["url"].startswith("rediss://:") and secret["url"].endswith(f"@{SERVICE}:6379/0")
+    assert (secret["host"], secret["port"], secret["password"]) == (SERVICE, "6379", NASTY)
+
+    async def run(url: str, ca_file: Path) -> Any:
+        options = parse_url(url)
+        assert options.pop("connection_class") is SSLConnection  # rediss://: TLS
+        pool = ConnectionPool(connection_class=ResolvedSSLConnection, address_port=port,
+                              ssl_ca_certs=str(ca_file), socket_timeout=5, socket_connect_timeout=5,
+                              **options)
+        client = Redis(connection_pool=pool)
+        try:
+            return await client.execute_command("SET", "contract", "ok"), await client.get("contract")
+        finally:
+            await client.aclose()
+            await pool.aclose()
+
+    assert asyncio.run(run(secret["url"], certs.ca_file)) == (True, b"ok")
+    with pytest.raises(ConnectionError, match="certificate verify failed"):  # verified, not just encrypted
+        asyncio.run(run(secret["url"], certs.other_ca_file))
+    with pytest.raises((AuthenticationError, ResponseError)):  # the password in the URL is what counts
+        asyncio.run(run(contract_secret(NASTY + "x")["url"], certs.ca_file))
 
 
 @pytest.mark.parametrize("content", [None, ""])
