@@ -20,7 +20,8 @@ SNAPSHOTS = Path(__file__).parent / "snapshots"
 UPDATE = os.environ.get("ARCHOP_UPDATE_SNAPSHOTS") == "1"
 
 BUILDERS = {
-    "secrets": lambda n, s: secrets.build_secrets(n, NAMESPACE, password=counting_passwords()),
+    "secrets": lambda n, s: secrets.build_secrets(n, NAMESPACE, password=counting_passwords(),
+                                                  salt=lambda: "snapshot-salt"),
     "cache": lambda n, s: cache.build_cache(n, NAMESPACE, s, image_for(SETTINGS, s, "cache")),
     "cdn": lambda n, s: cdn.build_cdn(n, NAMESPACE, s, STUB_CDN_CONF),
     "app": lambda n, s: app.build_app(n, NAMESPACE, s, image_for(SETTINGS, s, "app"),

@@ -7,9 +7,12 @@ and `build_core`, which renders every tier the core owns (the database tier live
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from archop import names
+
+if TYPE_CHECKING:  # the tier modules import the helpers below from this package
+    from archop.build.secrets import PasswordRevisions
 
 # The Service port of the app tier, whatever the pod listens on (the CDN sidecar or the app itself).
 APP_SERVICE_PORT = 80
@@ -64,11 +67,14 @@ def build_all(
     settings: Any,
     cdn_conf: str,
     current_leader: str | None = None,
+    passwords: PasswordRevisions | None = None,
 ) -> list[dict[str, Any]]:
     """Every child except the Secrets (created once, elsewhere), in apply order: config before workloads.
 
     `cdn_conf` is the rendered nginx.conf (build.cdn.nginx_conf); it is a parameter so this stays pure.
     `current_leader` is status.currentLeader: the database builder never scales the leader's pod away.
+    `passwords` (secrets.PasswordRevisions, read by the reconcile from the contract Secrets' records): the
+    app and cache pod templates carry them, so a rotated password rolls the pods that read it.
     """
     # Imported here: the tier modules import the helpers above from this package.
     from archop.build import app, cache, cdn, ingress, policy
@@ -79,10 +85,11 @@ def build_all(
         *policy.build_policies(arch, namespace, spec, settings),
         *build_database(arch, namespace, spec, image_for(settings, spec, names.DATABASE), settings,
                         current_leader=current_leader),
-        *cache.build_cache(arch, namespace, spec, image_for(settings, spec, names.CACHE)),
+        *cache.build_cache(arch, namespace, spec, image_for(settings, spec, names.CACHE),
+                           passwords.cache if passwords is not None else None),
         *cdn.build_cdn(arch, namespace, spec, cdn_conf),
         *app.build_app(arch, namespace, spec, image_for(settings, spec, names.APP),
-                       image_for(settings, spec, CDN), content_hash(cdn_conf)),
+                       image_for(settings, spec, CDN), content_hash(cdn_conf), passwords),
         *ingress.build_ingress(arch, namespace, spec),
     ]
 

@@ -13,6 +13,7 @@ from typing import Any
 from archop import names
 from archop.build import (
     APP_SERVICE_PORT,
+    cache,
     cdn,
     container_security,
     meta,
@@ -31,6 +32,10 @@ NGINX_UID = 101  # the nginx user (uid and gid 101) of the official image; the o
 # server (TLS, hostname checked) against it; the same CA signs both certificates (build/tls.py).
 DB_CA_DIR = tls.CLIENT_CA_DIR
 CDN_HASH_ANNOTATION = "archop.io/cdn-config-hash"
+# The revision of N-db-app's password record (build/secrets.py, `revision`; never the password): the app reads
+# DATABASE_URL at start, so a new password rolls it. N-cache's is cache.PASSWORD_ANNOTATION, while the cache
+# runs (REDIS_URL).
+DB_PASSWORD_ANNOTATION = "archop.io/db-app-password-revision"
 
 # The connection contract in the app container's environment (docs/connecting.md). The URLs carry passwords,
 # so they come by secretKeyRef only; REDIS_URL only while the cache runs.
@@ -50,13 +55,14 @@ def build_app(
     app_image: str,
     cdn_image: str,
     cdn_conf_hash: str,
+    passwords: secrets.PasswordRevisions | None = None,
 ) -> list[dict]:
     """Nothing when the app tier is disabled; else the Deployment and the Service; the PDB only when more
-    than one pod runs; the HPA only when enabled."""
+    than one pod runs; the HPA only when enabled. `passwords`: see password_annotations."""
     if not spec.app.enabled:
         return []
     out = [
-        deployment(arch, namespace, spec, app_image, cdn_image, cdn_conf_hash),
+        deployment(arch, namespace, spec, app_image, cdn_image, cdn_conf_hash, passwords),
         service(arch, namespace, spec),
     ]
     if min_replicas(spec) > 1:
@@ -103,6 +109,18 @@ def contract_env(arch: str, spec: ArchitectureSpec) -> list[dict[str, Any]]:
     if spec.cache.enabled:
         out.append(secret_env(REDIS_URL, names.cache(arch), secrets.URL))
     out.append({"name": CA_FILE_ENV, "value": tls.CLIENT_CA_FILE})
+    return out
+
+
+def password_annotations(spec: ArchitectureSpec, passwords: secrets.PasswordRevisions | None
+                         ) -> dict[str, str]:
+    """The pod-template annotations of the app that follow the passwords in its environment: N-db-app's
+    always, N-cache's while the cache runs (only then is REDIS_URL there)."""
+    out = {}
+    if passwords is not None and passwords.database:
+        out[DB_PASSWORD_ANNOTATION] = passwords.database
+    if passwords is not None and spec.cache.enabled:
+        out.update(cache.password_annotations(passwords.cache))
     return out
 
 
@@ -173,13 +191,14 @@ def _cdn_container(spec: ArchitectureSpec, image: str) -> dict[str, Any]:
 
 
 def deployment(
-    arch: str, namespace: str, spec: ArchitectureSpec, app_image: str, cdn_image: str, cdn_conf_hash: str
+    arch: str, namespace: str, spec: ArchitectureSpec, app_image: str, cdn_image: str, cdn_conf_hash: str,
+    passwords: secrets.PasswordRevisions | None = None,
 ) -> dict[str, Any]:
     sel = names.selector(arch, names.APP)
     containers = [_app_container(arch, spec, app_image)]
     volumes: list[dict[str, Any]] = [{"name": "app-tmp", "emptyDir": {}},
                                      {"name": "db-ca", "configMap": {"name": names.db_ca_bundle(arch)}}]
-    annotations: dict[str, str] = {}
+    annotations: dict[str, str] = password_annotations(spec, passwords)
     if spec.cdn.enabled:
         containers.append(_cdn_container(spec, cdn_image))
         volumes += [

@@ -25,6 +25,9 @@ CA_FILE = f"{TLS_DIR}/{tls.CA_CERT}"
 TLS_FILE_MODE = 0o440
 # As the database (ssl_min_version): every client of the cache (the demo app, redis-cli) speaks TLS 1.3.
 TLS_PROTOCOLS = "TLSv1.3"
+# On the pod templates of Redis and of the app: the revision of N-cache's password record (build/secrets.py,
+# `revision`). Redis reads requirepass only at start, so a new password rolls it; never the password itself.
+PASSWORD_ANNOTATION = "archop.io/cache-password-revision"
 
 
 def _read_password(password_file: str) -> str:
@@ -73,14 +76,22 @@ def tls_args(tls_dir: str = TLS_DIR, port: int = PORT) -> list[str]:
     ]
 
 
-def build_cache(arch: str, namespace: str, spec: ArchitectureSpec, image: str) -> list[dict]:
-    """Nothing when the cache is disabled (the reconciler prunes what was there)."""
+def build_cache(arch: str, namespace: str, spec: ArchitectureSpec, image: str,
+                password_revision: str | None = None) -> list[dict]:
+    """Nothing when the cache is disabled (the reconciler prunes what was there). `password_revision`: see
+    PASSWORD_ANNOTATION (None: no annotation)."""
     if not spec.cache.enabled:
         return []
-    return [deployment(arch, namespace, spec, image), service(arch, namespace)]
+    return [deployment(arch, namespace, spec, image, password_revision), service(arch, namespace)]
 
 
-def deployment(arch: str, namespace: str, spec: ArchitectureSpec, image: str) -> dict[str, Any]:
+def password_annotations(password_revision: str | None) -> dict[str, str]:
+    """The pod-template annotations of the Redis Deployment that follow N-cache's password."""
+    return {PASSWORD_ANNOTATION: password_revision} if password_revision else {}
+
+
+def deployment(arch: str, namespace: str, spec: ArchitectureSpec, image: str,
+               password_revision: str | None = None) -> dict[str, Any]:
     cache = spec.cache
     secret = names.cache(arch)
     probe: dict[str, Any] = {"exec": {"command": ["sh", "-c", ping_script()]}, "periodSeconds": 5,
@@ -118,7 +129,8 @@ def deployment(arch: str, namespace: str, spec: ArchitectureSpec, image: str) ->
             # Start the new pod before stopping the old one: the app keeps a cache through a rollout.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
-                "metadata": {"labels": names.labels(arch, names.CACHE)},
+                "metadata": {"labels": names.labels(arch, names.CACHE),
+                             **_annotations(password_annotations(password_revision))},
                 "spec": {
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
@@ -138,6 +150,10 @@ def deployment(arch: str, namespace: str, spec: ArchitectureSpec, image: str) ->
             },
         },
     }
+
+
+def _annotations(annotations: dict[str, str]) -> dict[str, Any]:
+    return {"annotations": annotations} if annotations else {}
 
 
 def service(arch: str, namespace: str) -> dict[str, Any]:
