@@ -260,6 +260,50 @@ async def promote(target: Target, wait_seconds: int = 30, timeline_floor: int = 
     return True
 
 
+class NotPrimary(RuntimeError):
+    """The instance is in recovery: a role's password is set on the primary only (followers replay it)."""
+
+
+class RoleRefused(RuntimeError):
+    """The role does not exist, or is one whose password the operator must never set (a superuser, the
+    replication user): the name comes from a Secret the tenant may edit."""
+
+
+# What the role may be: an existing login role without superuser or replication rights.
+_ROLE_SQL = "select pg_is_in_recovery(), (select rolsuper or rolreplication from pg_roles where rolname = %s)"
+
+
+def scram_verifier(pgconn: Any, role: str, password: str) -> str:
+    """The SCRAM-SHA-256 verifier of `password` for `role`, computed by libpq on this side (with a fresh
+    random salt): what pg_authid stores. The server never sees the password."""
+    return bytes(pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256")).decode()
+
+
+def password_statement(role: str, verifier: str) -> sql.Composed:
+    """ALTER ROLE with a verifier: the statement (which log_statement, pg_stat_activity or an error message
+    may show) holds the verifier, never the password. Quoted by psycopg.sql: ALTER ROLE takes no bound
+    parameters."""
+    return sql.SQL("alter role {} password {}").format(sql.Identifier(role), sql.Literal(verifier))
+
+
+async def set_role_password(target: Target, role: str, password: str, timeout: float = 3.0) -> None:
+    """Give login role `role` the password `password` on the primary at `target`. Idempotent: setting the
+    password it has already changes nothing for its clients. Sessions logged in before keep running (a
+    password is checked only at login). Raises NotPrimary or RoleRefused before anything is changed."""
+    conn = await connect(target, timeout, int(timeout * 1000))
+    async with conn:
+        cur = await conn.execute(_ROLE_SQL, (role,))
+        row = await cur.fetchone()
+        in_recovery, privileged = row if row is not None else (None, None)
+        if in_recovery:
+            raise NotPrimary(f"{target.host} is in recovery")
+        if privileged is None:
+            raise RoleRefused(f"role {role!r} does not exist")
+        if privileged:
+            raise RoleRefused(f"role {role!r} is a superuser or replication role")
+        await conn.execute(password_statement(role, scram_verifier(conn.pgconn, role, password)))
+
+
 def follower_conninfo(host: str, port: int, user: str, application_name: str, passfile: str | None,
                       hostaddr: str | None = None, sslrootcert: str | None = None) -> str:
     """primary_conninfo for a follower. The password stays in the passfile the start script writes.
