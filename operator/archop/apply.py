@@ -182,13 +182,17 @@ def replace_secret_data(client: pykube.HTTPClient, manifest: dict[str, Any], uid
 
 
 def patch_secret_data(client: pykube.HTTPClient, namespace: str, name: str, data: dict[str, str], uid: str,
-                      resource_version: str, action: str = "patching") -> bool:
-    """Merge `data` (base64 values) into an existing Secret's data: the keys it names are written, every
-    other key stays as it is. Only the object that was read: the patch carries its uid and resourceVersion,
-    and the API server refuses it (409) when the Secret was replaced or written since. False then; the
-    caller reads it again. Errors never quote the body (the values are secret)."""
-    return merge_patch(client, "v1", "Secret", namespace, name,
-                       {"metadata": {"uid": uid, "resourceVersion": resource_version}, "data": data},
+                      resource_version: str, action: str = "patching",
+                      annotations: dict[str, str] | None = None) -> bool:
+    """Merge `data` (base64 values) into an existing Secret's data, and `annotations` into its annotations,
+    in one write: the keys they name are written, every other key stays as it is. Only the object that was
+    read: the patch carries its uid and resourceVersion, and the API server refuses it (409) when the Secret
+    was replaced or written since. False then; the caller reads it again. Errors never quote the body (the
+    values are secret)."""
+    meta: dict[str, Any] = {"uid": uid, "resourceVersion": resource_version}
+    if annotations:
+        meta["annotations"] = annotations
+    return merge_patch(client, "v1", "Secret", namespace, name, {"metadata": meta, "data": data},
                        action, f"Secret {namespace}/{name}", ok_codes=(409, 422))
 
 

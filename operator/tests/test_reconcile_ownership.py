@@ -49,13 +49,18 @@ class FakeApi:
             code = 200 if url in self.objects else 201
             self.objects[url] = body or {}
         elif method == "PATCH" and url in self.objects and "data" in (body or {}):
-            # A merge patch of a Secret's data, conditional on the resourceVersion it carries.
+            # A merge patch of a Secret's data (and annotations), conditional on its resourceVersion.
             current = self.objects[url]
+            meta = current.setdefault("metadata", {})
             wanted = ((body or {}).get("metadata") or {}).get("resourceVersion")
-            if wanted and wanted != (current.get("metadata") or {}).get("resourceVersion"):
+            if wanted and wanted != meta.get("resourceVersion"):
                 code = 409
             else:
                 current.setdefault("data", {}).update((body or {})["data"])
+                annotations = ((body or {}).get("metadata") or {}).get("annotations") or {}
+                if annotations:
+                    meta.setdefault("annotations", {}).update(annotations)
+                meta["resourceVersion"] = str(int(meta.get("resourceVersion") or 0) + 1)
         elif method == "POST":
             name = (body or {})["metadata"]["name"]
             key = f"{url}/{name}"
@@ -377,8 +382,9 @@ def _with_data(name: str, data: dict[str, str], rv: str = "7") -> dict[str, Any]
 def test_old_contract_secrets_get_their_connection_keys_and_keep_their_passwords(
         monkeypatch: pytest.MonkeyPatch, emitted: list, caplog: pytest.LogCaptureFixture) -> None:
     """An Architecture from before the contract: N-db-app and N-cache hold only their passwords. The reconcile
-    writes the derived keys into them (a conditional merge patch: uid and resourceVersion as read), creates
-    nothing new, and no password reaches an event or the log."""
+    writes the derived keys into them and records their passwords as applied (one conditional merge patch
+    each: uid and resourceVersion as read), creates nothing new, and no password reaches an event or the
+    log."""
     db_pw, cache_pw = "0ld-db-pw/with:odd@chars", "0ld-cache-pw"
     api = FakeApi({
         url("Secret", "shop-db-app"): _with_data("shop-db-app", {"username": "app", "password": db_pw}),
@@ -387,10 +393,11 @@ def test_old_contract_secrets_get_their_connection_keys_and_keep_their_passwords
     run(api, body(), monkeypatch)
     patches = {u: b for m, u, b in api.sent if m == "PATCH" and u in (url("Secret", "shop-db-app"),
                                                                        url("Secret", "shop-cache"))}
-    assert patches[url("Secret", "shop-db-app")]["metadata"] == {"uid": "uid-of-shop-db-app",
-                                                                   "resourceVersion": "7"}
-    assert patches[url("Secret", "shop-cache")]["metadata"] == {"uid": "uid-of-shop-cache",
-                                                                  "resourceVersion": "8"}
+    for secret, rv, pw in (("shop-db-app", "7", db_pw), ("shop-cache", "8", cache_pw)):
+        meta = patches[url("Secret", secret)]["metadata"]
+        assert (meta["uid"], meta["resourceVersion"]) == (f"uid-of-{secret}", rv)
+        assert secrets.records(meta["annotations"][secrets.APPLIED_ANNOTATION], pw)
+        assert pw not in json.dumps(meta)
     db = _data_of(api, "shop-db-app")
     assert db == {"username": "app", "password": db_pw, **secrets.database_keys("shop", NS, "app", db_pw)}
     cache = _data_of(api, "shop-cache")
@@ -400,8 +407,9 @@ def test_old_contract_secrets_get_their_connection_keys_and_keep_their_passwords
     assert not [b for m, u, b in api.sent if m == "POST" and b and b["metadata"]["name"] in ("shop-db-app",
                                                                                               "shop-cache")]
     (updated,) = [m for r, m, _ in emitted if r == reasons.SECRETS_UPDATED]
-    assert "Secret shop-db-app (dbname, host, jdbc-uri, pgpass, port, ro-host, ro-uri, uri, user)" in updated
-    assert "Secret shop-cache (host, port, url)" in updated
+    assert ("Secret shop-db-app (dbname, host, jdbc-uri, pgpass, port, ro-host, ro-uri, uri, user, the "
+            "record of its applied password)") in updated
+    assert "Secret shop-cache (host, port, url, the record of its applied password)" in updated
     told = " ".join([m for _, m, _ in emitted] + [r.getMessage() for r in caplog.records]
                     + [json.dumps(api.status_patches())])
     for value in (db_pw, cache_pw, quote(db_pw, safe="")):

@@ -1,7 +1,12 @@
 """Reconcile one Architecture: parse the spec, build every child, check that every existing child is this
-Architecture's, create Secrets once (and keep the connection keys of N-db-app and N-cache in line with their
-unchanging passwords), apply, prune, then tell the story in events, status and metrics. Also the delete
-handler (volumes per reclaimPolicy).
+Architecture's, create Secrets once (and keep the connection keys of N-db-app and N-cache in line with the
+passwords their servers have), apply, prune, then tell the story in events, status and metrics. Also the
+delete handler (volumes per reclaimPolicy).
+
+A password changed in N-db-app or N-cache is not the reconcile's to apply: the servers must have it before
+any pod is given it, and that is the periodic check's (handlers/passwords.py), which then runs the
+reconcile. Until then the reconcile leaves that Secret's keys as they are, and the pods' templates keep
+the revision of the password they run with (build/secrets.py, PasswordRevisions).
 
 Ownership (archop.ownership, the confused-deputy rule): before anything is written, every child is read by
 name. If any existing one is not this Architecture's (a user's own Service `shop-db-rw`, a Secret
@@ -25,7 +30,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -235,15 +240,18 @@ def _reconcile(
         if host is not None and not host.granted:
             events.emit(body, reasons.INGRESS_HOST_TAKEN, hosts.refusal(host_record or {}), warning=True)
 
+    # The Secrets first: the pod templates carry the revisions of their password records.
+    generated = secrets.build_secrets(name, namespace)
+    found_secrets = apply.read_children(client, generated)
+    records = planned_records(name, namespace, generated, found_secrets)
     conf = cdn.nginx_conf(spec) if spec.cdn.enabled else ""
     manifests = build_all(name, namespace, spec if host is None or host.granted else without_ingress(spec),
-                          settings, conf, current_leader=current.get("currentLeader"))
-    generated = secrets.build_secrets(name, namespace)
+                          settings, conf, current_leader=current.get("currentLeader"),
+                          passwords=secrets.PasswordRevisions.of(name, records))
     leftovers = absent_optional_children(name, namespace, manifests)
 
     # Ownership: every child, as it is now, before anything is written.
     found = apply.read_children(client, manifests)
-    found_secrets = apply.read_children(client, generated)
     found_leftovers = apply.read_children(client, leftovers)
     found_tls = apply.read_children(client, tls.stubs(name, namespace))
     foreign = foreign_children({**found, **found_secrets, **found_tls}, name, uid)
@@ -278,7 +286,8 @@ def _reconcile(
     for secret in generated:
         existing = found_secrets[("v1", "Secret", secret["metadata"]["name"])]
         if existing is not None:
-            completed += _complete_secret(client, name, namespace, existing, logger)
+            completed += _complete_secret(client, name, namespace, existing,
+                                          records.get(secret["metadata"]["name"]), logger)
             continue
         if not apply.create_if_absent(client, secret, owner=body):
             # 409: someone created it since it was read. Never use a Secret not checked: read it again.
@@ -292,7 +301,7 @@ def _reconcile(
         events.emit(body, reasons.SECRETS_CREATED, f"Created Secrets {', '.join(created)}")
     if completed:
         events.emit(body, reasons.SECRETS_UPDATED,
-                    f"Wrote connection keys from the unchanged passwords: {'; '.join(completed)}")
+                    f"Wrote connection keys from the applied passwords: {'; '.join(completed)}")
     manifests.append(certificates.bundle)
     tls.stamp(manifests, certificates)
 
@@ -328,25 +337,57 @@ def _reconcile(
                       f"{ownership.RETRY_SECONDS}s")
 
 
-def _complete_secret(client: Any, name: str, namespace: str, existing: dict[str, Any],
+def planned_records(arch: str, namespace: str, generated: list[dict[str, Any]],
+                    found: Mapping[tuple[str, str, str], dict[str, Any] | None],
+                    salt: Callable[[], str] = secrets.generate_salt) -> dict[str, str | None]:
+    """{contract Secret: the record of its applied password once this reconcile is done}: a new Secret's
+    own; an unrecorded one's, recorded now (a fresh salt); any other's as it is (a changed password keeps
+    the record of the one the servers have until the periodic check applied it)."""
+    out: dict[str, str | None] = {}
+    contract = secrets.contract_secrets(arch)
+    for secret in generated:
+        secret_name = secret["metadata"]["name"]
+        if secret_name not in contract:
+            continue
+        existing = found.get(("v1", "Secret", secret_name))
+        if existing is None:
+            out[secret_name] = secrets.record_of(secret)
+        elif secrets.password_state(arch, namespace, existing) is secrets.PasswordState.UNRECORDED:
+            out[secret_name] = secrets.applied_record(secrets.password_of(existing) or "", salt())
+        else:
+            out[secret_name] = secrets.record_of(existing)
+    return out
+
+
+def _complete_secret(client: Any, name: str, namespace: str, existing: dict[str, Any], record: str | None,
                      logger: logging.Logger | logging.LoggerAdapter) -> list[str]:
     """Write the connection keys (build/secrets.py, the contract) that an existing Secret lacks or holds
-    differently, derived from its own password, which stays as it is. `existing` was read for the ownership
-    check (so it is this Architecture's); the patch carries its uid and resourceVersion. What was written, as
-    "Secret (keys)" for the event: key names only, never values."""
+    differently, derived from its own password as its servers have it, and its password's `record` when it
+    had none (planned_records). Nothing while its password is changed and not yet applied: the keys keep the
+    password the servers accept until handlers/passwords.py has applied the new one. `existing` was read for
+    the ownership check (so it is this Architecture's); the patch carries its uid and resourceVersion. What
+    was written, as "Secret (keys)" for the event: key names only, never values."""
     meta = existing.get("metadata") or {}
     secret_name = str(meta.get("name") or "")
     if secrets.lacks_password(name, existing):
         logger.warning("Secret %s has no password: its connection keys are not written", secret_name)
         return []
+    if (secret_name in secrets.contract_secrets(name)
+            and secrets.password_state(name, namespace, existing) is secrets.PasswordState.CHANGED):
+        logger.info("Secret %s holds a password its servers do not have yet: the password check applies it, "
+                    "then writes its connection keys", secret_name)
+        return []
     data = secrets.completion(name, namespace, existing)
-    if not data:
+    annotations = ({secrets.APPLIED_ANNOTATION: record}
+                   if record is not None and record != secrets.record_of(existing) else {})
+    if not data and not annotations:
         return []
     if not apply.patch_secret_data(client, namespace, secret_name, data, uid=str(meta.get("uid") or ""),
                                    resource_version=str(meta.get("resourceVersion") or ""),
-                                   action="writing connection keys to"):
+                                   action="writing connection keys to", annotations=annotations):
         raise kopf.TemporaryError(f"Secret {secret_name} changed after it was read; checking again", delay=1)
-    return [f"Secret {secret_name} ({', '.join(sorted(data))})"]
+    written = sorted(data) + (["the record of its applied password"] if annotations else [])
+    return [f"Secret {secret_name} ({', '.join(written)})"]
 
 
 # What each tier's pods do once its server certificate is reissued (tls.stamp changes their pod template).
