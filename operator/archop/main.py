@@ -18,6 +18,7 @@ from archop import config, hosts, names
 from archop.handlers import certificates as certs
 from archop.handlers import claim
 from archop.handlers import monitor as db_monitor
+from archop.handlers import passwords as pw
 from archop.handlers import reconcile as rec
 
 RESOURCE = (names.GROUP, names.VERSION, names.PLURAL)
@@ -93,6 +94,25 @@ def certificates(
         name=name, namespace=namespace or "", body=body, spec=spec, status_=status,  # type: ignore[arg-type]
         generation=int(meta.get("generation") or 0), logger=logger,  # type: ignore[arg-type]
         ingress_hosts=ingress_hosts,
+    )
+
+
+@kopf.timer(*RESOURCE, id="passwords", interval=pw.CHECK_INTERVAL_SECONDS,
+            initial_delay=pw.INITIAL_DELAY_SECONDS)
+def passwords(
+    *, name: str, namespace: str | None, body: kopf.Body, spec: kopf.Spec, status: kopf.Status,
+    meta: kopf.Meta, logger: kopf.Logger, memo: kopf.Memo,
+    ingress_hosts: kopf.Index[str, hosts.Claim] | None = None, **_: Any,
+) -> None:
+    """Carries a password changed in N-db-app or N-cache into its server, its connection keys and the pods
+    that read it (archop.handlers.passwords). Returns nothing: kopf would write a timer's result into the
+    status."""
+    if not claim.may_act(body):
+        return
+    pw.check(
+        name=name, namespace=namespace or "", body=body, spec=spec, status_=status,  # type: ignore[arg-type]
+        generation=int(meta.get("generation") or 0), logger=logger,  # type: ignore[arg-type]
+        ingress_hosts=ingress_hosts, memo=memo,
     )
 
 

@@ -118,15 +118,17 @@ NEEDS: tuple[Need, ...] = (
 
     # archop.apply, for the reconcile and delete handlers, the monitor daemon and the claim.
     Need(APPLICATION, _W, names.GROUP, _ARCH, ("get", "patch"),
-         "the claim annotation (read, then a conditional write); dropping the switchover annotation"),
+         "the claim annotation (read, then a conditional write); dropping the switchover annotation; the "
+         "status read again after a password was set on the leader"),
     Need(APPLICATION, _W, names.GROUP, _STATUS, ("patch",), "status: conditions, leader, failover record"),
     Need(APPLICATION, _W, "", "pods", ("list", "patch", "delete"),
          "the database pods: observed by label, role labels moved on failover, deleted to restart one "
          "(rolling update, a stuck or crash-looping follower)"),
     Need(APPLICATION, _W, "", "secrets", ("get", "create", "patch"),
-         "the generated credentials: read by name (the ownership check, the monitor), created once, "
-         "their connection keys written from their own passwords (N-db-app, N-cache), server certificates "
-         "reissued, released (owner references dropped) when the volumes are kept; never listed or watched"),
+         "the generated credentials: read by name (the ownership check, the monitor, the password check), "
+         "created once, their connection keys and the record of the applied password written (N-db-app, "
+         "N-cache), server certificates reissued, released (owner references dropped) when the volumes are "
+         "kept; never listed or watched"),
     Need(APPLICATION, _W, "", "persistentvolumeclaims", ("list", "patch", "delete"),
          "the database volumes: grown on a bigger storage size, deleted with reclaimPolicy Delete"),
     # Every child is read by name before anything is applied or pruned: is it this Architecture's

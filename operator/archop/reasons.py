@@ -36,6 +36,10 @@ SECRETS_CREATED = "SecretsCreated"
 # The connection keys of N-db-app or N-cache were written from the Secret's own password (unchanged).
 SECRETS_UPDATED = "SecretsUpdated"
 SERVER_CERTIFICATE_RENEWED = "ServerCertificateRenewed"
+# A password changed in N-db-app or N-cache reached its server and the connection keys
+# (handlers/passwords.py); the pods that read it roll. Never the password itself.
+PASSWORD_ROTATED = "PasswordRotated"
+PASSWORD_ROTATION_FAILED = "PasswordRotationFailed"  # setting it on the leader failed: tried again
 FOLLOWERS_SCALED = "FollowersScaled"
 UNSAFE_CHANGE_REFUSED = "UnsafeChangeRefused"
 VOLUMES_GROWN = "VolumesGrown"

@@ -32,12 +32,16 @@ def test_handlers_are_registered_for_architectures() -> None:
     changing = {h.id for h in registry._changing.get_all_handlers()}  # noqa: SLF001 - no public listing
     assert {"reconcile", "delete"} <= {i.split("/")[0] for i in changing}
     spawning = {h.id: h for h in registry._spawning.get_all_handlers()}  # noqa: SLF001
-    assert set(spawning) == {"monitor", "certificates"}
+    assert set(spawning) == {"monitor", "certificates", "passwords"}
     daemon, timer = spawning["monitor"], spawning["certificates"]
     assert daemon.cancellation_timeout == 5.0
     # The periodic certificate check: every 6 h, first well after the resume reconcile has checked.
     assert type(timer).__name__ == "TimerHandler"
     assert (timer.interval, timer.initial_delay) == (6 * 3600.0, 600.0)
+    # The periodic password check: every 10 s, so a rotated password reaches the server within seconds.
+    passwords = spawning["passwords"]
+    assert type(passwords).__name__ == "TimerHandler"
+    assert (passwords.interval, passwords.initial_delay) == (10.0, 10.0)
     assert all(h.selector.check(resource) for h in spawning.values())
     assert all(h.selector.check(resource) for h in registry._changing.get_all_handlers())  # noqa: SLF001
     indexes = registry._indexing.get_all_handlers()  # noqa: SLF001

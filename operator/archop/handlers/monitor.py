@@ -59,6 +59,26 @@ def _blind_since() -> float | None:
     return election.unwatched_since
 
 
+def own_secret(api: Any, arch: str, namespace: str, uid: str, secret: str) -> dict[str, Any]:
+    """The Secret `secret`, only if it is Architecture `arch`'s (with `uid`): a foreign one's password would
+    be sent to every database pod, and a foreign CA would make the operator trust whatever server it names.
+    LookupError otherwise."""
+    obj = apply.get(api, "v1", "Secret", namespace, secret)
+    if obj is None:
+        raise LookupError(f"Secret {namespace}/{secret} does not exist")
+    if not ownership.owned(obj, "Secret", arch, uid):
+        raise LookupError(f"Secret {namespace}/{secret} is not this {names.KIND}'s: "
+                          f"{ownership.why_foreign(obj, arch)}")
+    return obj
+
+
+def read_credentials(secret: dict[str, Any]) -> tuple[str, str]:
+    """(username, password) of a database Secret as read from the API."""
+    data = secret.get("data") or {}
+    return (base64.b64decode(data.get("username", "")).decode(),
+            base64.b64decode(data.get("password", "")).decode())
+
+
 class DbMonitor:
     """State of one Architecture's loop. Only in-process timers live here; the truth is in status."""
 
@@ -95,20 +115,10 @@ class DbMonitor:
     # ------------------------------------------------------------------ observing
 
     def _own_secret(self, secret: str) -> dict[str, Any]:
-        """The Secret `secret`, only if it is this Architecture's: a foreign one's password would be sent to
-        every database pod, and a foreign CA would make the operator trust whatever server it names."""
-        obj = apply.get(self.api, "v1", "Secret", self.namespace, secret)
-        if obj is None:
-            raise LookupError(f"Secret {self.namespace}/{secret} does not exist")
-        if not ownership.owned(obj, "Secret", self.name, self.uid):
-            raise LookupError(f"Secret {self.namespace}/{secret} is not this {names.KIND}'s: "
-                              f"{ownership.why_foreign(obj, self.name)}")
-        return obj
+        return own_secret(self.api, self.name, self.namespace, self.uid, secret)
 
     def _read_secret(self, which: str) -> tuple[str, str]:
-        data = self._own_secret(names.db_secret(self.name, which)).get("data") or {}
-        return (base64.b64decode(data.get("username", "")).decode(),
-                base64.b64decode(data.get("password", "")).decode())
+        return read_credentials(self._own_secret(names.db_secret(self.name, which)))
 
     def _read_ca(self) -> str:
         return tls.read_ca_cert(self._own_secret(names.ca_secret(self.name)))
