@@ -51,8 +51,8 @@ from archop.health.pods import observe_pods
 from archop.health.probe import Target, Verify, short_error
 from archop.spec import ArchitectureSpec
 
-# A rotation starts within this long. Each run costs four GETs by name (two Secrets, two Deployments) and
-# writes nothing unless something changed.
+# A rotation starts within this long. Each run costs at most four GETs by name (two Secrets, the app and
+# cache Deployments while their tiers run) and writes nothing unless something changed.
 CHECK_INTERVAL_SECONDS = 10.0
 INITIAL_DELAY_SECONDS = 10.0
 SET_PASSWORD_TIMEOUT_SECONDS = 5.0
@@ -155,8 +155,9 @@ def check(
             told.pop(secret, None)
         outcomes[secret] = outcome
 
+    tiers = {names.app(name): parsed.app.enabled, names.cache(name): parsed.cache.enabled}
     deployments = {d: apply.get(client, "apps/v1", "Deployment", namespace, d)
-                   for d in (names.app(name), names.cache(name))}
+                   for d, on in tiers.items() if on}
     behind = lagging(name, parsed, secrets.PasswordRevisions.of(name, records),
                      {d: obj for d, obj in deployments.items()
                       if obj is not None and ownership.owned(obj, "Deployment", name, uid)})
