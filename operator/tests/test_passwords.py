@@ -60,7 +60,7 @@ def test_the_record_is_a_salted_keyed_digest_never_the_password() -> None:
     assert secrets.records(one, "pw") and secrets.records(two, "pw")
     assert not secrets.records(one, "pw2")
     assert one.rsplit(":", 1)[1] == hmac.new(b"salt-a", b"pw", hashlib.sha256).hexdigest()
-    for garbage in ("", "-", "sha256:x:y", "hmac-sha256::" + one.rsplit(":", 1)[1]):
+    for garbage in ("", "-", "sha256:x:y", "hmac-sha256::" + one.rsplit(":", 1)[1], "hmac-sha256:é:ü"):
         assert not secrets.records(garbage, "pw")
     # The pods' revision depends on the whole record (so on the salt, which only the Secret holds).
     assert secrets.revision(one) != secrets.revision(two) and secrets.revision(None) is None
