@@ -5,51 +5,34 @@ still served by followers, and `X-Consistency: strong` reads go to the leader.""
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import urllib.error
-import urllib.request
 from typing import Any
 
 import pytest
-from conftest import apply_manifest, architecture, kubectl, wait_for
+from conftest import apply_manifest, architecture, http_call, ingress_url, kubectl, wait_for
 
 NAME = "path"
 LSN = re.compile(r"[0-9A-F]{1,8}/[0-9A-F]{1,8}")
 
 
 @pytest.fixture(scope="module")
-def site(namespace: str) -> tuple[str, str]:
+def site(namespace: str) -> str:
+    """The Host the Architecture answers for through the ingress controller."""
     host = f"{namespace}.archop.test"
     spec = {"ingress": {"host": host}, "database": {"followers": 1}, "cdn": {"ttlSeconds": 60}}
     apply_manifest(architecture(NAME, spec), "-n", namespace)
     kubectl("wait", "--for=condition=Ready", f"architectures.archop.io/{NAME}", "-n", namespace,
             "--timeout=300s", timeout=330)
-    base = os.environ.get("E2E_INGRESS_URL")
-    assert base, "set E2E_INGRESS_URL to the ingress controller's address"
-    return base.rstrip("/"), host
+    ingress_url()  # fails at once, naming E2E_INGRESS_URL, when it is not set
+    return host
 
 
-def call(site: tuple[str, str], method: str, path: str, body: dict[str, Any] | None = None,
+def call(site: str, method: str, path: str, body: dict[str, Any] | None = None,
          headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
-    base, host = site
-    data = json.dumps(body).encode() if body is not None else None
-    all_headers = {"Host": host, "Content-Type": "application/json", **(headers or {})}
-    request = urllib.request.Request(f"{base}{path}", data=data, method=method, headers=all_headers)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, lower(response.headers.items()), json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, lower(exc.headers.items()), json.loads(exc.read() or b"null")
+    return http_call(site, method, path, body, headers)
 
 
-def lower(items: Any) -> dict[str, str]:
-    """Header names are case-insensitive (the ingress controller, in Go, rewrites X-DB-Pool as X-Db-Pool)."""
-    return {k.lower(): v for k, v in items}
-
-
-def test_a_write_goes_through_and_reads_back_strongly(site: tuple[str, str]) -> None:
+def test_a_write_goes_through_and_reads_back_strongly(site: str) -> None:
     def create() -> tuple[int, dict[str, str], Any] | None:
         answer = call(site, "POST", "/users", {"name": "alice"})
         return answer if answer[0] == 201 else None
@@ -64,7 +47,7 @@ def test_a_write_goes_through_and_reads_back_strongly(site: tuple[str, str]) -> 
     assert "no-store" in headers.get("cache-control", "")
 
 
-def test_the_cdn_answers_miss_then_hit(site: tuple[str, str]) -> None:
+def test_the_cdn_answers_miss_then_hit(site: str) -> None:
     status, headers, bob = call(site, "POST", "/users", {"name": "bob"})
     assert status == 201, bob
     token = headers["x-commit-lsn"]
@@ -92,7 +75,7 @@ def test_the_cdn_answers_miss_then_hit(site: tuple[str, str]) -> None:
     assert "HIT" in seen, seen
 
 
-def test_follow_updates_both_users_and_the_lists(site: tuple[str, str]) -> None:
+def test_follow_updates_both_users_and_the_lists(site: str) -> None:
     _, _, carol = call(site, "POST", "/users", {"name": "carol"})
     _, _, dave = call(site, "POST", "/users", {"name": "dave"})
     status, _, result = call(site, "POST", f"/users/{carol['id']}/follow", {"target": dave["id"]},
@@ -108,7 +91,7 @@ def test_follow_updates_both_users_and_the_lists(site: tuple[str, str]) -> None:
     assert status == 200 and following["following"] == [dave["id"]]
 
 
-def test_bad_input_gets_a_json_4xx(site: tuple[str, str]) -> None:
+def test_bad_input_gets_a_json_4xx(site: str) -> None:
     status, _, body = call(site, "GET", "/users/999999999")
     assert status == 404 and body["error"]
     status, _, body = call(site, "POST", "/users", {"nom": "x"})

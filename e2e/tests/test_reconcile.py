@@ -9,12 +9,14 @@ from typing import Any
 
 import pytest
 from conftest import (
-    OPERATOR_NAMESPACE,
     apply_manifest,
     architecture,
+    assert_no_leaks,
     condition,
     get_json,
     kubectl,
+    leak_texts,
+    secret_value,
     wait_for,
     wait_until_serving,
 )
@@ -235,8 +237,6 @@ def test_events_tell_the_story(arch: dict[str, Any], namespace: str) -> None:
 def test_no_secret_leaks_into_status_events_or_logs(arch: dict[str, Any], namespace: str) -> None:
     """Neither a password nor a private key (the CA's, the server's) appears in the status, the events, the
     operator's logs or the logs of any container of the stack."""
-    from conftest import secret_value
-
     secrets = {f"{u} password": secret_value(namespace, f"{NAME}-db-{u}", "password")
                for u in ("superuser", "replication", "app")}
     secrets["cache password"] = secret_value(namespace, f"{NAME}-cache", "password")
@@ -246,21 +246,11 @@ def test_no_secret_leaks_into_status_events_or_logs(arch: dict[str, Any], namesp
         body = "".join(line for line in pem.splitlines() if line and not line.startswith("-----"))
         secrets[label] = body[:48]  # any 48 base64 characters of a key identify it; a log may wrap the rest
 
-    def logs(*where: str) -> str:
-        return kubectl("logs", *where, "--tail=-1", "--all-containers", "--prefix", "--max-log-requests=20",
-                       timeout=120).stdout
-
-    seen = {
-        "status": json.dumps(get_json("architectures.archop.io", NAME, namespace=namespace)),
-        "events": json.dumps(get_json("events", namespace=namespace)),
-        "operator logs": logs("-n", OPERATOR_NAMESPACE, "-l", "app.kubernetes.io/name=archop"),
-        "stack logs": logs("-n", namespace, "-l", f"archop.io/architecture={NAME}"),
-    }
+    seen = leak_texts(namespace, NAME)
     assert "archop-lease" in seen["stack logs"] or "database system is ready" in seen["stack logs"]
     for label, secret in secrets.items():
         assert len(secret) >= 32, label
-        leaks = [where for where, text in seen.items() if secret in text]
-        assert not leaks, f"the {label} appears in: {', '.join(leaks)}"
+    assert_no_leaks(secrets, seen)
 
 
 def test_deleting_the_architecture_removes_every_child(arch: dict[str, Any], namespace: str) -> None:
