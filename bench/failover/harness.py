@@ -232,11 +232,15 @@ class Arch:
 
 
 def _client_pod(
-    arch: Arch, name: str, script: str, env: dict[str, Any], avoid_nodes: tuple[str, ...] = ()
+    arch: Arch, name: str, script: str, env: dict[str, Any], avoid_nodes: tuple[str, ...] = (),
+    config_maps: dict[str, str] | None = None,
 ) -> None:
+    """A pod running `script` (bash) in the Postgres image, labelled as the app tier, kept off `avoid_nodes`;
+    `config_maps` ({ConfigMap: directory}) are mounted read-only. Returns once the pod is Ready."""
     sts = get("statefulset", f"{arch.name}-db", arch.namespace)
     image = sts["spec"]["template"]["spec"]["containers"][0]["image"]
-    pod = {
+    mounts = sorted((config_maps or {}).items())
+    pod: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
@@ -286,6 +290,12 @@ def _client_pod(
             ],
         },
     }
+    if mounts:
+        spec: dict[str, Any] = pod["spec"]
+        spec["volumes"] = [{"name": f"config-{i}", "configMap": {"name": cm}}
+                           for i, (cm, _) in enumerate(mounts)]
+        spec["containers"][0]["volumeMounts"] = [{"name": f"config-{i}", "mountPath": path, "readOnly": True}
+                                                 for i, (_, path) in enumerate(mounts)]
     kubectl("apply", "-f", "-", stdin=json.dumps(pod))
     kubectl(
         "wait", "--for=condition=Ready", f"pod/{name}", "-n", arch.namespace, "--timeout=120s", timeout=130
