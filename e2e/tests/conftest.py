@@ -237,6 +237,12 @@ def secret_value(namespace: str, name: str, key: str) -> str:
     return base64.b64decode(data[key]).decode()
 
 
+def secret_data(namespace: str, name: str) -> dict[str, str]:
+    """Every key of a Secret, decoded."""
+    data = get_json("secret", name, namespace=namespace).get("data") or {}
+    return {key: base64.b64decode(value).decode() for key, value in data.items()}
+
+
 def superuser_sql(namespace: str, pod: str, sql: str, timeout: float = 60) -> str:
     """Run SQL (from stdin, stopping at the first error) in database `app` as the superuser, over the local
     socket of database pod `pod`'s postgres container; its output unaligned, tuples only."""
