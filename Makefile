@@ -29,7 +29,7 @@ endif
 PYTEST := $(VENV)/bin/pytest
 
 .PHONY: help deps venv lint chart-tools test cluster cluster-down cluster-smoke images install uninstall demo e2e \
-        bench-failover bench-app sync-crds
+        bench-failover bench-app sync-crds chart-readme
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -111,3 +111,6 @@ bench-app: venv ## app throughput benchmark through the ingress -> bench/results
 
 sync-crds: ## copy crds/ into the chart (a test fails when they drift)
 	scripts/sync-crds.sh
+
+chart-readme: venv ## regenerate charts/archop/README.md from values.yaml (a test fails when it drifts)
+	$(VENV)/bin/python scripts/chart_readme.py
