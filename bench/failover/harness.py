@@ -24,7 +24,7 @@ KIND_NETWORK = os.environ.get("ARCHOP_KIND_NETWORK", "kind")
 OPERATOR_NAMESPACE = os.environ.get("ARCHOP_OPERATOR_NAMESPACE", "archop-system")
 SCENARIOS = ("pod-delete", "kill-postmaster", "node-stop", "node-partition", "leader-freeze", "operator-kill",
              "node-stop-with-operator", "partial-partition", "leader-and-sync-follower", "lagging-follower",
-             "operator-freeze")
+             "operator-freeze", "node-drain")
 
 # Inserts one id per connection (a fresh connection each time, as an app reconnecting would).
 WRITER = r"""
@@ -647,6 +647,11 @@ def prepare(scenario: str, arch: Arch) -> Plan:
     if scenario == "lagging-follower":
         leader = arch.leader()
         return Plan(peer=sorted(p for p in arch.labels() if p != leader)[0])
+    if scenario == "node-drain":
+        # The operator's Lease holder elsewhere (its eviction would add a takeover); the clients elsewhere
+        # (bare pods: a drain refuses them).
+        leader, op = lead_away_from_operator(arch)
+        return Plan(avoid_nodes=(node_of(arch, leader),), op_node=op)
     return Plan()
 
 
@@ -743,6 +748,15 @@ def inject(scenario: str, arch: Arch, leader: str, plan: Plan) -> tuple[float, A
         at = time.time()
         docker("stop", "-t", "0", node)
         return at, node
+    if scenario == "node-drain":
+        # kubectl drain: cordon, then evict every pod, retrying while a disruption budget refuses (the
+        # leader's, until the operator has switched over). --force only lets it delete bare pods other
+        # runs may have left there; every managed pod still goes through the Eviction API and its budgets.
+        at = time.time()
+        drain = subprocess.Popen(["kubectl", "drain", node, "--ignore-daemonsets", "--delete-emptydir-data",
+                                  "--force", f"--timeout={DRAIN_TIMEOUT_S}s"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+        return at, Drain(node, drain)
     if scenario == "node-partition":
         at = time.time()
         docker("network", "disconnect", KIND_NETWORK, node)
@@ -780,6 +794,35 @@ def undo(scenario: str, arch: Arch, state: Any) -> None:
         leader, op_node = state
         docker("unpause", op_node, check=False)
         in_fence(arch, leader, _SIGNAL_POSTGRES.format(sig="CONT"), check=False)
+    elif scenario == "node-drain" and state:
+        state.finish()
+        kubectl("uncordon", state.node, check=False)
+        if state.returncode != 0:
+            raise RuntimeError(f"kubectl drain {state.node} failed ({state.returncode}): "
+                               f"{state.output[-800:]}")
+
+
+DRAIN_TIMEOUT_S = 120
+
+
+@dataclass
+class Drain:
+    """A `kubectl drain` in flight, and what it said once it ended."""
+
+    node: str
+    proc: subprocess.Popen[str]
+    output: str = ""
+    returncode: int | None = None
+
+    def finish(self) -> None:
+        """Wait for the drain (it ends by itself within DRAIN_TIMEOUT_S): the old leader's evicted pod can
+        only come back on its volume's node, so the drain has to be over before the node is uncordoned."""
+        try:
+            self.output, _ = self.proc.communicate(timeout=DRAIN_TIMEOUT_S + 30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.output, _ = self.proc.communicate()
+        self.returncode = self.proc.returncode
 
 
 @dataclass
@@ -814,7 +857,8 @@ def failover_breakdown(arch: Arch, fault_at: float) -> tuple[float | None, float
 
 
 UNDOABLE = ("node-stop", "node-partition", "leader-freeze", "operator-kill", "node-stop-with-operator",
-            "partial-partition", "leader-and-sync-follower", "lagging-follower", "operator-freeze")
+            "partial-partition", "leader-and-sync-follower", "lagging-follower", "operator-freeze",
+            "node-drain")
 # Scenarios whose fault is held for a fixed time whatever --hold says: the lagging follower resumes soon
 # after the fault; the frozen operator node stays paused past its Lease so the standby takes over.
 HOLD_S = {"lagging-follower": 3.0, "operator-freeze": 15.0}

@@ -104,3 +104,14 @@ def test_operator_lease_holder_frozen_mid_failover(arch: Arch):
     thawed: the standby finishes the failover, and the thawed one must not act on what it knew."""
     result = run_once(arch, "operator-freeze")
     check_safe(arch, result)
+
+
+def test_drain_of_the_leader_node_switches_over_first(arch: Arch):
+    """kubectl drain of the leader's node: the leader's disruption budget holds the eviction until the
+    operator has handed over (a planned switchover, LeaderNodeDraining), then the drain completes (the
+    harness fails the run otherwise) and, once uncordoned, the old leader rejoins. No write lost, and no
+    failover: a switchover."""
+    result = run_once(arch, "node-drain", hold_s=5)
+    check_recovered(arch, result, leader_changed=True)
+    assert arch.status()["lastFailover"]["reason"] == "LeaderNodeDraining"
+    assert {"SwitchoverStarted", "SwitchoverCompleted"} <= events(arch.namespace)

@@ -77,6 +77,17 @@ def db_r(arch: str) -> str:
     return f"{arch}-db-r"
 
 
+def db_leader_budget(arch: str) -> str:
+    """PodDisruptionBudget of the leader's pod: no eviction while it leads (a drain waits for the
+    switchover)."""
+    return f"{arch}-db-leader"
+
+
+def db_followers_budget(arch: str) -> str:
+    """PodDisruptionBudget of the followers: one evicted at a time."""
+    return f"{arch}-db-followers"
+
+
 # The StatefulSet's volume claim template: its controller names the PVCs data-N-db-<ordinal>.
 DB_VOLUME = "data"
 

@@ -77,6 +77,7 @@ LEADER_NOT_PRIMARY = "LeaderNotPrimary"  # the leader answers but is in recovery
 SWITCHOVER_REQUESTED = "SwitchoverRequested"  # spec.database.switchoverTo or the switchover annotation
 ROLLING_UPDATE = "RollingUpdate"  # the leader's pod runs an outdated revision
 SCALE_DOWN = "ScaleDown"  # the leader's ordinal is being removed
+LEADER_NODE_DRAINING = "LeaderNodeDraining"  # the leader's node is cordoned (kubectl drain starts so)
 OPERATOR_CUT_OFF = "OperatorCutOff"  # the operator reaches no database instance: it does nothing
 REJOIN_STARTED = "RejoinStarted"  # an old leader answers as a primary: its pod is restarted to rewind
 FOLLOWER_STUCK = "FollowerStuck"  # a follower cannot follow the leader's timeline: restarted to rewind

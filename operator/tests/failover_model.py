@@ -215,6 +215,7 @@ class Cluster:
     # the operator reads "connection refused" from a running postmaster). Established connections live on:
     # the operator's lease session and every replication connection.
     rejects: set[str] = field(default_factory=set)
+    cordoned: set[str] = field(default_factory=set)  # pods whose node is cordoned (one node per pod)
     # Promotions while another primary still held its leader lease (renewed, or failsafe) and took commits.
     lease_overlaps: list[str] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)  # the Architecture's status as the API server has it
@@ -447,6 +448,16 @@ class Cluster:
         self.tick_seq()
         self.rejects.add(name)
 
+    def cordon(self, name: str, on: bool) -> None:
+        self.tick_seq()
+        (self.cordoned.add if on else self.cordoned.discard)(name)
+
+    def evict(self, name: str) -> None:
+        """A drain's eviction of the pod: the database's PodDisruptionBudgets refuse it while the pod carries
+        the leader label (build/database.py), anything else is deleted."""
+        if self.members[name].label != names.LEADER:
+            self.delete_pod(name)
+
     def freeze(self, name: str) -> None:
         self.tick_seq()
         m = self.members[name]
@@ -575,7 +586,8 @@ class Cluster:
         back_off = m.killed_after if not m.container_running else None
         return PodState(name=m.name, ip=m.ip, uid=f"uid-{m.uid}", deleting=m.deleting,
                         ready=m.answering, running=m.container_running, back_off_after_kill=back_off,
-                        restarts=m.restarts, node=f"node-{m.name[-1]}", role=m.label)
+                        restarts=m.restarts, node=f"node-{m.name[-1]}", role=m.label,
+                        node_cordoned=m.name in self.cordoned)
 
     def _probe(self, m: Member) -> Probe:
         if not self.link(OPERATOR, m.name):

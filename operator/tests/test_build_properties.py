@@ -295,9 +295,25 @@ def test_disabled_tiers_are_pruned_and_enabled_ones_are_not() -> None:
         ("networking.k8s.io/v1", "NetworkPolicy", "bare-cache"), ("v1", "ConfigMap", "bare-cdn"),
         ("policy/v1", "PodDisruptionBudget", "bare-app"),
         ("autoscaling/v2", "HorizontalPodAutoscaler", "bare-app"),
-        ("networking.k8s.io/v1", "Ingress", "bare-ingress")}  # the app runs: its Deployment and Service stay
+        ("networking.k8s.io/v1", "Ingress", "bare-ingress"),  # the app runs: its Deployment and Service stay
+        # A single database instance has no disruption budgets: nobody to hand over to.
+        ("policy/v1", "PodDisruptionBudget", "bare-db-leader"),
+        ("policy/v1", "PodDisruptionBudget", "bare-db-followers")}
     name, prod = VARIANTS["production"]
     assert absent_optional_children(name, NAMESPACE, build_all(name, NAMESPACE, prod, SETTINGS, "x")) == []
+
+
+def test_a_drain_never_evicts_the_leader_and_takes_one_follower_at_a_time() -> None:
+    name, prod = VARIANTS["production"]
+    budgets = {m["metadata"]["name"]: m["spec"] for m in build_all(name, NAMESPACE, prod, SETTINGS, "x")
+               if m["kind"] == "PodDisruptionBudget"}
+    leader, followers = budgets[names.db_leader_budget(name)], budgets[names.db_followers_budget(name)]
+    assert leader == {"minAvailable": 1,
+                      "selector": {"matchLabels": names.role_selector(name, names.LEADER)}}
+    assert followers["maxUnavailable"] == 1
+    assert followers["selector"]["matchLabels"] == names.role_selector(name, names.FOLLOWER)
+    # A fenced old leader is in neither: a drain may take it.
+    assert all(names.FENCED not in b["selector"]["matchLabels"].values() for b in budgets.values())
 
 
 def test_build_all_contains_every_conventional_child() -> None:

@@ -27,6 +27,8 @@ def test_children_and_names():
         ("Service", "demo-db-ro"),
         ("Service", "demo-db-r"),
         ("StatefulSet", "demo-db"),
+        ("PodDisruptionBudget", "demo-db-leader"),
+        ("PodDisruptionBudget", "demo-db-followers"),
     }
     for m in out.values():
         assert m["metadata"]["namespace"] == "ns"

@@ -731,6 +731,30 @@ def test_rolling_update_followers_first_then_switchover():
     assert d.decide(unsettled, STATE, SPEC, NOW, d.Memory()).record is None
 
 
+def test_a_cordoned_leader_node_hands_over_to_a_follower_on_an_uncordoned_node():
+    # F2 has more WAL but sits on a cordoned node too: the drain would take it next.
+    o = obs(leader(node_cordoned=True), follower(F1), follower(F2, recv=2000, node_cordoned=True))
+    step = d.decide(o, STATE, SPEC, NOW, d.Memory())
+    assert step.kind == "failover" and step.record is not None
+    assert (step.record.to, step.record.reason) == (F1, reasons.LEADER_NODE_DRAINING)
+    assert step.record.planned
+    # Only followers that stream from the leader qualify, whatever their WAL.
+    o = obs(leader(node_cordoned=True, streaming=(F2,)), follower(F1, status=None),
+            follower(F2, node_cordoned=True))
+    waiting = d.decide(o, STATE, SPEC, NOW, d.Memory())
+    assert waiting.record is None and "no streaming follower on an uncordoned node" in waiting.message
+    # A cordoned follower is no reason to move anything.
+    calm = d.decide(obs(leader(), follower(F1, node_cordoned=True), follower(F2)), STATE, SPEC, NOW,
+                    d.Memory())
+    assert calm.kind == "steady" and calm.record is None
+
+
+def test_planned_changes_prefer_a_follower_on_an_uncordoned_node():
+    o = obs(leader(up_to_date=False), follower(F1), follower(F2, recv=2000, node_cordoned=True))
+    step = d.decide(o, STATE, SPEC, NOW, d.Memory())
+    assert step.record is not None and (step.record.to, step.record.reason) == (F1, reasons.ROLLING_UPDATE)
+
+
 def test_bootstrap_picks_ordinal_zero_or_adopts_a_primary():
     step = d.decide(obs(down(L), down(F1), down(F2)), d.State(), SPEC, NOW, d.Memory())
     assert step.kind == "bootstrap" and step.current_leader == L

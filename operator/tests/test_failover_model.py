@@ -57,7 +57,7 @@ pod = st.sampled_from(NAMES)
 # Faults aim at "leader" (status.currentLeader when they happen) as often as at any one pod.
 target = st.sampled_from(("leader", *NAMES))
 faults = st.sampled_from(["heal", "freeze", "thaw", "kill", "restart", "delete", "replace", "lag", "catch up",
-                          "cut off", "reject"])
+                          "cut off", "reject", "cordon", "uncordon", "evict"])
 
 
 class FailoverModel(RuleBasedStateMachine):
@@ -183,7 +183,8 @@ class FailoverModel(RuleBasedStateMachine):
     def fault(self, name: str, fault: str) -> None:
         """One thing happens to one pod: its links heal; SIGSTOP / SIGCONT of its processes; its postmaster is
         killed; its container restarts (start.sh runs); the pod is deleted (SIGTERM), and its replacement
-        starts; its replication lags (no WAL arrives) or catches up; the operator loses it (partition)."""
+        starts; its replication lags (no WAL arrives) or catches up; the operator loses it (partition); its
+        node is cordoned or uncordoned; a drain evicts it (as far as the disruption budgets allow)."""
         self._fault(name, fault)
 
     @rule(action=st.integers(0, 6), name=target, fault=st.one_of(faults, st.just("commit")))
@@ -201,6 +202,10 @@ class FailoverModel(RuleBasedStateMachine):
                 c.cut(name, OPERATOR)
             case "reject":
                 c.reject(name)
+            case "cordon" | "uncordon":
+                c.cordon(name, fault == "cordon")
+            case "evict":
+                c.evict(name)
             case "heal":
                 c.heal(name)
             case "freeze":
@@ -331,3 +336,25 @@ def test_a_killed_leader_is_proven_down_and_the_lease_is_not_waited_for() -> Non
     assert s.cluster.status.get("currentLeader") in NAMES[1:], s.monitor.notes[-5:]
     assert s.cluster.now - killed_at < 1.0  # promoted within the tick: no lease wait slept through
     s.no_promotion_while_another_primary_holds_its_lease()
+
+
+def test_a_drain_hands_the_leader_over_and_then_evicts_it_as_a_follower() -> None:
+    """`kubectl drain` of the leader's node: the cordon makes the operator switch over (a planned change, no
+    lease wait, nothing lost); the eviction the leader's disruption budget refused goes through once the old
+    leader is a follower."""
+    s = _streaming_tier()
+    s.fault(fault="evict", name="a-db-0")
+    assert not s.cluster.members["a-db-0"].deleting  # the budget holds while it leads
+    s.fault(fault="cordon", name="a-db-0")
+    for _ in range(8):
+        s.a_second_passes(records=(1, 1, 1), replay=True, writes=1)
+        s.no_acknowledged_commit_lost()
+        s.no_promotion_while_another_primary_holds_its_lease()
+        if s.cluster.status.get("currentLeader") != "a-db-0" and not s.cluster.status.get("failover"):
+            break
+    assert s.cluster.status.get("currentLeader") in NAMES[1:], s.monitor.notes[-5:]
+    assert any("LeaderNodeDraining" in str(n) for n in s.monitor.notes)
+    s.fault(fault="evict", name="a-db-0")
+    assert s.cluster.members["a-db-0"].deleting
+    s.a_second_passes(records=(1, 1, 1), replay=True, writes=1)
+    s.no_acknowledged_commit_lost()

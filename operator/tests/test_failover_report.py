@@ -5,7 +5,7 @@ from __future__ import annotations
 from archop import names, reasons
 from archop.failover import report
 from archop.health.model import DbObservation, Instance, PodState, Probe, ReplicaRow, format_lsn, parse_lsn
-from archop.health.pods import node_ready, pod_state
+from archop.health.pods import NodeState, node_ready, node_state, pod_state
 
 
 def test_lsn_round_trip():
@@ -92,7 +92,7 @@ def test_pod_state_parsing():
             ],
         },
     }
-    s = pod_state(pod, {"w2": False}, "r2")
+    s = pod_state(pod, {"w2": NodeState(ready=False, cordoned=False)}, "r2")
     assert (s.ip, s.role, s.ready, s.restarts, s.node_ready, s.up_to_date) == (
         "10.1.2.3",
         "follower",
@@ -103,6 +103,9 @@ def test_pod_state_parsing():
     )
     assert s.deleting and s.gone
     assert s.running and s.uid is None
+
+
+UP = {"w1": NodeState(ready=True, cordoned=False)}
 
 
 def test_pod_state_container_and_uid():
@@ -117,25 +120,36 @@ def test_pod_state_container_and_uid():
             ],
         },
     }
-    s = pod_state(pod, {"w1": True}, None)
+    s = pod_state(pod, UP, None)
     assert (s.uid, s.running, s.restarts, s.ready) == ("u-1", False, 1, False)
     assert not s.gone  # the pod itself still runs; decide.pod_lost reads `running`
     pod["status"]["containerStatuses"][0]["state"] = {"running": {"startedAt": "2026-11-29T00:00:00Z"}}
-    assert pod_state(pod, {"w1": True}, None).running
+    assert pod_state(pod, UP, None).running
     pod["status"]["containerStatuses"][0] |= {
         "state": {"waiting": {"reason": "CrashLoopBackOff"}},
         "lastState": {"terminated": {"exitCode": 137, "startedAt": "2026-11-29T10:00:00Z",
                                      "finishedAt": "2026-11-29T10:05:30Z"}},
     }
-    assert pod_state(pod, {"w1": True}, None).back_off_after_kill == 330.0
+    assert pod_state(pod, UP, None).back_off_after_kill == 330.0
     # Stopped by the operator's fence or the lease agent: start.sh ends with the postmaster, exit 0.
     pod["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"] = 0
-    assert pod_state(pod, {"w1": True}, None).back_off_after_kill == 330.0
+    assert pod_state(pod, UP, None).back_off_after_kill == 330.0
     pod["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"] = 1  # failed at start
-    assert pod_state(pod, {"w1": True}, None).back_off_after_kill is None
+    assert pod_state(pod, UP, None).back_off_after_kill is None
     pod["status"]["containerStatuses"][0]["state"] = {"waiting": {"reason": "ContainerCreating"}}
-    assert pod_state(pod, {"w1": True}, None).back_off_after_kill is None
+    assert pod_state(pod, UP, None).back_off_after_kill is None
     pod["status"]["containerStatuses"] = []  # not reported yet: no evidence either way
-    assert pod_state(pod, {"w1": True}, None).running
+    assert pod_state(pod, UP, None).running
     assert node_ready({"status": {"conditions": [{"type": "Ready", "status": "True"}]}}) is True
     assert node_ready({}) is None
+
+
+def test_a_cordoned_node_is_seen_on_its_pods():
+    node = {"metadata": {"name": "w1"}, "spec": {"unschedulable": True},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    assert node_state(node) == NodeState(ready=True, cordoned=True)
+    pod = {"metadata": {"name": "a-db-0"}, "spec": {"nodeName": "w1"}, "status": {"phase": "Running"}}
+    seen = pod_state(pod, {"w1": node_state(node)}, None)
+    assert seen.node_cordoned and seen.node_ready and not seen.gone  # cordoned is not down
+    assert not pod_state(pod, UP, None).node_cordoned
+    assert not pod_state(pod, {}, None).node_cordoned  # node not listed (yet): no evidence

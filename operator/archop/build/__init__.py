@@ -92,7 +92,8 @@ def optional_children(arch: str, namespace: str) -> list[dict[str, Any]]:
     tier is one of them as a whole (spec.app.enabled false): its Deployment, Service and NetworkPolicy too.
 
     The reconciler deletes those of them that the current spec does not build. Only these are ever pruned:
-    Secrets, PVCs and the database tier are never deleted by a spec change.
+    Secrets, PVCs and the database tier are never deleted by a spec change (its disruption budgets aside: a
+    single instance has none).
     """
     def stub(api_version: str, kind: str, obj_name: str) -> dict[str, Any]:
         return {"apiVersion": api_version, "kind": kind,
@@ -107,6 +108,8 @@ def optional_children(arch: str, namespace: str) -> list[dict[str, Any]]:
         stub("v1", "Service", names.app(arch)),
         stub("networking.k8s.io/v1", "NetworkPolicy", names.app(arch)),
         stub("policy/v1", "PodDisruptionBudget", names.app(arch)),
+        stub("policy/v1", "PodDisruptionBudget", names.db_leader_budget(arch)),
+        stub("policy/v1", "PodDisruptionBudget", names.db_followers_budget(arch)),
         stub("autoscaling/v2", "HorizontalPodAutoscaler", names.app(arch)),
         stub("networking.k8s.io/v1", "Ingress", names.ingress(arch)),
     ]

@@ -83,6 +83,31 @@ def build_database(
         _service(name, namespace, names.db_ro(name), names.role_selector(name, names.FOLLOWER)),
         _service(name, namespace, names.db_r(name), names.selector(name, names.DATABASE)),
         statefulset(name, namespace, spec, image, n),
+        *disruption_budgets(name, namespace, n),
+    ]
+
+
+def disruption_budgets(name: str, namespace: str, count: int) -> list[dict]:
+    """Budgets that make a drain wait for a switchover rather than evict the leader (CloudNativePG does the
+    same). The leader's pod: never evicted while it carries the leader label; the monitor hands over when the
+    leader's node is cordoned, the label moves and the drain's next retry evicts the pod as a follower.
+    The followers: one at a time; one that is not ready serves nothing and never holds a drain up.
+    A single instance has nobody to hand over to, so no budget: a drain takes the database down."""
+    if count < 2:
+        return []
+
+    def budget(obj_name: str, role: str, rule: dict) -> dict:
+        return {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": _meta(name, namespace, obj_name),
+            "spec": {**rule, "selector": {"matchLabels": names.role_selector(name, role)}},
+        }
+
+    return [
+        budget(names.db_leader_budget(name), names.LEADER, {"minAvailable": 1}),
+        budget(names.db_followers_budget(name), names.FOLLOWER,
+               {"maxUnavailable": 1, "unhealthyPodEvictionPolicy": "AlwaysAllow"}),
     ]
 
 

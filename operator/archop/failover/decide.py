@@ -41,7 +41,8 @@ class StepKind(StrEnum):
 
 # Planned leader changes: the old leader is healthy, so we wait for the target to catch up instead of
 # cutting the followers off.
-SWITCHOVER_REASONS = (reasons.SWITCHOVER_REQUESTED, reasons.ROLLING_UPDATE, reasons.SCALE_DOWN)
+SWITCHOVER_REASONS = (reasons.SWITCHOVER_REQUESTED, reasons.ROLLING_UPDATE, reasons.SCALE_DOWN,
+                      reasons.LEADER_NODE_DRAINING)
 # A follower that cannot follow the leader's timeline for this long is restarted (the start script rewinds).
 STUCK_SECONDS = 10.0
 # A non-leader whose postgres was killed (exit 137, OOM) after running at least this long and now waits in
@@ -932,7 +933,8 @@ def _marker(text: str | None, pod: str) -> str | None:
 
 def _planned_change(obs: DbObservation, state: State, spec: DatabaseSpec, now: float,
                     streaming: set[str]) -> FailoverRecord | DeletePod | str | None:
-    """Switchover request, scale-down past the leader, rolling update; only when every pod is settled."""
+    """Switchover request, scale-down past the leader, the leader's node cordoned (a drain), rolling update
+    (only when every pod is settled)."""
     leader = state.current_leader or ""
     followers = [i for i in obs.instances.values() if i.name != leader]
     settled = all(i.pod is not None and not i.pod.deleting and i.name in streaming for i in followers)
@@ -948,6 +950,15 @@ def _planned_change(obs: DbObservation, state: State, spec: DatabaseSpec, now: f
         if not keep:
             return f"scale-down waits: no streaming follower below ordinal {obs.desired} to take over"
         target, reason = _most_advanced(keep), reasons.SCALE_DOWN
+    elif _cordoned(obs.instances[leader]):
+        # `kubectl drain` cordons the node, then evicts its pods; the leader's PodDisruptionBudget refuses
+        # the eviction while it leads, so the drain waits for this switchover instead of causing a failover.
+        movable = [i for i in followers if i.name in streaming and i.pod is not None and not i.pod.deleting
+                   and not i.pod.node_cordoned]
+        if not movable:
+            return (f"leader {leader}'s node is cordoned: no streaming follower on an uncordoned node to "
+                    "hand over to; a drain waits")
+        target, reason = _most_advanced(movable), reasons.LEADER_NODE_DRAINING
     elif settled:
         outdated = sorted(i.name for i in followers if i.pod is not None and not i.pod.up_to_date)
         if outdated:
@@ -961,7 +972,13 @@ def _planned_change(obs: DbObservation, state: State, spec: DatabaseSpec, now: f
 
 
 def _most_advanced(insts: list[Instance]) -> str:
-    return sorted(insts, key=_rank)[0].name
+    """The follower a planned change hands over to: not on a cordoned node if it can be helped (it would be
+    drained next), then the most WAL."""
+    return sorted(insts, key=lambda i: (_cordoned(i), _rank(i)))[0].name
+
+
+def _cordoned(i: Instance) -> bool:
+    return i.pod is not None and i.pod.node_cordoned
 
 
 # ---------------------------------------------------------------------------------------------- phases

@@ -39,6 +39,9 @@ class PodState:
     restarts: int = 0
     node: str | None = None
     node_ready: bool | None = True  # None: unknown
+    # Its node is cordoned (spec.unschedulable: `kubectl cordon`, the first step of `kubectl drain`): a leader
+    # there is handed over before the drain's eviction reaches it.
+    node_cordoned: bool = False
     role: str | None = None  # current archop.io/role label
     revision: str | None = None  # controller-revision-hash
     up_to_date: bool = True  # revision == the StatefulSet's updateRevision

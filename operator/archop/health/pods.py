@@ -11,11 +11,21 @@ from archop.health.model import PodState
 from archop.podproblems import pod_problem
 
 
+@dataclass(frozen=True)
+class NodeState:
+    ready: bool | None  # None: the node reports no Ready condition
+    cordoned: bool
+
+
 def node_ready(node: dict[str, Any]) -> bool | None:
     for c in (node.get("status") or {}).get("conditions") or []:
         if c.get("type") == "Ready":
             return c.get("status") == "True"
     return None
+
+
+def node_state(node: dict[str, Any]) -> NodeState:
+    return NodeState(ready=node_ready(node), cordoned=bool((node.get("spec") or {}).get("unschedulable")))
 
 
 def _seconds(start: str | None, end: str | None) -> float | None:
@@ -43,7 +53,7 @@ def back_off_after_kill(status: dict[str, Any]) -> float | None:
     return 0.0 if ran is None else ran
 
 
-def pod_state(pod: dict[str, Any], nodes: dict[str, bool | None], update_revision: str | None) -> PodState:
+def pod_state(pod: dict[str, Any], nodes: dict[str, NodeState], update_revision: str | None) -> PodState:
     meta = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
     status = pod.get("status") or {}
@@ -51,6 +61,7 @@ def pod_state(pod: dict[str, Any], nodes: dict[str, bool | None], update_revisio
     cs = {c.get("name"): c for c in status.get("containerStatuses") or []}
     pg = cs.get("postgres") or {}
     node = spec.get("nodeName")
+    on = nodes.get(node) if node else None
     revision = labels.get("controller-revision-hash")
     return PodState(
         name=meta.get("name", ""),
@@ -64,7 +75,8 @@ def pod_state(pod: dict[str, Any], nodes: dict[str, bool | None], update_revisio
         back_off_after_kill=back_off_after_kill(pg) if pg else None,
         restarts=int(pg.get("restartCount") or 0),
         node=node,
-        node_ready=nodes.get(node) if node else None,
+        node_ready=on.ready if on is not None else None,
+        node_cordoned=on is not None and on.cordoned,
         role=labels.get(names.L_ROLE),
         revision=revision,
         up_to_date=update_revision is None or revision is None or revision == update_revision,
@@ -83,7 +95,7 @@ def observe_pods(api: Any, arch: str, namespace: str, uid: str) -> PodsSeen:
     """Blocking (run it in a thread): the database pods of the Architecture with this uid."""
     selector = names.selector(arch, names.DATABASE)
     labelled = apply.list_objects(api, "v1", "Pod", namespace, selector)
-    nodes = {n["metadata"]["name"]: node_ready(n) for n in apply.list_objects(api, "v1", "Node", None, {})}
+    nodes = {n["metadata"]["name"]: node_state(n) for n in apply.list_objects(api, "v1", "Node", None, {})}
     update_revision = None
     replicas = None
     sts = apply.get(api, "apps/v1", "StatefulSet", namespace, names.db(arch))
