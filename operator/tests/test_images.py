@@ -1,0 +1,123 @@
+"""Operand images: the defaults are pinned (and the same in config.py, the chart and the Makefile), and image
+references parse as the kubelet reads them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from archop import names
+from archop.config import CDN, Settings
+from archop.images import ImageRef
+from crdschema import openapi_schema
+
+ROOT = Path(__file__).resolve().parents[2]
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+# How many numbers a full version of each operand has: Postgres (10 and later) is major.minor, the others
+# major.minor.patch. `redis:7.0` and `nginx:1.27` are floating tags too: they move to each new patch release.
+VERSION_PARTS = {names.DATABASE: 2, names.CACHE: 3, CDN: 3, names.APP: 3}
+# The chart's images.* keys and the Makefile's variables, per component.
+CHART_KEYS = {names.DATABASE: "postgres", names.CACHE: "redis", CDN: "nginx", names.APP: "app"}
+MAKE_VARIABLES = {names.DATABASE: "POSTGRES_IMAGE", names.CACHE: "REDIS_IMAGE", CDN: "NGINX_IMAGE"}
+
+
+def config_defaults() -> dict[str, str]:
+    s = Settings()
+    return {names.DATABASE: s.postgres_image, names.CACHE: s.redis_image, CDN: s.nginx_image,
+            names.APP: s.app_image}
+
+
+def chart_defaults() -> dict[str, str]:
+    values = yaml.safe_load((ROOT / "charts" / "archop" / "values.yaml").read_text())
+    return {component: values["images"][key] for component, key in CHART_KEYS.items()}
+
+
+def makefile_online_defaults() -> dict[str, str]:
+    """The operand images of `ARCHOP_ONLINE=1 make ...` (the official images; the offline branch builds its
+    own from Debian packages and passes them explicitly)."""
+    text = (ROOT / "Makefile").read_text()
+    online = text.split("ifeq ($(ARCHOP_ONLINE),1)", 1)[1].split("else", 1)[0]
+    found = dict(re.findall(r"^([A-Z_]+) \?= (\S+)$", online, flags=re.MULTILINE))
+    return {component: found[var] for component, var in MAKE_VARIABLES.items()}
+
+
+# --- the defaults ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("where", "defaults"), [("config.py", config_defaults),
+                                                 ("values.yaml", chart_defaults),
+                                                 ("Makefile ARCHOP_ONLINE", makefile_online_defaults)])
+def test_every_default_operand_image_is_pinned(where: str, defaults: Any) -> None:
+    floating = {component: image for component, image in defaults().items()
+                if not ImageRef.parse(image).pinned(VERSION_PARTS[component])}
+    assert floating == {}, f"{where}: floating tags"
+
+
+def test_the_chart_and_the_makefile_default_to_the_operators_images() -> None:
+    assert chart_defaults() == config_defaults()
+    assert makefile_online_defaults() == {c: i for c, i in config_defaults().items() if c in MAKE_VARIABLES}
+
+
+def test_the_crd_descriptions_name_the_default_images() -> None:
+    spec = openapi_schema()["properties"]["spec"]["properties"]
+    fields = {names.DATABASE: spec["database"], names.CACHE: spec["cache"], CDN: spec["cdn"]}
+    for component, node in fields.items():
+        description = " ".join(node["properties"]["image"]["description"].split())
+        assert f"({config_defaults()[component]})" in description, component
+
+
+@pytest.mark.parametrize(
+    ("image", "parts", "pinned"),
+    [
+        ("postgres:15.20-bookworm", 2, True),
+        ("postgres:15.20", 2, True),
+        ("redis:7.0.15-bookworm", 3, True),
+        ("nginx:1.27.5-alpine", 3, True),
+        ("registry.local:5000/team/pg:16.4", 2, True),
+        (f"postgres@{DIGEST}", 3, True),  # a digest pins whatever the tag
+        (f"postgres:15@{DIGEST}", 2, True),
+        ("postgres:15", 2, False),
+        ("postgres", 2, False),
+        ("postgres:latest", 2, False),
+        ("postgres:bookworm", 2, False),
+        ("redis:7", 3, False),
+        ("redis:7.0", 3, False),  # the 7.0 line: moves to each patch release
+        ("nginx:1.27", 3, False),
+        ("registry.local:5000/pg", 2, False),  # the port is no tag
+        ("postgres:15.20.1.2", 2, False),
+        ("postgres:v15.20", 2, False),
+    ],
+)
+def test_pinned(image: str, parts: int, pinned: bool) -> None:
+    assert ImageRef.parse(image).pinned(parts) is pinned
+
+
+# --- references and their major ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("image", "repository", "tag", "digest", "major"),
+    [
+        ("postgres", "postgres", None, None, None),
+        ("postgres:15", "postgres", "15", None, 15),
+        ("postgres:16.4-bookworm", "postgres", "16.4-bookworm", None, 16),
+        ("postgres:latest", "postgres", "latest", None, None),
+        ("postgres:v16", "postgres", "v16", None, None),
+        ("registry.local:5000/team/pg:15.8", "registry.local:5000/team/pg", "15.8", None, 15),
+        ("registry.local:5000/team/pg", "registry.local:5000/team/pg", None, None, None),
+        (f"postgres:15.8@{DIGEST}", "postgres", "15.8", DIGEST, 15),
+        # The digest's hex may start with digits: it says nothing about the version.
+        (f"postgres@{DIGEST}", "postgres", None, DIGEST, None),
+        (f"registry.local:5000/pg@{DIGEST}", "registry.local:5000/pg", None, DIGEST, None),
+        ("archop-offline/postgres:15", "archop-offline/postgres", "15", None, 15),
+    ],
+)
+def test_references_parse_as_the_kubelet_reads_them(image: str, repository: str, tag: str | None,
+                                                    digest: str | None, major: int | None) -> None:
+    ref = ImageRef.parse(image)
+    assert (ref.repository, ref.tag, ref.digest, ref.major) == (repository, tag, digest, major)
+    assert str(ref) == image
