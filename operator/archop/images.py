@@ -8,7 +8,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# The number a tag starts with: 15 in "15", "15.8" and "15.8-bookworm".
+# The number a tag starts with: 15 in "15", "15.8" and "15.8-bookworm". The CEL rule reads the same number
+# (':[0-9]+' in the last path segment); tests/test_images.py checks that both agree.
 _LEADING_NUMBER = re.compile(r"[0-9]+")
 # A tag that names a full version: major.minor or major.minor.patch, then an optional -suffix (the OS flavour
 # of the official images: 15.8-bookworm, 1.27.5-alpine).

@@ -1,5 +1,6 @@
-"""Operand images: the defaults are pinned (and the same in config.py, the chart and the Makefile), and image
-references parse as the kubelet reads them."""
+"""Operand images: the defaults are pinned (and the same in config.py, the chart and the Makefile), image
+references parse as the kubelet reads them, and the CRD's Postgres major version rule reads the same major
+from a tag as archop/images.py."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import yaml
 from archop import names
 from archop.config import CDN, Settings
 from archop.images import ImageRef
-from crdschema import openapi_schema
+from crdschema import apply_defaults, cel_errors, field_errors, openapi_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGEST = "sha256:" + "0123456789abcdef" * 4
+PG15 = "postgres:15.20-bookworm"
+PG16 = "postgres:16.4-bookworm"
 
 # How many numbers a full version of each operand has: Postgres (10 and later) is major.minor, the others
 # major.minor.patch. `redis:7.0` and `nginx:1.27` are floating tags too: they move to each new patch release.
@@ -121,3 +124,43 @@ def test_references_parse_as_the_kubelet_reads_them(image: str, repository: str,
     ref = ImageRef.parse(image)
     assert (ref.repository, ref.tag, ref.digest, ref.major) == (repository, tag, digest, major)
     assert str(ref) == image
+
+
+def _arch(image: str) -> dict[str, Any]:
+    return apply_defaults({"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {"name": "shop"},
+                           "spec": {"database": {"image": image}}}, openapi_schema())
+
+
+IMAGE_FIELD = "spec.database.image"
+MAJOR_CASES = [
+    "postgres:15", "postgres:15.20-bookworm", "postgres:16.4-bookworm", f"postgres:16.4@{DIGEST}",
+    f"postgres@{DIGEST}", "postgres", "postgres:latest", "registry.local:5000/pg:15.6",
+    "registry.local:5000/pg", "archop-offline/postgres:15", "postgres:9.6.24",
+]
+
+
+@pytest.mark.parametrize("old", MAJOR_CASES)
+def test_the_cel_rule_reads_the_major_as_the_operator_does(old: str) -> None:
+    """For every pair: the API server refuses the edit exactly when both tags name a major and they differ,
+    by the operator's reading (ImageRef.major), and then names both majors."""
+    for new in MAJOR_CASES:
+        a, b = ImageRef.parse(old).major, ImageRef.parse(new).major
+        errors = field_errors(IMAGE_FIELD, new, old)
+        if a is not None and b is not None and a != b:
+            (error,) = errors
+            assert error.startswith(f"spec.database.image may not change the PostgreSQL major version "
+                                    f"from {a} to {b}: "), error
+            assert "new Architecture" in error and "pg_dump" in error
+        else:
+            assert errors == [], (old, new)
+
+
+def test_the_cel_rule_on_whole_objects() -> None:
+    """As the API server runs it: on updates only, and only while the old object had an image."""
+    assert cel_errors(_arch("postgres:16")) == []
+    assert cel_errors(_arch("postgres:16"), old=_arch("postgres:16")) == []
+    (error,) = cel_errors(_arch(PG16), old=_arch(PG15))
+    assert "from 15 to 16" in error
+    no_image = apply_defaults({"apiVersion": names.API_VERSION, "kind": names.KIND,
+                               "metadata": {"name": "shop"}, "spec": {}}, openapi_schema())
+    assert cel_errors(_arch(PG16), old=no_image) == []  # CEL has nothing to compare it with
