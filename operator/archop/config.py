@@ -145,7 +145,8 @@ class Settings:
     # reaches a running database by itself. Postgres and Redis match what Debian bookworm ships (the offline
     # cluster builds its images from those packages); nginx keeps the upstream line the CDN config is tested
     # with. charts/archop/values.yaml (images) and the Makefile's ARCHOP_ONLINE images say the same
-    # (tests/test_images.py).
+    # (tests/test_images.py). A change of the Postgres major here is refused per Architecture by the reconcile
+    # (archop/images.py) while its data is of the old one.
     postgres_image: str = "postgres:15.20-bookworm"
     redis_image: str = "redis:7.0.15-bookworm"
     nginx_image: str = "nginx:1.27.5-bookworm"

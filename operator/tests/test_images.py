@@ -1,6 +1,6 @@
 """Operand images: the defaults are pinned (and the same in config.py, the chart and the Makefile), image
-references parse as the kubelet reads them, and the CRD's Postgres major version rule reads the same major
-from a tag as archop/images.py."""
+references parse as the kubelet reads them, and the Postgres major version rule: the CRD's CEL rule and the
+operator's decision (archop/images.py) read the same major from a tag."""
 
 from __future__ import annotations
 
@@ -12,7 +12,14 @@ import pytest
 import yaml
 from archop import names
 from archop.config import CDN, Settings
-from archop.images import ImageRef
+from archop.images import (
+    ImageDecision,
+    ImageRef,
+    ImageSource,
+    MajorRefusal,
+    database_image,
+    postgres_major,
+)
 from crdschema import apply_defaults, cel_errors, field_errors, openapi_schema
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,6 +133,10 @@ def test_references_parse_as_the_kubelet_reads_them(image: str, repository: str,
     assert str(ref) == image
 
 
+def test_the_major_of_server_version_num() -> None:
+    assert [postgres_major(n) for n in (150020, 160004, 170000, 100023, None)] == [15, 16, 17, 10, None]
+
+
 def _arch(image: str) -> dict[str, Any]:
     return apply_defaults({"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {"name": "shop"},
                            "spec": {"database": {"image": image}}}, openapi_schema())
@@ -163,4 +174,68 @@ def test_the_cel_rule_on_whole_objects() -> None:
     assert "from 15 to 16" in error
     no_image = apply_defaults({"apiVersion": names.API_VERSION, "kind": names.KIND,
                                "metadata": {"name": "shop"}, "spec": {}}, openapi_schema())
-    assert cel_errors(_arch(PG16), old=no_image) == []  # CEL has nothing to compare it with
+    assert cel_errors(_arch(PG16), old=no_image) == []  # the operator's check covers this one
+
+
+# --- the operator's decision ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("spec_image", "default", "running", "data_major", "rendered", "refused"),
+    [
+        # A first apply: nothing runs, nothing to protect.
+        (None, PG16, None, None, PG16, None),
+        (PG16, PG15, None, 15, PG16, None),
+        # Unchanged, or a minor update: rolled out.
+        (None, PG15, PG15, 15, PG15, None),
+        (None, "postgres:15.21-bookworm", PG15, 15, "postgres:15.21-bookworm", None),
+        (f"postgres:15.20@{DIGEST}", PG15, PG15, 15, f"postgres:15.20@{DIGEST}", None),
+        # The operator's default moves to 16 (a Helm value, an operator upgrade): refused over data of 15.
+        (None, PG16, PG15, 15, PG15, ImageSource.DEFAULT),
+        # An image set where none was (the CEL rule cannot compare it with the default): refused.
+        (PG16, PG15, PG15, 15, PG15, ImageSource.SPEC),
+        # Before the first probe the running image's tag stands in for the data.
+        (PG16, PG15, PG15, None, PG15, ImageSource.SPEC),
+        # The data's own word beats a tag: a 15 image under a misleading tag may go back to a 15 one ...
+        (PG15, PG15, "my/pg:16-compat", 15, PG15, None),
+        # ... and an image that is running already is never refused (nothing would change).
+        ("my/pg:16-compat", PG15, "my/pg:16-compat", 15, "my/pg:16-compat", None),
+        # No major in the tag: the operator cannot know, and lets it through.
+        (f"postgres@{DIGEST}", PG15, PG15, 15, f"postgres@{DIGEST}", None),
+        ("postgres:latest", PG15, PG15, 15, "postgres:latest", None),
+        (PG16, PG15, f"postgres@{DIGEST}", None, PG16, None),
+        # But the data's major is known through a digest-only image: a tag of another major is refused.
+        (PG16, PG15, f"postgres@{DIGEST}", 15, f"postgres@{DIGEST}", ImageSource.SPEC),
+    ],
+)
+def test_the_database_image_decision(spec_image: str | None, default: str, running: str | None,
+                                     data_major: int | None, rendered: str,
+                                     refused: ImageSource | None) -> None:
+    decision = database_image(spec_image, default, running, data_major)
+    assert decision.image == rendered
+    if refused is None:
+        assert decision == ImageDecision(rendered)
+        return
+    refusal = decision.refusal
+    assert refusal is not None and refusal.source is refused
+    assert (refusal.image, refusal.image_major, refusal.running_image) == (
+        spec_image or default, ImageRef.parse(spec_image or default).major, running)
+    assert refusal.data_major == (data_major if data_major is not None else ImageRef.parse(running).major)
+
+
+@pytest.mark.parametrize("source", list(ImageSource))
+def test_the_refusal_says_what_to_change_and_how_to_upgrade(source: ImageSource) -> None:
+    refusal = MajorRefusal(image=PG16, source=source, image_major=16, data_major=15, running_image=PG15)
+    text = refusal.message()
+    assert "spec.database.image" in text
+    assert "PostgreSQL 16" in text and "PostgreSQL 15" in text and PG15 in text and PG16 in text
+    assert "new Architecture" in text and "pg_dump" in text and "pg_upgrade in place is not supported" in text
+    assert ("ARCHOP_POSTGRES_IMAGE" in text) is (source is ImageSource.DEFAULT)
+    # kopf cuts an event's message at 1024 characters (out of the middle); the condition keeps it whole.
+    assert len(text) < 1024
+    assert MajorRefusal.from_status(refusal.to_status()) == refusal
+
+
+@pytest.mark.parametrize("raw", [None, {}, "x", {"image": PG16, "source": "elsewhere", "imageMajor": 16,
+                                                 "dataMajor": 15, "runningImage": PG15}])
+def test_an_unreadable_refusal_record_is_none(raw: Any) -> None:
+    assert MajorRefusal.from_status(raw) is None
