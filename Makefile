@@ -17,9 +17,9 @@ APP_IMAGE ?= archop/demoapp:$(VERSION)
 # Offline (default): operands built from Debian packages. ARCHOP_ONLINE=1: the official upstream images.
 ifeq ($(ARCHOP_ONLINE),1)
 BASE_IMAGE ?= python:3.11-slim
-POSTGRES_IMAGE ?= postgres:15
-REDIS_IMAGE ?= redis:7
-NGINX_IMAGE ?= nginx:1.27
+POSTGRES_IMAGE ?= postgres:15.20-bookworm
+REDIS_IMAGE ?= redis:7.0.15-bookworm
+NGINX_IMAGE ?= nginx:1.27.5-bookworm
 else
 BASE_IMAGE ?= archop-offline/python:3.11-bookworm
 POSTGRES_IMAGE ?= archop-offline/postgres:15
