@@ -35,7 +35,7 @@ def test_crds_example_is_the_minimal_example() -> None:
 
 def test_license_is_the_projects() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert CHART["annotations"]["artifacthub.io/license"] == project["license"]["text"] == "Apache-2.0"
+    assert CHART["annotations"]["artifacthub.io/license"] == project["license"] == "Apache-2.0"
     assert "Apache License" in (ROOT / "LICENSE").read_text()
 
 
