@@ -17,9 +17,9 @@ APP_IMAGE ?= archop/demoapp:$(VERSION)
 # Offline (default): operands built from Debian packages. ARCHOP_ONLINE=1: the official upstream images.
 ifeq ($(ARCHOP_ONLINE),1)
 BASE_IMAGE ?= python:3.11-slim
-POSTGRES_IMAGE ?= postgres:15
-REDIS_IMAGE ?= redis:7
-NGINX_IMAGE ?= nginx:1.27
+POSTGRES_IMAGE ?= postgres:15.20-bookworm
+REDIS_IMAGE ?= redis:7.0.15-bookworm
+NGINX_IMAGE ?= nginx:1.27.5-bookworm
 else
 BASE_IMAGE ?= archop-offline/python:3.11-bookworm
 POSTGRES_IMAGE ?= archop-offline/postgres:15
@@ -29,7 +29,7 @@ endif
 PYTEST := $(VENV)/bin/pytest
 
 .PHONY: help deps venv lint chart-tools test cluster cluster-down cluster-smoke images install uninstall demo e2e \
-        bench-failover bench-app sync-crds
+        bench-failover bench-app sync-crds chart-readme
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -111,3 +111,6 @@ bench-app: venv ## app throughput benchmark through the ingress -> bench/results
 
 sync-crds: ## copy crds/ into the chart (a test fails when they drift)
 	scripts/sync-crds.sh
+
+chart-readme: venv ## regenerate charts/archop/README.md from values.yaml (a test fails when it drifts)
+	$(VENV)/bin/python scripts/chart_readme.py

@@ -140,9 +140,16 @@ def _default_namespace() -> str:
 
 @dataclass(frozen=True)
 class Settings:
-    postgres_image: str = "postgres:15"
-    redis_image: str = "redis:7"
-    nginx_image: str = "nginx:1.27"
+    # The operands' default images: the official images at a full version, never a floating tag (15, 7,
+    # latest), so that a pod restarted later runs the code that was tested, and a registry's new major never
+    # reaches a running database by itself. Postgres and Redis match what Debian bookworm ships (the offline
+    # cluster builds its images from those packages); nginx keeps the upstream line the CDN config is tested
+    # with. charts/archop/values.yaml (images) and the Makefile's ARCHOP_ONLINE images say the same
+    # (tests/test_images.py). A change of the Postgres major here is refused per Architecture by the reconcile
+    # (archop/images.py) while its data is of the old one.
+    postgres_image: str = "postgres:15.20-bookworm"
+    redis_image: str = "redis:7.0.15-bookworm"
+    nginx_image: str = "nginx:1.27.5-bookworm"
     app_image: str = "archop/demoapp:0.1.0"
     # The operator's own namespace: home of the Lease, and the source the NetworkPolicies admit.
     namespace: str = DEFAULT_NAMESPACE

@@ -27,6 +27,9 @@ TIER_DEGRADED = "TierDegraded"
 PODS_UNSCHEDULABLE = "PodsUnschedulable"  # no node can take one of the tier's pods: the scheduler's words
 PODS_FAILING = "PodsFailing"  # a pod of the tier cannot start: image pull, crash loop, invalid config
 NO_FAILOVER = "NoFailover"
+# Also an event (warning): the Postgres image to roll out names another major version than the data's, so the
+# database keeps its running image (archop/images.py).
+MAJOR_UPGRADE_REFUSED = "MajorUpgradeRefused"
 ALL_CHILDREN_OWNED = "AllChildrenOwned"  # ChildrenOwned is True
 
 # Event reasons: reconcile.

@@ -237,8 +237,35 @@ def cel_errors(new: dict[str, Any], old: dict[str, Any] | None = None) -> list[s
                 continue  # transition rules run on updates only, when the old object had the field
             activation["oldSelf"] = celpy.json_to_cel(_escape(_as_cel_json(old_value, node)))
         if not _holds(rule["rule"], activation):
-            errors.append(rule["message"])
+            errors.append(_message(rule, activation))
     return errors
+
+
+def field_errors(path: str, value: Any, old: Any = None) -> list[str]:
+    """Messages of the CEL rules on one field (a dotted schema path outside lists) for `value`, and for the
+    update from `old` (transition rules only then): cel_errors for one field, without the whole object's."""
+    import celpy
+
+    node = _schema_at(path)
+    activation: dict[str, Any] = {"self": celpy.json_to_cel(_escape(_as_cel_json(value, node)))}
+    if old is not None:
+        activation["oldSelf"] = celpy.json_to_cel(_escape(_as_cel_json(old, node)))
+    return [_message(rule, activation) for rule in node.get("x-kubernetes-validations", [])
+            if ("oldSelf" not in rule["rule"] or old is not None) and not _holds(rule["rule"], activation)]
+
+
+def _message(rule: dict[str, str], activation: dict[str, Any]) -> str:
+    """What the API server says for a broken rule: its messageExpression's value when that evaluates to a
+    non-empty string, its message otherwise."""
+    if "messageExpression" not in rule:
+        return rule["message"]
+    import celpy
+
+    try:
+        result = _program(rule["messageExpression"]).evaluate(activation)
+    except celpy.CELEvalError:
+        return rule["message"]
+    return str(result) if isinstance(result, str) and result else rule["message"]
 
 
 def _holds(rule: str, activation: dict[str, Any]) -> bool:

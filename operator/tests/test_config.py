@@ -13,7 +13,7 @@ from archop.spec import ArchitectureSpec
 def test_defaults_from_an_empty_environment() -> None:
     s = Settings.from_env({"ARCHOP_NAMESPACE": "ops", "ARCHOP_POD_NAME": "archop-0"})
     assert (s.postgres_image, s.redis_image, s.nginx_image, s.app_image) == (
-        "postgres:15", "redis:7", "nginx:1.27", "archop/demoapp:0.1.0")
+        "postgres:15.20-bookworm", "redis:7.0.15-bookworm", "nginx:1.27.5-bookworm", "archop/demoapp:0.1.0")
     assert (s.namespace, s.identity, s.metrics_port, s.health_port) == ("ops", "archop-0", 9090, 8080)
     assert s.leader_election is True
     assert (s.lease_duration_seconds, s.renew_deadline_seconds, s.retry_period_seconds) == (8, 6, 1)
@@ -51,7 +51,7 @@ def test_image_for_prefers_the_per_architecture_override() -> None:
     custom = ArchitectureSpec.parse({"database": {"image": "my/pg:15"}, "cache": {"image": "my/redis"},
                                      "app": {"image": "my/app"}, "cdn": {"image": "my/nginx"}})
     assert [image_for(s, default, c) for c in (names.DATABASE, names.CACHE, names.APP, CDN)] == [
-        "postgres:15", "redis:7", "archop/demoapp:0.1.0", "nginx:1.27"]
+        "postgres:15.20-bookworm", "redis:7.0.15-bookworm", "archop/demoapp:0.1.0", "nginx:1.27.5-bookworm"]
     assert [image_for(s, custom, c) for c in (names.DATABASE, names.CACHE, names.APP, CDN)] == [
         "my/pg:15", "my/redis", "my/app", "my/nginx"]
     with pytest.raises(ValueError, match="unknown component"):

@@ -358,3 +358,25 @@ def test_a_drain_hands_the_leader_over_and_then_evicts_it_as_a_follower() -> Non
     assert s.cluster.members["a-db-0"].deleting
     s.a_second_passes(records=(1, 1, 1), replay=True, writes=1)
     s.no_acknowledged_commit_lost()
+
+
+def test_a_switchover_whose_old_leader_stops_answering_waits_for_its_lease() -> None:
+    """Found by the state machine: a switchover fenced the old leader read-only (its followers stay attached
+    in a planned change), then the operator lost it to a partition before its clean stop. The target was
+    promoted on the lease's operator term alone while the followers' stream kept the old leader's failsafe
+    alive, so a BEGIN READ WRITE could still commit there. The change now goes on as a failover: the
+    followers are detached first and the promotion waits for the lease to run out from then."""
+    s = FailoverModel()
+    s.start(mode="sync-required", sync_replicas=1, pod_lost_timeout=0.0, allow_data_loss=False)
+    s.a_second_passes(records=(0, 0, 0), replay=False, writes=0)
+    s.switchover_annotation(to="a-db-1")
+    s.client_commits(begin_read_write=False, via=None)
+    s.operator_tick(dt=0.0)
+    s.partition(name="leader", peer="operator")
+    for _ in range(12):
+        s.operator_tick(dt=0.5)
+        s.no_promotion_while_another_primary_holds_its_lease()
+        s.no_acknowledged_commit_lost()
+    assert s.cluster.status.get("currentLeader") == "a-db-1", s.monitor.notes[-5:]
+    assert any(n.reason == "LeaderUnreachable" and "goes on as a failover" in n.message
+               for n in s.monitor.notes)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from archop import names, reasons
 from archop.failover import report
 from archop.health.model import DbObservation, Instance, PodState, Probe, ReplicaRow, format_lsn, parse_lsn
 from archop.health.pods import NodeState, node_ready, node_state, pod_state
+from archop.images import ImageSource, MajorRefusal
 
 
 def test_lsn_round_trip():
@@ -73,6 +76,37 @@ def test_database_condition_and_counts():
     assert report.database_condition(o, "a-db-0", True, "Promoting")[:2] == (False, reasons.TIER_PROGRESSING)
     assert report.database_condition(o, "a-db-2", False, "gone")[:2] == (False, reasons.TIER_DEGRADED)
     assert report.role_counts(o) == {"leader": 1, "follower": 1, "fenced": 0}
+
+
+def _with_versions(obs: DbObservation, versions: dict[str, int]) -> DbObservation:
+    return replace(obs, instances={n: replace(i, probe=replace(i.probe, server_version_num=versions.get(n)))
+                                   for n, i in obs.instances.items()})
+
+
+def test_the_data_major_is_what_the_servers_report():
+    o = _obs()
+    assert report.data_major(o, "a-db-0") is None  # not read: the last one known stays in the status
+    assert "postgresMajor" not in report.database_status(o, "a-db-0", 3, None)
+    o = _with_versions(o, {"a-db-0": 150020, "a-db-1": 150020})
+    assert report.data_major(o, "a-db-0") == 15
+    assert report.database_status(o, "a-db-0", 3, None)["postgresMajor"] == 15
+    # The leader does not answer: any server that does tells it.
+    assert report.data_major(o, "a-db-2") == 15
+    assert report.data_major(_with_versions(o, {"a-db-1": 160004}), "a-db-2") == 16
+
+
+def test_a_refused_major_upgrade_keeps_database_ready_false():
+    refusal = MajorRefusal("postgres:16.4", ImageSource.DEFAULT, 16, 15, "postgres:15.20")
+    healthy = replace(_obs(), desired=2)
+    assert report.database_condition(healthy, "a-db-0", False, "")[:2] == (True, reasons.TIER_READY)
+    ok, reason, msg = report.database_condition(healthy, "a-db-0", False, "", refusal)
+    assert (ok, reason, msg) == (False, reasons.MAJOR_UPGRADE_REFUSED, refusal.message())
+    # A tier that is unhealthy besides keeps the reason to act on first; the refusal is in the message.
+    ok, reason, msg = report.database_condition(_obs(), "a-db-2", False, "gone", refusal)
+    assert (ok, reason) == (False, reasons.TIER_DEGRADED)
+    assert msg.startswith("gone; besides, ") and msg.endswith(refusal.message())
+    assert report.database_condition(_obs(), "a-db-0", True, "Promoting", refusal)[:2] == (
+        False, reasons.TIER_PROGRESSING)
 
 
 def test_pod_state_parsing():

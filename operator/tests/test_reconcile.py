@@ -52,9 +52,9 @@ def test_later_status_patches_leave_the_monitors_fields_alone() -> None:
     current = {"conditions": first["conditions"], "followers": "2/2", "appReady": "2/2"}
     patch = reconcile_status("shop", "demo", spec(followers=3), current, 2, "2026-01-01T00:01:00Z")
     assert set(patch) == {"observedGeneration", "endpoints", "followersDesired", "foreignObjects",
-                          "ingressHost"}
+                          "ingressHost", "majorUpgradeRefused"}
     assert patch["followersDesired"] == 3
-    assert (patch["foreignObjects"], patch["ingressHost"]) == ([], None)
+    assert (patch["foreignObjects"], patch["ingressHost"], patch["majorUpgradeRefused"]) == ([], None, None)
 
 
 def test_a_blocked_reconcile_records_what_stands_in_its_way_not_a_generation() -> None:
@@ -95,3 +95,34 @@ def test_the_volume_template_keeps_the_deployed_size() -> None:
     keep_volume_template(manifests, "shop-db", "1Gi")
     sts = next(m for m in manifests if m["kind"] == "StatefulSet")
     assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "1Gi"
+
+
+def test_a_refused_image_is_recorded_and_a_resolved_one_cleared() -> None:
+    from archop.images import ImageSource, MajorRefusal
+
+    refusal = MajorRefusal("postgres:16.4", ImageSource.SPEC, 16, 15, "postgres:15.20")
+    current = {"majorUpgradeRefused": refusal.to_status()}
+    patch = reconcile_status("shop", "demo", ArchitectureSpec(), current, 2, "2026-01-01T00:01:00Z",
+                             refusal=refusal)
+    assert patch["majorUpgradeRefused"] == refusal.to_status()
+    assert reconcile_status("shop", "demo", ArchitectureSpec(), current, 3,
+                            "2026-01-01T00:02:00Z")["majorUpgradeRefused"] is None
+    # A blocked reconcile decided nothing about images: it leaves the record as it is.
+    blocked = reconcile_status("shop", "demo", ArchitectureSpec(), current, 3, "2026-01-01T00:02:00Z",
+                               foreign={"Service shop-db-rw": "why"}, applied=False)
+    assert "majorUpgradeRefused" not in blocked
+
+
+def test_the_deployed_image_and_the_data_major() -> None:
+    from archop.build import build_all
+    from archop.config import Settings
+    from archop.handlers.reconcile import data_major, deployed_image, keep_database_image
+
+    assert deployed_image(None) is None and deployed_image({"spec": {}}) is None
+    manifests = build_all("shop", "ns", ArchitectureSpec(), Settings(), "conf")
+    sts = next(m for m in manifests if m["kind"] == "StatefulSet")
+    assert deployed_image(sts) == Settings().postgres_image
+    keep_database_image(manifests, "shop-db", "postgres:15.18-bookworm")
+    assert {c["image"] for c in sts["spec"]["template"]["spec"]["containers"]} == {"postgres:15.18-bookworm"}
+    assert [data_major(s) for s in ({}, {"postgresMajor": 15}, {"postgresMajor": "15"},
+                                    {"postgresMajor": True})] == [None, 15, None, None]

@@ -446,3 +446,58 @@ def test_no_app_tier_prunes_the_app_the_cdn_and_the_ingress(monkeypatch: pytest.
     status = api.status_patches()
     assert status["endpoints"]["app"] == "" and status["appReady"] == "0/0"
     assert status["ingressHost"] is None  # no Ingress, so no claim on a host
+
+
+def statefulset(image: str) -> dict[str, Any]:
+    """The database StatefulSet as deployed: this Architecture's, running `image`."""
+    sts = ours("shop-db")
+    sts["spec"] = {"template": {"spec": {"containers": [{"name": "postgres", "image": image},
+                                                         {"name": "fence", "image": image}]}}}
+    return sts
+
+
+def applied_images(api: FakeApi) -> set[str]:
+    (sts,) = [b for m, u, b in api.sent if m == "PATCH" and u == url("StatefulSet", "shop-db")]
+    return {c["image"] for c in sts["spec"]["template"]["spec"]["containers"]}
+
+
+def test_another_major_is_not_rolled_out_over_running_data(monkeypatch: pytest.MonkeyPatch,
+                                                           emitted: list) -> None:
+    """spec.database.image set where none was (no CEL rule can compare that with the operator's default):
+    the StatefulSet keeps its image, the rest is applied, and the status and an event say why."""
+    running = Settings().postgres_image
+    api = FakeApi({url("StatefulSet", "shop-db"): statefulset(running)})
+    b = body({"database": {"image": "postgres:16.4-bookworm", "followers": 3}}, status={"postgresMajor": 15})
+    run(api, b, monkeypatch)
+    assert applied_images(api) == {running}
+    (sts,) = [b for m, u, b in api.sent if m == "PATCH" and u == url("StatefulSet", "shop-db")]
+    assert sts["spec"]["replicas"] == 4  # the rest of the spec is applied
+    record = api.status_patches()["majorUpgradeRefused"]
+    assert record == {"image": "postgres:16.4-bookworm", "source": "spec", "imageMajor": 16, "dataMajor": 15,
+                      "runningImage": running}
+    (event,) = [e for e in emitted if e[0] == reasons.MAJOR_UPGRADE_REFUSED]
+    assert event[2] and "spec.database.image" in event[1] and "new Architecture" in event[1]
+    # Known already (an operator restart resumes it): no second event.
+    emitted.clear()
+    run(FakeApi({url("StatefulSet", "shop-db"): statefulset(running)}),
+        body(b["spec"], status={"postgresMajor": 15, "majorUpgradeRefused": record}), monkeypatch)
+    assert [e for e in emitted if e[0] == reasons.MAJOR_UPGRADE_REFUSED] == []
+
+
+def test_a_new_default_major_is_not_rolled_out_and_the_old_one_clears_the_refusal(
+        monkeypatch: pytest.MonkeyPatch, emitted: list) -> None:
+    """The operator's ARCHOP_POSTGRES_IMAGE moved to another major (Helm value, operator upgrade): an
+    Architecture that leaves spec.database.image unset keeps its image; setting the image back resolves it."""
+    monkeypatch.setattr(rec.config, "settings", lambda: Settings(postgres_image="postgres:16.4-bookworm"))
+    api = FakeApi({url("StatefulSet", "shop-db"): statefulset("postgres:15.18-bookworm")})
+    run(api, body(status={}), monkeypatch)  # before the first probe: the running tag stands for the data
+    assert applied_images(api) == {"postgres:15.18-bookworm"}
+    record = api.status_patches()["majorUpgradeRefused"]
+    assert (record["source"], record["dataMajor"]) == ("default", 15)
+    (event,) = [m for r, m, _ in emitted if r == reasons.MAJOR_UPGRADE_REFUSED]
+    assert "ARCHOP_POSTGRES_IMAGE" in event and "spec.database.image" in event
+    api = FakeApi({url("StatefulSet", "shop-db"): statefulset("postgres:15.18-bookworm")})
+    run(api, body({"database": {"image": "postgres:15.20-bookworm"}},
+                  status={"postgresMajor": 15, "majorUpgradeRefused": record}), monkeypatch)
+    assert applied_images(api) == {"postgres:15.20-bookworm"}  # a minor update rolls out
+    assert api.status_patches()["majorUpgradeRefused"] is None

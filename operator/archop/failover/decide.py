@@ -1066,6 +1066,16 @@ def _promoting(record: FailoverRecord, obs: DbObservation, spec: DatabaseSpec, s
         return _promote(record, obs, spec, [], timeline_floor(obs, state))
     old = obs.get(record.from_)
     old_alive = old is not None and old.probe.is_primary
+    if record.planned and not old_alive and not record.stopped:
+        # A planned change leaves the followers attached while the old leader answers, so its failsafe lease
+        # (failover/lease.py) holds for as long as they stream from it, whoever can still reach it. It
+        # stopped answering before its clean stop: go on as a failover, whose fencing detaches them, so that
+        # the lease runs out from there. Found by the property test: promoting on the lease's operator term
+        # alone let a client's BEGIN READ WRITE commit on the old leader beside the new one.
+        why = f"{record.from_} stopped answering during the {record.reason} change: it goes on as a failover"
+        unplanned = replace(record, phase=FENCING, reason=reasons.LEADER_UNREACHABLE)
+        return PhasePlan(Outcome.NEXT, (), unplanned, (Note(reasons.LEADER_UNREACHABLE, why, True),),
+                         message=why)
     actions: list[Action] = []
     if record.planned and old_alive:
         want = old.probe.current_lsn or 0  # type: ignore[union-attr]

@@ -7,6 +7,7 @@ from typing import Any
 from archop import names, reasons
 from archop.failover.decide import LeaderSnapshot
 from archop.health.model import DbObservation, format_lsn
+from archop.images import MajorRefusal
 from archop.podproblems import PodProblem
 
 
@@ -27,6 +28,9 @@ def database_status(obs: DbObservation, leader: str | None, instances: int,
     lead = obs.get(leader)
     if lead is not None and lead.probe.is_primary and lead.probe.timeline:
         patch["timeline"] = lead.probe.timeline
+    major = data_major(obs, leader)
+    if major is not None:  # a tick that reaches no server leaves the last one known in place
+        patch["postgresMajor"] = major
     if last_seen is not None:
         patch["leaderLastSeen"] = last_seen.to_status()
     return patch
@@ -64,6 +68,17 @@ def instances_status(obs: DbObservation, leader: str | None) -> list[dict[str, A
     return rows
 
 
+def data_major(obs: DbObservation, leader: str | None) -> int | None:
+    """The PostgreSQL major version of the tier's data, as its servers report it: the leader's, or (while it
+    does not answer) that of the first instance that does. One StatefulSet runs one image, and the reconcile
+    never rolls out another major, so they agree; the leader's data is the one that counts if not."""
+    lead = obs.get(leader)
+    if lead is not None and lead.probe.reachable and lead.probe.major is not None:
+        return lead.probe.major
+    return next((i.probe.major for i in sorted(obs.instances.values(), key=lambda i: i.name)
+                 if i.probe.reachable and i.probe.major is not None), None)
+
+
 def followers_ready(obs: DbObservation, leader: str | None) -> int:
     lead = obs.get(leader)
     if lead is None or not lead.probe.is_primary:
@@ -72,9 +87,22 @@ def followers_ready(obs: DbObservation, leader: str | None) -> int:
     return sum(1 for i in obs.instances.values() if i.name in streaming and i.probe.streaming)
 
 
-def database_condition(obs: DbObservation, leader: str | None, in_failover: bool,
-                       message: str) -> tuple[bool, str, str]:
-    """(status, reason, message) of the DatabaseReady condition."""
+def database_condition(obs: DbObservation, leader: str | None, in_failover: bool, message: str,
+                       refusal: MajorRefusal | None = None) -> tuple[bool, str, str]:
+    """(status, reason, message) of the DatabaseReady condition. `refusal` is status.majorUpgradeRefused: the
+    tier is not as specified while the reconcile keeps it on its running image, so it is not Ready (a
+    `kubectl wait --for=condition=Ready` after changing the image must not pass). A tier that is unhealthy
+    besides keeps its own reason, which needs acting on first; the refusal is added to its message."""
+    ok, reason, text = _health_condition(obs, leader, in_failover, message)
+    if refusal is None:
+        return ok, reason, text
+    if ok:
+        return False, reasons.MAJOR_UPGRADE_REFUSED, refusal.message()
+    return False, reason, f"{text}; besides, {refusal.message()}"
+
+
+def _health_condition(obs: DbObservation, leader: str | None, in_failover: bool,
+                      message: str) -> tuple[bool, str, str]:
     lead = obs.get(leader)
     stuck = pod_problem_of(obs)
     if in_failover:

@@ -22,7 +22,7 @@ from archop.failover import decide as d
 from archop.failover import report
 from archop.failover.act import Executor, NothingListens
 from archop.failover.lease import LeaseClock
-from archop.health.model import DbObservation
+from archop.health.model import DbObservation, Instance
 from archop.spec import DatabaseSpec
 
 log = logging.getLogger(__name__)
@@ -135,15 +135,28 @@ async def with_lease_session(obs: DbObservation, session_to: str | None, lease: 
                              renew: Callable[[str], Awaitable[bool]]) -> DbObservation:
     """The observation with what this process' lease session says (DbObservation.lease_session_lost).
     `session_to` is the pod the session holds an established connection to: when that pod refused the probe,
-    the session is tried once more (a renewal over that very connection), so that the tick that sees the
-    refusal also knows whether the connection broke (decide.refusal_proves_down). No new connection is
-    opened for this: only an established one breaking is evidence."""
-    inst = obs.get(session_to)
-    refused = inst is not None and inst.probe.refused
-    if session_to is not None and refused and not lease.session_lost(session_to):
+    or the API says its postgres is going or gone (the pod deleted or replaced, its container not running),
+    the session is tried once more (a renewal over that very connection), so that the tick that sees it
+    also knows whether the connection broke (decide.refusal_proves_down): a failover started by the pod's
+    loss can then prove the postmaster dead at its Stop instead of waiting for the lease to run out. No new
+    connection is opened for this: only an established one breaking is evidence. A pod whose node is
+    NotReady is left alone: its session would only time out, which proves nothing and costs the tick."""
+    if session_to is not None and _worth_a_try(obs.get(session_to)) and not lease.session_lost(session_to):
         await renew(session_to)
     lost = frozenset(n for n in obs.instances if lease.session_lost(n))
     return replace(obs, lease_session_lost=lost)
+
+
+def _worth_a_try(inst: Instance | None) -> bool:
+    """Whether the lease session to this instance may have broken since its last renewal: its probe was
+    refused, or its pod is missing, being deleted, replaced (not Running yet) or its container is not
+    running, on a node that is not known to be down."""
+    if inst is None or inst.pod is None:
+        return True
+    if inst.probe.refused:
+        return True
+    pod = inst.pod
+    return pod.node_ready is not False and (pod.deleting or pod.phase != "Running" or not pod.running)
 
 
 def _refused_and_proven(stop: d.Action, error: BaseException, obs: DbObservation) -> bool:

@@ -31,6 +31,7 @@ from archop.failover.lease import LeaseClock
 from archop.health.model import DbObservation, Instance, PodState
 from archop.health.pods import observe_pods
 from archop.health.probe import Target, Verify, probe_all
+from archop.images import MajorRefusal
 from archop.spec import ArchitectureSpec
 
 PASSFILE = PGDATA.rsplit("/", 1)[0] + "/archop.pgpass"  # written by start.sh next to PGDATA
@@ -328,8 +329,11 @@ class DbMonitor:
         tier's own fields come from runner.tick)."""
         now = _now_iso()
         generation = int((body.get("metadata") or {}).get("generation") or 0)
-        conditions = list(self.view(body.get("status") or {}).get("conditions") or [])
-        ok, reason, msg = report.database_condition(obs, leader, in_flight is not None, message)
+        current = self.view(body.get("status") or {})
+        conditions = list(current.get("conditions") or [])
+        # What the reconcile recorded when it kept the database on its running image (archop/images.py).
+        refusal = MajorRefusal.from_status(current.get("majorUpgradeRefused"))
+        ok, reason, msg = report.database_condition(obs, leader, in_flight is not None, message, refusal)
         conditions = st.set_condition(conditions, reasons.DATABASE_READY, ok, reason, msg, generation, now)
         fip = reasons.FAILOVER_IN_PROGRESS
         if in_flight is not None:

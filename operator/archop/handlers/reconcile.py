@@ -36,7 +36,7 @@ from typing import Any
 
 import kopf
 
-from archop import apply, config, events, hosts, metrics, names, ownership, reasons, status
+from archop import apply, config, events, hosts, images, metrics, names, ownership, reasons, status
 from archop.build import absent_optional_children, build_all, cdn, secrets, tls
 from archop.spec import ArchitectureSpec
 
@@ -93,6 +93,27 @@ def _grow_volumes(client: Any, body: dict[str, Any], name: str, namespace: str, 
         events.emit(body, reasons.VOLUME_GROWTH_REFUSED, "; ".join(refused), warning=True)
 
 
+def deployed_image(statefulset: dict[str, Any] | None) -> str | None:
+    """The image of the postgres container as deployed, or None before the first apply."""
+    pod = (((statefulset or {}).get("spec") or {}).get("template") or {}).get("spec") or {}
+    return next((c.get("image") for c in pod.get("containers") or [] if c.get("name") == "postgres"), None)
+
+
+def data_major(current_status: Mapping[str, Any]) -> int | None:
+    """status.postgresMajor, the major version the monitor last saw the servers report; None before that."""
+    value = current_status.get("postgresMajor")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def keep_database_image(manifests: list[dict[str, Any]], statefulset: str, image: str) -> None:
+    """Every container of the database StatefulSet keeps `image` (postgres and the fence agent run the same
+    one): a refused image changes nothing in the pod template, so no pod is restarted onto it."""
+    for m in manifests:
+        if m["kind"] == "StatefulSet" and m["metadata"]["name"] == statefulset:
+            for container in m["spec"]["template"]["spec"]["containers"]:
+                container["image"] = image
+
+
 def summary(manifests: list[dict[str, Any]], pruned: list[dict[str, Any]]) -> str:
     """A one-line account of an apply: "Applied 16 children (Deployment x2, Service x6, ...)"."""
     kinds = Counter(m["kind"] for m in manifests)
@@ -114,14 +135,18 @@ class Blocked(kopf.TemporaryError):
 def reconcile_status(
     name: str, namespace: str, spec: ArchitectureSpec, current: dict[str, Any], generation: int, now: str,
     foreign: Iterable[str] = (), host: dict[str, str] | None = None, applied: bool = True,
+    refusal: images.MajorRefusal | None = None,
 ) -> dict[str, Any]:
     """The status patch of a reconcile: what was applied (unless `applied` is False: a foreign object
     stopped it), what stands in its way (`foreign`: children whose names are taken, status.foreignObjects;
-    `host`: the ingress host decision, status.ingressHost), and starting conditions for a new object.
+    `host`: the ingress host decision, status.ingressHost), the Postgres image it did not roll out
+    (`refusal`, status.majorUpgradeRefused; only from a reconcile that applied), and starting conditions for
+    a new object.
 
     Conditions are written only while some are missing: after that the monitor daemon owns them (it turns
-    foreignObjects and ingressHost into conditions, status.ownership_conditions), and a reconcile holding
-    an older copy must not overwrite its fresher view.
+    foreignObjects and ingressHost into conditions, status.ownership_conditions, and majorUpgradeRefused
+    into DatabaseReady, report.database_condition), and a reconcile holding an older copy must not
+    overwrite its fresher view.
     """
     patch: dict[str, Any] = {"foreignObjects": sorted(foreign), "ingressHost": host}
     if applied:
@@ -129,6 +154,7 @@ def reconcile_status(
             "observedGeneration": generation,
             "endpoints": status.endpoints(name, namespace, spec),
             "followersDesired": spec.database.followers,
+            "majorUpgradeRefused": refusal.to_status() if refusal is not None else None,
         })
     conditions = list(current.get("conditions") or [])
     have = {c.get("type") for c in conditions}
@@ -281,6 +307,15 @@ def _reconcile(
         keep_volume_template(manifests, names.db(name), size)
         if quantity_bytes(size) < quantity_bytes(spec.database.storage_size):
             _grow_volumes(client, body, name, namespace, spec.database.storage_size)
+    # The Postgres major version never changes under running data (archop/images.py): an image of another
+    # major is not rolled out, the rest of the spec is.
+    image = images.database_image(spec.database.image, settings.postgres_image,
+                                  deployed_image(found.get(("apps/v1", "StatefulSet", names.db(name)))),
+                                  data_major(current))
+    if image.refusal is not None:
+        keep_database_image(manifests, names.db(name), image.image)
+        if image.refusal.to_status() != current.get("majorUpgradeRefused"):
+            events.emit(body, reasons.MAJOR_UPGRADE_REFUSED, image.refusal.message(), warning=True)
 
     created, completed = [], []
     for secret in generated:
@@ -330,7 +365,7 @@ def _reconcile(
 
     apply.patch_status(client, name, namespace,
                        reconcile_status(name, namespace, spec, current, generation, status.now_iso(),
-                                        host=host_record))
+                                        host=host_record, refusal=image.refusal))
     logger.info("reconciled generation %s: %s", generation, summary(manifests, pruned))
     if host is not None and not host.granted:
         raise Blocked(f"applied without the Ingress: {hosts.refusal(host.record())}; looking again in "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from archop.images import postgres_major
 from archop.podproblems import PodProblem
 
 
@@ -112,6 +113,14 @@ class Probe:
     # never catch up by streaming. None: not known.
     oldest_wal_lsn: int | None = None
     slot_wal_keep_mb: int | None = None  # max_slot_wal_keep_size in MB (-1: unlimited); None: not read
+    # server_version_num (150008 for 15.8). Its major is the data directory's: a server refuses to start on
+    # the data of another major, so the running servers are what status.postgresMajor records.
+    server_version_num: int | None = None
+
+    @property
+    def major(self) -> int | None:
+        """The PostgreSQL major version of this server (and of its data); None: not read."""
+        return postgres_major(self.server_version_num)
 
     def slot(self, name: str) -> SlotRow | None:
         return next((s for s in self.slots if s.name == name), None)

@@ -1,4 +1,5 @@
-"""SQL probe of one Postgres instance: role, timeline, LSNs, WAL receiver, replication rows, fence state.
+"""SQL probe of one Postgres instance: role, timeline, LSNs, WAL receiver, replication rows, fence state,
+server version.
 
 Short connect and statement timeouts: a frozen or partitioned instance must cost the tick about a second,
 never more. Errors are reduced to their class and first line (they never contain the password).
@@ -37,7 +38,8 @@ select pg_is_in_recovery(),
          (select min(('x' || lpad(substr(name, 9, 8), 16, '0'))::bit(64)::bigint * 4294967296
                      + ('x' || lpad(substr(name, 17, 8), 16, '0'))::bit(64)::bigint
                        * (select setting::bigint from pg_settings where name = 'wal_segment_size'))
-            from pg_ls_waldir() where name ~ '^[0-9A-F]{24}$') end
+            from pg_ls_waldir() where name ~ '^[0-9A-F]{24}$') end,
+       current_setting('server_version_num')::int
 """
 # Segment file names sort by timeline first, so the oldest WAL is the smallest LSN over all of them.
 _SLOTS_SQL = """
@@ -150,7 +152,7 @@ async def _query(conn: psycopg.AsyncConnection) -> Probe:
     row = await cur.fetchone()
     assert row is not None
     (in_rec, cur_lsn, recv, replay, wal_tli, ckpt_tli, history_tli, read_only, sync_names, conninfo, marker,
-     lease, slot_name, slot_keep, oldest_wal) = row
+     lease, slot_name, slot_keep, oldest_wal, version_num) = row
     status = None
     msg_age = None
     recv_tli = None
@@ -193,6 +195,7 @@ async def _query(conn: psycopg.AsyncConnection) -> Probe:
         sync_standby_names=sync_names or "", replicas=replicas, rejoin_marker=(marker or "").strip() or None,
         lease_members=parse_members(lease), slots=slots, primary_slot_name=slot_name or None,
         oldest_wal_lsn=int(oldest_wal) if oldest_wal is not None else None, slot_wal_keep_mb=slot_keep,
+        server_version_num=version_num,
     )
 
 

@@ -8,6 +8,8 @@ import pytest
 from archop.failover import act
 from archop.health.probe import Target, probe
 
+from testsupport.postgres import clone_follower, init_leader
+
 from .loopback import sql, streaming_from, three_streaming, wait_for
 
 pytestmark = pytest.mark.integration
@@ -71,3 +73,13 @@ async def test_a_follower_that_replayed_all_it_holds_says_so(pg):
 
     await wait_for(settled, what="the detached follower waits for WAL")
     assert (await probe(Target("127.0.0.1", leader.port))).replay_settled is None  # a primary: not read
+
+
+async def test_the_probe_reads_the_servers_major_version(pg):
+    """status.postgresMajor comes from here: the leader's and a follower's server_version_num."""
+    leader = pg.add(init_leader(pg.base, "db-0"))
+    follower = pg.add(clone_follower(leader, pg.base, "db-1"))
+    ((number,),) = sql(leader, "select current_setting('server_version_num')::int")
+    for inst in (leader, follower):
+        seen = await probe(Target("127.0.0.1", inst.port))
+        assert seen.reachable and seen.server_version_num == number and seen.major == number // 10000
