@@ -173,8 +173,11 @@ def test_the_app_runs_as_the_example_says(namespace: str, shop: dict[str, Any], 
     container = pod["containers"][0]
     assert (container["image"], container["command"], container["args"]) == (
         app["image"], app["command"], app["args"])
-    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": 9000}
-    assert container["livenessProbe"]["httpGet"] == {"path": "/live", "port": 9000}
+    # The API server adds scheme: HTTP to an httpGet probe.
+    assert container["readinessProbe"]["httpGet"] | {"scheme": "HTTP"} == {"path": "/ready", "port": 9000,
+                                                                           "scheme": "HTTP"}
+    assert container["livenessProbe"]["httpGet"] | {"scheme": "HTTP"} == {"path": "/live", "port": 9000,
+                                                                          "scheme": "HTTP"}
     service = get_json("service", f"{name}-app", namespace=namespace)
     assert [p["targetPort"] for p in service["spec"]["ports"]] == [9000]
 

@@ -846,13 +846,15 @@ class Monitor:
 
     def tick(self) -> None:
         """One monitor tick. A ModelFault ends it, as the real loop's `except Exception` does (logged, the
-        next tick retries); any other exception is a bug and propagates."""
+        next tick retries), and so does a required Stop refused (act.stop's NothingListens: a planned
+        change's clean stop of a leader killed meanwhile; the next tick sees it gone); any other exception is
+        a bug and propagates."""
         self.writes, self.faulted, self.injected, self.in_failover = 0, False, False, False
         self.last_tick = self.cluster.now
         self.cluster.actions_run = 0
         try:
             drive(self._tick())
-        except ModelFault as exc:
+        except (ModelFault, NothingListens) as exc:
             self.faulted, self.injected = True, isinstance(exc, StatusWriteFailed)
         finally:
             if self.in_failover or not self.fail_in_failover:

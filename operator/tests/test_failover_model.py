@@ -380,3 +380,21 @@ def test_a_switchover_whose_old_leader_stops_answering_waits_for_its_lease() -> 
     assert s.cluster.status.get("currentLeader") == "a-db-1", s.monitor.notes[-5:]
     assert any(n.reason == "LeaderUnreachable" and "goes on as a failover" in n.message
                for n in s.monitor.notes)
+
+
+def test_a_leader_killed_during_a_drain_switchover_is_failed_over() -> None:
+    """Found by the state machine once it could cordon: the leader's node is cordoned, the switchover
+    starts, and the leader's postmaster is killed before its clean stop. The required Stop is refused
+    (NothingListens ends that tick, as any failed action does), and the next tick goes on as a failover."""
+    s = FailoverModel()
+    s.start(mode="sync-required", sync_replicas=1, pod_lost_timeout=0.0, allow_data_loss=False)
+    s.fault_while_the_operator_acts(action=0, fault="cordon", name="leader")
+    s.a_second_passes(records=(0, 0, 0), replay=False, writes=0)
+    s.fault_while_the_operator_acts(action=2, fault="kill", name="leader")
+    s.a_second_passes(records=(0, 0, 0), replay=False, writes=0)
+    for _ in range(10):
+        s.a_second_passes(records=(1, 1, 1), replay=True, writes=1)
+        s.no_promotion_while_another_primary_holds_its_lease()
+        s.no_acknowledged_commit_lost()
+        s.stale_failover_cleared()
+    assert s.cluster.status.get("currentLeader") != "a-db-0", s.monitor.notes[-5:]
