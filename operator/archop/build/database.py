@@ -91,7 +91,10 @@ def disruption_budgets(name: str, namespace: str, count: int) -> list[dict]:
     """Budgets that make a drain wait for a switchover rather than evict the leader (CloudNativePG does the
     same). The leader's pod: never evicted while it carries the leader label; the monitor hands over when the
     leader's node is cordoned, the label moves and the drain's next retry evicts the pod as a follower.
-    The followers: one at a time; one that is not ready serves nothing and never holds a drain up.
+    The followers: one at a time; one that is not ready serves nothing and never holds a drain up. As
+    minAvailable of the followers (count - 2), not maxUnavailable 1: for maxUnavailable the disruption
+    controller counts the StatefulSet's whole scale as expected, the leader included, and then allows no
+    follower eviction at all while every follower is healthy.
     A single instance has nobody to hand over to, so no budget: a drain takes the database down."""
     if count < 2:
         return []
@@ -107,7 +110,7 @@ def disruption_budgets(name: str, namespace: str, count: int) -> list[dict]:
     return [
         budget(names.db_leader_budget(name), names.LEADER, {"minAvailable": 1}),
         budget(names.db_followers_budget(name), names.FOLLOWER,
-               {"maxUnavailable": 1, "unhealthyPodEvictionPolicy": "AlwaysAllow"}),
+               {"minAvailable": count - 2, "unhealthyPodEvictionPolicy": "AlwaysAllow"}),
     ]
 
 
