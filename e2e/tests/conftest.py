@@ -297,6 +297,19 @@ def architecture(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def serving_stack(namespace: str, name: str, ready_timeout: float = 600) -> str:
+    """The whole stack (one follower, two app pods, an ingress host of its own), Ready and serving through
+    the ingress; returns its Host. The timeout covers initdb, a base backup and the app's first readiness."""
+    host = f"{namespace}.archop.test"
+    spec = {"database": {"followers": 1, "storage": {"size": "256Mi"}}, "app": {"replicas": 2},
+            "ingress": {"host": host}}
+    apply_manifest(architecture(name, spec), "-n", namespace)
+    kubectl("wait", "--for=condition=Ready", f"architectures.archop.io/{name}", "-n", namespace,
+            f"--timeout={ready_timeout:.0f}s", timeout=ready_timeout + 30)
+    wait_until_serving(host, 300)
+    return host
+
+
 def example(stem: str) -> dict[str, Any]:
     return yaml.safe_load((ROOT / "examples" / f"{stem}.yaml").read_text())
 

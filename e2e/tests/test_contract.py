@@ -26,13 +26,12 @@ from typing import Any
 import pytest
 from archop.build.secrets import cache_keys, database_keys
 from conftest import (
-    apply_manifest,
-    architecture,
     condition,
     get_json,
     http_call,
     kubectl,
     secret_data,
+    serving_stack,
     wait_for,
     wait_until_serving,
 )
@@ -61,15 +60,7 @@ STAYS = [("statefulset", f"{NAME}-db"), ("service", f"{NAME}-db-rw"), ("service"
 
 @pytest.fixture(scope="module")
 def site(namespace: str) -> str:
-    """The whole stack, Ready and serving through the ingress; returns its Host."""
-    host = f"{namespace}.archop.test"
-    spec = {"database": {"followers": 1, "storage": {"size": "256Mi"}}, "app": {"replicas": 2},
-            "ingress": {"host": host}}
-    apply_manifest(architecture(NAME, spec), "-n", namespace)
-    kubectl("wait", "--for=condition=Ready", f"{ARCH}/{NAME}", "-n", namespace, f"--timeout={READY_TIMEOUT}s",
-            timeout=READY_TIMEOUT + 30)
-    wait_until_serving(host, 300)
-    return host
+    return serving_stack(namespace, NAME, READY_TIMEOUT)
 
 
 def failed(checks: dict[str, bool]) -> list[str]:

@@ -44,8 +44,6 @@ from archop.build.secrets import APPLIED_ANNOTATION, cache_keys, database_keys, 
 from conftest import (
     ROOT,
     IngressWriter,
-    apply_manifest,
-    architecture,
     architecture_events,
     assert_no_leaks,
     condition,
@@ -55,9 +53,9 @@ from conftest import (
     leak_texts,
     secret_data,
     secret_value,
+    serving_stack,
     superuser_sql,
     wait_for,
-    wait_until_serving,
 )
 
 from bench.failover.harness import OUTAGE_GAP_S, rto
@@ -116,15 +114,7 @@ LOGIN = (
 
 @pytest.fixture(scope="module")
 def site(namespace: str) -> str:
-    """The whole stack, Ready and serving through the ingress; returns its Host."""
-    host = f"{namespace}.archop.test"
-    spec = {"database": {"followers": 1, "storage": {"size": "256Mi"}}, "app": {"replicas": 2},
-            "ingress": {"host": host}}
-    apply_manifest(architecture(NAME, spec), "-n", namespace)
-    kubectl("wait", "--for=condition=Ready", f"architectures.archop.io/{NAME}", "-n", namespace,
-            f"--timeout={READY_TIMEOUT}s", timeout=READY_TIMEOUT + 30)
-    wait_until_serving(host, 300)
-    return host
+    return serving_stack(namespace, NAME, READY_TIMEOUT)
 
 
 @dataclass
@@ -323,6 +313,23 @@ def check_writes(namespace: str, host: str, rotation: Rotation) -> None:
 # ------------------------------------------------------------------------------------------ N-db-app
 
 
+def check_secret_rotated(namespace: str, rotation: Rotation, url_key: str) -> dict[str, str]:
+    """The Secret's record is of the new password (and no longer of the old), and its `password` and
+    `url_key` carry the new one; returns the Secret's data. Booleans only: a failure never prints a
+    password."""
+    record = record_of(namespace, rotation.secret)
+    assert record and record != rotation.record_before, "the record did not change"
+    assert records(record, rotation.new), "the record is not of the new password"
+    assert not records(record, rotation.old), "the record is of the old password"
+    data = secret_data(namespace, rotation.secret)
+    holds_new = data.get("password") == rotation.new
+    assert holds_new, "the Secret's password is not the one patched in"
+    url = urllib.parse.urlsplit(data.get(url_key, ""))
+    url_has_new = urllib.parse.unquote(url.password or "") == rotation.new
+    assert url_has_new, f"{url_key} does not carry the new password"
+    return data
+
+
 @pytest.fixture(scope="module")
 def db_rotation(namespace: str, site: str) -> Rotation:
     return rotate(namespace, site, f"{NAME}-db-app", DB_PASSWORD_ANNOTATION, [f"{NAME}-app"])
@@ -337,16 +344,7 @@ def test_the_database_rotation_is_told(namespace: str, db_rotation: Rotation) ->
 
 
 def test_the_database_secret_records_the_new_password(namespace: str, db_rotation: Rotation) -> None:
-    record = record_of(namespace, db_rotation.secret)
-    assert record and record != db_rotation.record_before, "the record did not change"
-    assert records(record, db_rotation.new), "the record is not of the new password"
-    assert not records(record, db_rotation.old), "the record is of the old password"
-    data = secret_data(namespace, db_rotation.secret)
-    holds_new = data.get("password") == db_rotation.new
-    assert holds_new, "the Secret's password is not the one patched in"
-    uri = urllib.parse.urlsplit(data.get("uri", ""))
-    uri_has_new = urllib.parse.unquote(uri.password or "") == db_rotation.new
-    assert uri_has_new, "uri does not carry the new password"
+    data = check_secret_rotated(namespace, db_rotation, "uri")
     want = database_keys(NAME, namespace, data["username"], db_rotation.new)
     stale = sorted(key for key, value in want.items() if data.get(key) != value)
     assert not stale, f"keys not rewritten from the new password: {stale}"
@@ -402,16 +400,7 @@ def test_the_cache_rotation_is_told(namespace: str, cache_rotation: Rotation) ->
 
 
 def test_the_cache_secret_records_the_new_password(namespace: str, cache_rotation: Rotation) -> None:
-    record = record_of(namespace, cache_rotation.secret)
-    assert record and record != cache_rotation.record_before, "the record did not change"
-    assert records(record, cache_rotation.new), "the record is not of the new password"
-    assert not records(record, cache_rotation.old), "the record is of the old password"
-    data = secret_data(namespace, cache_rotation.secret)
-    holds_new = data.get("password") == cache_rotation.new
-    assert holds_new, "the Secret's password is not the one patched in"
-    url = urllib.parse.urlsplit(data.get("url", ""))
-    url_has_new = urllib.parse.unquote(url.password or "") == cache_rotation.new
-    assert url_has_new, "url does not carry the new password"
+    data = check_secret_rotated(namespace, cache_rotation, "url")
     want = cache_keys(NAME, namespace, cache_rotation.new)
     stale = sorted(key for key, value in want.items() if data.get(key) != value)
     assert not stale, f"keys not rewritten from the new password: {stale}"
